@@ -1,0 +1,41 @@
+# The two commands a newcomer runs: `make demo` (the main job end to end) and `make test`.
+# Each creates .venv when missing and installs what it needs, so each works alone on a fresh clone.
+#
+# torch is installed first and on its own: `torch==2.13.0` takes the CPU wheel. A GPU user sets TORCH_SPEC and
+# TORCH_INDEX, e.g. `make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126`.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS ?= train,serve,dev
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint format serve clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/recstack-demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

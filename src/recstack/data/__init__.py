@@ -1,0 +1,1 @@
+"""Data layer: sources, preparation, splits, negative sampling, SQL over the prepared Parquet."""

@@ -1,0 +1,105 @@
+"""Reading a prepared split: the folder ``recstack-data prepare`` writes and every later stage reads.
+
+Layout of ``data/processed/<dataset>/<config-hash>/``:
+
+* ``train.parquet``, ``valid.parquet``, ``test.parquet``: ``user_id`` (str), ``item_id`` (str), ``user_idx`` (int32),
+  ``item_idx`` (int32), ``timestamp`` (int64), ``value`` (float32), ``event_type`` (str).
+* ``items.parquet``: ``item_idx`` (0..n_items-1, sorted), ``item_id`` and the item metadata columns of
+  :mod:`recstack.data.schema`. ``users.parquet``: ``user_idx`` (sorted), ``user_id`` and demographic columns.
+  Together they are the id maps, both ways.
+* ``manifest.json``: format version, dataset, source, the preparation config and its hash, counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+Stage = Literal["train", "valid", "test"]
+SPLIT_FILES: tuple[str, ...] = ("train.parquet", "valid.parquet", "test.parquet", "items.parquet", "users.parquet")
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """A train/valid/test split with contiguous user and item indices (see the module docstring)."""
+
+    root: Path
+    manifest: dict[str, Any]
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def load(cls, root: str | Path) -> PreparedSplit:
+        root = Path(root)
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise FileNotFoundError(
+                f"{root} is not a prepared split (no {MANIFEST}); run `recstack-data prepare data=<name>` first"
+            )
+        manifest = json.loads(manifest_path.read_text())
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{manifest_path}: format_version {version!r}, this recstack reads {FORMAT_VERSION}")
+        missing = [f for f in SPLIT_FILES if not (root / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{root}: prepared split is missing {missing}; prepare it again")
+        tables = {f.removesuffix(".parquet"): pd.read_parquet(root / f) for f in SPLIT_FILES}
+        return cls(root=root, manifest=manifest, **tables)
+
+    @property
+    def dataset(self) -> str:
+        return str(self.manifest["dataset"])
+
+    @property
+    def config_hash(self) -> str:
+        return str(self.manifest["config_hash"])
+
+    @property
+    def n_users(self) -> int:
+        return int(self.manifest["n_users"])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.manifest["n_items"])
+
+    def frame(self, stage: Stage) -> pd.DataFrame:
+        return {"train": self.train, "valid": self.valid, "test": self.test}[stage]
+
+    def matrix(self, stage: Stage) -> sp.csr_matrix:
+        """Binary user x item CSR matrix of one stage (duplicates collapse to 1), cached."""
+        key = f"matrix:{stage}"
+        if key not in self._cache:
+            df = self.frame(stage)
+            rows = df["user_idx"].to_numpy(np.int64)
+            cols = df["item_idx"].to_numpy(np.int64)
+            m = sp.csr_matrix(
+                (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(self.n_users, self.n_items)
+            )
+            m.sum_duplicates()
+            m.data[:] = 1.0
+            self._cache[key] = m
+        return self._cache[key]
+
+    @cached_property
+    def item_popularity(self) -> np.ndarray:
+        """Training interactions per item (int64, length n_items)."""
+        return np.bincount(self.train["item_idx"].to_numpy(np.int64), minlength=self.n_items)
+
+    def __repr__(self) -> str:
+        return (
+            f"PreparedSplit({self.dataset!r}, {self.config_hash}, users={self.n_users:,}, items={self.n_items:,}, "
+            f"train/valid/test={len(self.train):,}/{len(self.valid):,}/{len(self.test):,})"
+        )

@@ -1,0 +1,44 @@
+"""The one contract every recommender honours, classical or deep, so one evaluator scores them all the same way.
+
+Users and items are the contiguous indices of a :class:`~recstack.data.prepared.PreparedSplit`. Scores are torch
+tensors so that the evaluator runs on CPU or GPU alike; classical models build them from numpy/scipy without copies.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class Recommender(ABC):
+    """Scores users over the whole catalogue.
+
+    Subclasses implement :meth:`score_all`; :meth:`score` and :meth:`recommend` have generic defaults that a model may
+    override with something faster. Deep models also subclass ``torch.nn.Module`` (listed first in their bases) and
+    add ``loss(batch)``; they are trained by :mod:`recstack.training`.
+    """
+
+    n_users: int
+    n_items: int
+
+    @abstractmethod
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of shape ``(len(users), n_items)`` for a 1-D long tensor of user indices; higher is better."""
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of the pairs ``(users[i], items[i])``, shape ``(len(users),)``."""
+        return self.score_all(users).gather(1, items.view(-1, 1).to(torch.long)).view(-1)
+
+    @torch.no_grad()
+    def recommend(
+        self, users: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` ``(scores, item_indices)`` per user; ``exclude`` is a boolean ``(len(users), n_items)`` mask of
+        items that must not be recommended (e.g. training items)."""
+        if not 1 <= k <= self.n_items:
+            raise ValueError(f"k={k} must be between 1 and the catalogue size {self.n_items}")
+        scores = self.score_all(users).float()
+        if exclude is not None:
+            scores = scores.masked_fill(exclude.to(scores.device), float("-inf"))
+        return torch.topk(scores, k, dim=1)
