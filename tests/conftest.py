@@ -1,0 +1,90 @@
+"""Shared fixtures: a tiny prepared split written by hand in the prepared layout, and the real ML-100K split."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recstack.data.prepared import FORMAT_VERSION, PreparedSplit
+
+
+def data_home() -> Path:
+    return Path(os.environ.get("RECSTACK_DATA_HOME", "data/raw"))
+
+
+def write_tiny_split(root: Path, n_users: int = 30, n_items: int = 40, per_user: int = 10, seed: int = 0) -> Path:
+    """A small random split with structure (users prefer one of four item groups), in the prepared layout."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        group = u % 4
+        pool = np.arange(n_items)
+        weights = np.where(pool % 4 == group, 8.0, 1.0)
+        items = rng.choice(pool, size=per_user, replace=False, p=weights / weights.sum())
+        for j, i in enumerate(items):
+            stage = "train" if j < per_user - 2 else ("valid" if j == per_user - 2 else "test")
+            rows.append((u, int(i), 1_000_000 + 3600 * j + u, stage))
+    frame = pd.DataFrame(rows, columns=["user_idx", "item_idx", "timestamp", "stage"])
+    frame["user_id"] = "u" + frame["user_idx"].astype(str)
+    frame["item_id"] = "i" + frame["item_idx"].astype(str)
+    frame["value"] = np.float32(1.0)
+    frame["event_type"] = "rating"
+    frame["user_idx"] = frame["user_idx"].astype(np.int32)
+    frame["item_idx"] = frame["item_idx"].astype(np.int32)
+    root.mkdir(parents=True, exist_ok=True)
+    cols = ["user_id", "item_id", "user_idx", "item_idx", "timestamp", "value", "event_type"]
+    for stage in ("train", "valid", "test"):
+        frame.loc[frame["stage"] == stage, cols].reset_index(drop=True).to_parquet(root / f"{stage}.parquet")
+    genres = ["Action", "Comedy", "Drama", "Horror"]
+    items = pd.DataFrame(
+        {
+            "item_idx": np.arange(n_items, dtype=np.int32),
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "title": [f"{genres[i % 4]} movie {i}" for i in range(n_items)],
+            "year": pd.array([1990 + i % 20 for i in range(n_items)], dtype="Int64"),
+            "categories": [[genres[i % 4]] for i in range(n_items)],
+            "text": ["" for _ in range(n_items)],
+        }
+    )
+    items.to_parquet(root / "items.parquet")
+    users = pd.DataFrame(
+        {
+            "user_idx": np.arange(n_users, dtype=np.int32),
+            "user_id": [f"u{u}" for u in range(n_users)],
+            "gender": ["M" if u % 2 else "F" for u in range(n_users)],
+            "age": [str(20 + u % 5 * 10) for u in range(n_users)],
+        }
+    )
+    users.to_parquet(root / "users.parquet")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "dataset": "tiny",
+        "source": "tests/conftest.py",
+        "config": {},
+        "config_hash": "tiny0000",
+        "n_users": n_users,
+        "n_items": n_items,
+        "counts": {s: int((frame["stage"] == s).sum()) for s in ("train", "valid", "test")},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return root
+
+
+@pytest.fixture
+def tiny_split(tmp_path: Path) -> PreparedSplit:
+    return PreparedSplit.load(write_tiny_split(tmp_path / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def ml100k_split(tmp_path_factory: pytest.TempPathFactory) -> PreparedSplit:
+    """The real ML-100K, default preparation (per-user random 0.8/0.1/0.1, every rating a positive)."""
+    if not (data_home() / "ml-100k").is_dir():
+        pytest.fail(f"ML-100K not found under RECSTACK_DATA_HOME={data_home()} (CI sets it to ../shared/data)")
+    from recstack.data.prepare import prepare_named
+
+    return prepare_named("ml100k", "random", out_root=tmp_path_factory.mktemp("processed"))
