@@ -1,0 +1,99 @@
+"""Matrix factorisation: users and items as ``d``-dimensional vectors, score = inner product.
+
+Trained with BPR over ``n`` sampled negatives per positive, or with a sampled softmax whose negatives are the sampled
+ones plus (optionally) the other positives of the batch. With ``item_text_vectors`` (the BERT item vectors of
+:mod:`recstack.models.text_encoder`) an item's vector is its id embedding plus a learned projection of its text vector,
+so an item never seen in training still gets a vector from its text alone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from recstack.models.base import Recommender
+from recstack.models.losses import bpr_loss, in_batch_negative_scores, l2_regularisation, sampled_softmax_loss
+from recstack.training.batches import InteractionBatch
+
+MFLoss = Literal["bpr", "softmax"]
+
+
+class MatrixFactorization(nn.Module, Recommender):
+    """Inner-product recommender; ``score_all(u) == user_embeddings()[u] @ item_embeddings().T``."""
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        embedding_dim: int = 64,
+        loss: MFLoss = "bpr",
+        reg_weight: float = 1e-4,
+        temperature: float = 0.1,
+        in_batch_negatives: bool = True,
+        item_text_vectors: torch.Tensor | None = None,
+        init_std: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if loss not in ("bpr", "softmax"):
+            raise ValueError(f"MatrixFactorization loss={loss!r}; choose 'bpr' or 'softmax'")
+        self.n_users = n_users
+        self.n_items = n_items
+        self.loss_name = loss
+        self.reg_weight = reg_weight
+        self.temperature = temperature
+        self.in_batch_negatives = in_batch_negatives
+        self.user_embedding = nn.Embedding(n_users, embedding_dim)
+        self.item_embedding = nn.Embedding(n_items, embedding_dim)
+        nn.init.normal_(self.user_embedding.weight, std=init_std)
+        nn.init.normal_(self.item_embedding.weight, std=init_std)
+        self.text_projection: nn.Linear | None = None
+        if item_text_vectors is not None:
+            if item_text_vectors.shape[0] != n_items:
+                raise ValueError(
+                    f"item_text_vectors has {item_text_vectors.shape[0]} rows but there are {n_items} items; "
+                    "encode the split's items table (recstack.models.text_encoder.encode_items(split.items))"
+                )
+            self.register_buffer("item_text", torch.as_tensor(item_text_vectors, dtype=torch.float32))
+            self.text_projection = nn.Linear(item_text_vectors.shape[1], embedding_dim, bias=False)
+            nn.init.normal_(self.text_projection.weight, std=init_std / item_text_vectors.shape[1] ** 0.5)
+
+    def _items(self, items: torch.Tensor) -> torch.Tensor:
+        vecs = self.item_embedding(items)
+        if self.text_projection is not None:
+            vecs = vecs + self.text_projection(self.item_text[items])
+        return vecs
+
+    def user_embeddings(self) -> torch.Tensor:
+        """``(n_users, d)`` user vectors."""
+        return self.user_embedding.weight
+
+    def item_embeddings(self) -> torch.Tensor:
+        """``(n_items, d)`` final item vectors (with the text projection when configured)."""
+        return self._items(torch.arange(self.n_items, device=self.item_embedding.weight.device))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.user_embedding(users) * self._items(items)).sum(-1)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.forward(users.long(), items.long())
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_embedding(users.long()) @ self.item_embeddings().T
+
+    def loss(self, batch: InteractionBatch) -> torch.Tensor:
+        u = self.user_embedding(batch.users)
+        pos = self._items(batch.items)
+        neg = self._items(batch.negatives)  # (B, n, d)
+        pos_scores = (u * pos).sum(-1)
+        neg_scores = torch.einsum("bd,bnd->bn", u, neg)
+        if self.loss_name == "bpr":
+            main = bpr_loss(pos_scores, neg_scores)
+        else:
+            if self.in_batch_negatives:
+                neg_scores = torch.cat([neg_scores, in_batch_negative_scores(u, pos, batch.items)], dim=1)
+            main = sampled_softmax_loss(pos_scores, neg_scores, self.temperature)
+        # Regularise the id rows only: the text projection is shared by all items and has its own small scale.
+        reg = l2_regularisation(u, self.item_embedding(batch.items), self.item_embedding(batch.negatives).flatten(0, 1))
+        return main + self.reg_weight * reg
