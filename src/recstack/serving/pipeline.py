@@ -1,0 +1,385 @@
+"""The recommendation pipeline: one function, used by the HTTP service and by offline evaluation alike.
+
+    user vector   trained embedding; else the weighted mean of the vectors of the user's recent items (fold-in);
+                  else none, and the candidates come from popularity (of the user's segment when one is given)
+    retrieval     one FAISS search for the top-N candidates, seen items excluded inside the index
+    filter        include / exclude categories on the candidates (widening the search when too few survive)
+    rerank        one ONNX Runtime call of the Wide & Deep ranker over the candidates, with context features
+                  (trained users only: the ranker knows cold users as one out-of-vocabulary row)
+    top-k         the k best by the last stage's score
+
+Everything the request path needs is precomputed in :meth:`Pipeline.from_bundle`: the category matrix, the popularity
+rankings, the ranker session. Imports stay serving-light: numpy, scipy, faiss/onnxruntime via the bundle, never torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from recstack.serving.fallbacks import PopularityFallback
+from recstack.serving.metrics import StageObserver, null_observer
+from recstack.serving.online_store import Event
+
+if TYPE_CHECKING:
+    from recstack.export.bundle import Bundle
+
+Stage = Literal["rerank", "retrieval", "popularity"]
+UserSource = Literal["trained", "recent_activity", "popularity", "segment_popularity"]
+
+DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"view": 0.5, "click": 1.0, "rating": 1.0, "add_to_cart": 1.5, "purchase": 2.0}
+)
+
+
+class BadQuery(ValueError):
+    """A query the pipeline cannot answer because of one field (the service maps it to a 400 naming the field)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+class UnknownItem(KeyError):
+    """An item id that is not in the bundle (the service maps it to a 404)."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(item_id)
+        self.item_id = item_id
+
+    def __str__(self) -> str:
+        return f"item_id {self.item_id!r} is not in the served bundle; use an item id from the bundle's items table"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    n_candidates: int = 200
+    """Top-N retrieved before filtering and re-ranking."""
+    rerank: bool = True
+    """Default for queries that do not say; False gives retrieval order (the ablation)."""
+    max_recent: int = 50
+    """Recent events read for fold-in and exclusion."""
+    event_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_EVENT_WEIGHTS)
+    widen_factor: int = 4
+    """When filters leave fewer than k candidates, search again with N times this (a few times at most)."""
+
+
+@dataclass(frozen=True)
+class Query:
+    user_id: str
+    k: int = 10
+    hour: int = 12
+    dow: int = 0
+    exclude_seen: bool = True
+    include_categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    segment: tuple[tuple[str, str], ...] = ()
+    rerank: bool | None = None
+    """None: the pipeline's default."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Top-k answer: item indices (best first), the score that ordered them, and how they were produced."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    stage: Stage
+    user_source: UserSource
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    embedding_items: np.ndarray
+    embedding_scores: np.ndarray
+    text_items: np.ndarray | None
+    text_scores: np.ndarray | None
+
+
+class Pipeline:
+    """The bundle's arrays and sessions, arranged for one request at a time. Read-only after construction."""
+
+    def __init__(
+        self,
+        *,
+        user_index: Mapping[str, int],
+        item_index: Mapping[str, int],
+        item_ids: np.ndarray,
+        item_titles: np.ndarray,
+        item_categories: Sequence[Sequence[str]],
+        user_embeddings: np.ndarray,
+        item_embeddings: np.ndarray,
+        seen: Any,
+        index: Any,
+        popularity: PopularityFallback,
+        ranker: Any | None,
+        item_text_embeddings: np.ndarray | None = None,
+        config: PipelineConfig = PipelineConfig(),
+    ) -> None:
+        self.config = config
+        self.user_index = user_index
+        self.item_index = item_index
+        self.item_ids = item_ids
+        self.item_titles = item_titles
+        self.user_embeddings = np.ascontiguousarray(user_embeddings, dtype=np.float32)
+        self.item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
+        self.n_users, self.n_items = len(self.user_embeddings), len(self.item_embeddings)
+        self.seen = seen.tocsr()
+        self.index = index
+        self.popularity = popularity
+        self.ranker = ranker
+        names = sorted({str(c) for cats in item_categories for c in cats})
+        self.category_ids: Mapping[str, int] = {name: i for i, name in enumerate(names)}
+        # Bool matrix, read only on the <= N candidate rows, so its cost does not grow with the catalogue.
+        self.category_matrix = np.zeros((self.n_items, max(1, len(names))), dtype=bool)
+        for item, cats in enumerate(item_categories):
+            for c in cats:
+                self.category_matrix[item, self.category_ids[str(c)]] = True
+        self.text_embeddings = None
+        if item_text_embeddings is not None:
+            text = np.asarray(item_text_embeddings, dtype=np.float32)
+            norms = np.linalg.norm(text, axis=1, keepdims=True)
+            self.text_embeddings = np.ascontiguousarray(text / np.maximum(norms, 1e-12))
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, config: PipelineConfig = PipelineConfig(), *, ranker: Any = None) -> Pipeline:
+        """Precompute everything from a loaded bundle; ``ranker`` overrides the bundle's ONNX session (tests)."""
+        items = bundle.items.sort_values("item_idx")
+        if ranker is None and bundle.ranker_path is not None:
+            ranker = ranker_session(bundle.ranker_path)
+        popularity_counts = (
+            items["popularity"].to_numpy(np.float64)
+            if "popularity" in items.columns
+            else np.asarray(bundle.seen.sum(axis=0)).ravel()
+        )
+        return cls(
+            user_index=bundle.user_index,
+            item_index=bundle.item_index,
+            item_ids=items["item_id"].astype(str).to_numpy(object),
+            item_titles=items["title"].fillna("").astype(str).to_numpy(object)
+            if "title" in items.columns
+            else items["item_id"].astype(str).to_numpy(object),
+            item_categories=[list(c) if c is not None else [] for c in items["categories"]]
+            if "categories" in items.columns
+            else [[] for _ in range(len(items))],
+            user_embeddings=bundle.user_embeddings,
+            item_embeddings=bundle.item_embeddings,
+            seen=bundle.seen,
+            index=bundle.index,
+            popularity=PopularityFallback.build(popularity_counts, bundle.seen, bundle.users),
+            ranker=ranker,
+            item_text_embeddings=bundle.item_text_embeddings,
+            config=config,
+        )
+
+    # -- the pipeline ---------------------------------------------------------------------------------------------
+
+    def recommend(self, query: Query, recent: Sequence[Event] = (), observe: StageObserver = null_observer) -> Ranked:
+        """Top-``query.k`` items for one user; ``recent`` is the user's newest-first activity from the online store."""
+        t0 = time.perf_counter()
+        k = query.k
+        if not 1 <= k <= self.n_items:
+            raise BadQuery("k", f"must be between 1 and the catalogue size {self.n_items}, got {k}")
+        include = self._category_columns("include_categories", query.include_categories)
+        exclude_cats = self._category_columns("exclude_categories", query.exclude_categories)
+        rerank = self.config.rerank if query.rerank is None else query.rerank
+
+        user_row = self.user_index.get(query.user_id)
+        recent_items, recent_weights = self._recent_items(recent)
+        excluded = self._excluded(user_row, recent_items) if query.exclude_seen else np.empty(0, np.int64)
+        vector: np.ndarray | None
+        if user_row is not None:
+            vector, source = self.user_embeddings[user_row], "trained"
+        elif len(recent_items):
+            vector = np.average(self.item_embeddings[recent_items], axis=0, weights=recent_weights)
+            vector, source = vector.astype(np.float32), "recent_activity"
+        else:
+            vector, source = None, "popularity"
+        t1 = time.perf_counter()
+        observe("user_vector", t1 - t0)
+
+        if vector is not None:
+            candidates, cand_scores = self._retrieve(vector, k, excluded, include, exclude_cats, observe)
+            stage: Stage = "retrieval"
+        else:
+            ranking, pop_scores, segmented = self.popularity.ranking(dict(query.segment))
+            source = "segment_popularity" if segmented else "popularity"
+            t2 = time.perf_counter()
+            keep = self._keep(ranking, excluded, include, exclude_cats)
+            candidates, cand_scores = (
+                ranking[keep][: self.config.n_candidates],
+                pop_scores[keep][: self.config.n_candidates],
+            )
+            observe("filter", time.perf_counter() - t2)
+            stage = "popularity"
+
+        # Only users the ranker was trained on are re-ranked: for a cold user it would score with its single
+        # out-of-vocabulary row and replace the fold-in or segment signal with one global order.
+        if rerank and self.ranker is not None and user_row is not None and len(candidates):
+            t3 = time.perf_counter()
+            cand_scores = self._rerank(user_row, candidates, query.hour, query.dow)
+            stage = "rerank"
+            observe("rerank", time.perf_counter() - t3)
+
+        top = _top_k(cand_scores, k)
+        observe("total", time.perf_counter() - t0)
+        return Ranked(items=candidates[top], scores=cand_scores[top], stage=stage, user_source=source)
+
+    def similar(self, item_id: str, k: int) -> Neighbours:
+        """Nearest items of one item by collaborative embedding (FAISS) and, when the bundle has them, by title text."""
+        item = self.item_index.get(item_id)
+        if item is None:
+            raise UnknownItem(item_id)
+        k = min(k, self.n_items - 1)
+        scores, ids = self.index.search(self.item_embeddings[item][None, :], k, exclude=[np.array([item], np.int64)])
+        valid = ids[0] >= 0
+        text_items = text_scores = None
+        if self.text_embeddings is not None:
+            sims = self.text_embeddings @ self.text_embeddings[item]
+            sims[item] = -np.inf
+            top = _top_k(sims, k)
+            text_items, text_scores = top.astype(np.int64), sims[top].astype(np.float32)
+        return Neighbours(ids[0][valid].astype(np.int64), scores[0][valid].astype(np.float32), text_items, text_scores)
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+
+    def _recent_items(self, recent: Sequence[Event]) -> tuple[np.ndarray, np.ndarray]:
+        items, weights = [], []
+        for event in recent[: self.config.max_recent]:
+            idx = self.item_index.get(event.item_id)
+            if idx is not None:
+                items.append(idx)
+                weights.append(self.config.event_weights.get(event.event_type, 1.0))
+        weights_arr = np.asarray(weights, dtype=np.float64)
+        if len(weights_arr) and weights_arr.sum() <= 0:
+            weights_arr = np.ones_like(weights_arr)
+        return np.asarray(items, dtype=np.int64), weights_arr
+
+    def _excluded(self, user_row: int | None, recent_items: np.ndarray) -> np.ndarray:
+        if user_row is None:
+            return np.unique(recent_items)
+        seen = self.seen.indices[self.seen.indptr[user_row] : self.seen.indptr[user_row + 1]]
+        if not len(recent_items):
+            return seen.astype(np.int64)
+        return np.union1d(seen, recent_items).astype(np.int64)
+
+    def _category_columns(self, field_name: str, names: Sequence[str]) -> np.ndarray | None:
+        if not names:
+            return None
+        unknown = [n for n in names if n not in self.category_ids]
+        if unknown:
+            known = ", ".join(list(self.category_ids)[:30])
+            raise BadQuery(field_name, f"unknown categories {unknown}; known categories: {known}")
+        return np.fromiter((self.category_ids[n] for n in names), dtype=np.int64)
+
+    def _keep(
+        self, items: np.ndarray, excluded: np.ndarray, include: np.ndarray | None, exclude: np.ndarray | None
+    ) -> np.ndarray:
+        """Boolean mask over ``items``: not excluded, in an included category, in no excluded category."""
+        keep = ~np.isin(items, excluded) if len(excluded) else np.ones(len(items), dtype=bool)
+        if include is not None or exclude is not None:
+            cats = self.category_matrix[items]
+            if include is not None:
+                keep &= cats[:, include].any(axis=1)
+            if exclude is not None:
+                keep &= ~cats[:, exclude].any(axis=1)
+        return keep
+
+    def _retrieve(
+        self,
+        vector: np.ndarray,
+        k: int,
+        excluded: np.ndarray,
+        include: np.ndarray | None,
+        exclude_cats: np.ndarray | None,
+        observe: StageObserver,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = min(max(self.config.n_candidates, k), self.n_items)
+        query = vector.reshape(1, -1).astype(np.float32, copy=False)
+        for attempt in range(4):
+            t = time.perf_counter()
+            scores, ids = self.index.search(query, n, exclude=[excluded])
+            observe("retrieval", time.perf_counter() - t)
+            t = time.perf_counter()
+            ids, scores = ids[0], scores[0]
+            valid = ids >= 0
+            ids, scores = ids[valid].astype(np.int64), scores[valid].astype(np.float32)
+            if include is not None or exclude_cats is not None:
+                keep = self._keep(ids, np.empty(0, np.int64), include, exclude_cats)
+                ids, scores = ids[keep], scores[keep]
+            observe("filter", time.perf_counter() - t)
+            if len(ids) >= k or n >= self.n_items or attempt == 3:
+                break
+            n = min(n * self.config.widen_factor, self.n_items)
+        return ids[: self.config.n_candidates], scores[: self.config.n_candidates]
+
+    def _rerank(self, user: int, items: np.ndarray, hour: int, dow: int) -> np.ndarray:
+        b = len(items)
+        feeds = {
+            "user_idx": np.full(b, user, dtype=np.int64),
+            "item_idx": items.astype(np.int64, copy=False),
+            "hour": np.full(b, hour, dtype=np.int64),
+            "dow": np.full(b, dow, dtype=np.int64),
+        }
+        return np.asarray(self.ranker.run(["score"], feeds)[0], dtype=np.float32).reshape(-1)
+
+
+def ranker_session(path: Any) -> Any:
+    """An ONNX Runtime session for the ranker with one intra-op thread: a request scores <= N rows, where thread
+    hand-offs cost more than they save, and workers (not threads) use the other cores."""
+    try:
+        from recstack.export.onnx_runtime import make_session
+    except ImportError:  # the export package's helper; same settings inline until it is there
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return make_session(path, intra_op_threads=1)
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k best scores, best first; ties keep the earlier position (reproducible across processes)."""
+    k = min(k, len(scores))
+    if len(scores) > 4 * k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        return part[np.lexsort((part, -scores[part]))]
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+def offline_topk(
+    source: Bundle | Pipeline,
+    users: np.ndarray,
+    k: int,
+    *,
+    rerank: bool,
+    hour: int = 12,
+    dow: int = 0,
+    exclude_seen: bool = True,
+) -> np.ndarray:
+    """The served pipeline over many users, for ``evaluate_topk``: ``(len(users), k)`` item indices, -1 padded.
+
+    ``users`` are user indices of the bundle; no online store is involved (offline users have no recent activity).
+    """
+    pipeline = source if isinstance(source, Pipeline) else Pipeline.from_bundle(source)
+    ids_by_row = _user_ids_by_row(pipeline)
+    out = np.full((len(users), k), -1, dtype=np.int64)
+    for row, user in enumerate(np.asarray(users, dtype=np.int64)):
+        query = Query(user_id=ids_by_row[user], k=k, hour=hour, dow=dow, exclude_seen=exclude_seen, rerank=rerank)
+        ranked = pipeline.recommend(query)
+        out[row, : len(ranked.items)] = ranked.items
+    return out
+
+
+def _user_ids_by_row(pipeline: Pipeline) -> np.ndarray:
+    ids = np.empty(pipeline.n_users, dtype=object)
+    for user_id, row in pipeline.user_index.items():
+        ids[row] = user_id
+    return ids

@@ -1,0 +1,124 @@
+"""Request and response bodies of the HTTP service, with the limits that keep bad input a 4xx and never a 500.
+
+Every request model forbids unknown fields and validates strictly (``"10"`` is not an int), so a typo in a field name
+or a wrong type is reported by name instead of being silently ignored or coerced.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_K = 100
+MAX_ID_LENGTH = 128
+MAX_CATEGORIES = 64
+EVENT_TYPES = ("view", "click", "rating", "add_to_cart", "purchase")
+EventType = Literal["view", "click", "rating", "add_to_cart", "purchase"]
+
+_REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+Identifier = Field(min_length=1, max_length=MAX_ID_LENGTH)
+
+
+class Context(BaseModel):
+    """What the caller knows about the moment of the request; used as re-ranker features and for cold-start segments."""
+
+    model_config = _REQUEST_CONFIG
+
+    device: str | None = Field(default=None, max_length=32, description="e.g. 'mobile', 'web', 'tv'")
+    hour: int | None = Field(default=None, ge=0, le=23, description="hour of day 0-23 (UTC if omitted: now)")
+    dow: int | None = Field(default=None, ge=0, le=6, description="day of week, Monday=0 (UTC if omitted: now)")
+    segment: dict[str, str] | None = Field(
+        default=None,
+        max_length=8,
+        description="demographics of a cold user, e.g. {'gender': 'F', 'age': '25'}: picks the popularity segment",
+    )
+
+    @field_validator("segment")
+    @classmethod
+    def _short_segment_values(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            for key, val in value.items():
+                if len(key) > 32 or len(val) > 64:
+                    raise ValueError("segment keys are at most 32 characters and values at most 64")
+        return value
+
+
+class RecommendRequest(BaseModel):
+    """``POST /recommend``: what should this user see now."""
+
+    model_config = _REQUEST_CONFIG
+
+    user_id: str = Identifier
+    k: int = Field(default=10, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
+    context: Context | None = None
+    exclude_seen: bool = Field(default=True, description="drop items the user interacted with (training + recent)")
+    include_categories: list[str] | None = Field(
+        default=None, max_length=MAX_CATEGORIES, description="keep only items in at least one of these categories"
+    )
+    exclude_categories: list[str] | None = Field(
+        default=None, max_length=MAX_CATEGORIES, description="drop items in any of these categories"
+    )
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str
+    score: float
+    stage: Literal["rerank", "retrieval", "popularity", "embedding", "text"] = Field(
+        description="the stage whose score ordered this item"
+    )
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    user_source: Literal["trained", "recent_activity", "popularity", "segment_popularity"] = Field(
+        description="where the user representation came from"
+    )
+    items: list[RecommendedItem]
+    model: str = Field(description="the bundle (tag or path) that answered")
+    degraded: bool = Field(description="true when the online store was unavailable and the bundle answered alone")
+
+
+class SimilarItemsRequest(BaseModel):
+    """``POST /similar_items``: nearest neighbours of one item."""
+
+    model_config = _REQUEST_CONFIG
+
+    item_id: str = Identifier
+    k: int = Field(default=10, ge=1, le=MAX_K, description=f"number of neighbours per kind, 1..{MAX_K}")
+
+
+class SimilarItemsResponse(BaseModel):
+    item_id: str
+    title: str
+    embedding: list[RecommendedItem] = Field(description="neighbours by collaborative item embedding")
+    text: list[RecommendedItem] | None = Field(description="neighbours by BERT title embedding (null: not in bundle)")
+    model: str
+
+
+class EventRequest(BaseModel):
+    """``POST /events``: something the user just did; the next ``/recommend`` uses it."""
+
+    model_config = _REQUEST_CONFIG
+
+    user_id: str = Identifier
+    item_id: str = Identifier
+    event_type: EventType
+    value: float = Field(default=1.0, ge=-1e6, le=1e6, description="rating value, watch fraction, ...")
+    timestamp: int | None = Field(default=None, ge=0, le=2**40, description="epoch seconds; now if omitted")
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("value must be a finite number")
+        return value
+
+
+class EventResponse(BaseModel):
+    recorded: bool = Field(description="false when the online store is unavailable (the event is dropped, not queued)")
+    recent_events: int = Field(description="length of the user's recent-activity list after this event (0 if unknown)")
+    degraded: bool

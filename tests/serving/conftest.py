@@ -1,0 +1,56 @@
+"""Serving fixtures: the tiny bundle, Redis key prefixes of their own, one real server per test module."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from serving_support import Server, start_server, stop_server, write_test_bundle, write_tiny_split
+
+from recstack.data.prepared import PreparedSplit
+
+
+def _delete_prefix(prefix: str) -> None:
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def serving_split(tmp_path_factory: pytest.TempPathFactory) -> PreparedSplit:
+    # 60 users so both genders pass the popularity segment's minimum of 20 users.
+    return PreparedSplit.load(write_tiny_split(tmp_path_factory.mktemp("split") / "tiny", n_users=60, n_items=48))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, serving_split: PreparedSplit) -> Path:
+    return write_test_bundle(tmp_path_factory.mktemp("bundles") / "tiny", serving_split)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of its own on the shared Redis; its keys are deleted afterwards."""
+    prefix = f"recstack-test:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    _delete_prefix(prefix)
+
+
+@pytest.fixture(scope="module")
+def module_prefix() -> Iterator[str]:
+    prefix = f"recstack-test:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    _delete_prefix(prefix)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle: Path, module_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real server per test module, on the shared Redis (db 0) with the module's own key prefix."""
+    log = tmp_path_factory.mktemp("server") / "bentoml.log"
+    srv = start_server(tiny_bundle, log, redis_url="redis://127.0.0.1:6379/0", redis_prefix=module_prefix)
+    yield srv
+    stop_server(srv)

@@ -1,0 +1,166 @@
+"""Serving test helpers: a small structured bundle with a real ONNX ranker, and a real BentoML server on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from recstack.data.prepared import PreparedSplit
+
+REPO = Path(__file__).resolve().parents[2]
+BENTOML = Path(sys.executable).with_name("bentoml")
+
+
+def write_tiny_split(root: Path, **kwargs: int) -> Path:
+    """The shared tiny split of tests/conftest.py (loaded by path: test folders are not packages here)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recstack_tests_root_conftest", REPO / "tests" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write_tiny_split(root, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def export_tiny_ranker(path: Path, n_users: int, n_items: int, item_groups: np.ndarray, seed: int = 0) -> Path:
+    """A Wide & Deep-shaped ranker honouring the bundle contract (user/item/hour/dow int64 -> score), via torch."""
+    import torch
+
+    torch.manual_seed(seed)
+
+    class TinyRanker(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.user = torch.nn.Embedding(n_users + 1, 8)  # + the OOV row
+            self.item = torch.nn.Embedding(n_items, 8)
+            self.hour = torch.nn.Embedding(24, 1)
+            self.dow = torch.nn.Embedding(7, 1)
+            self.item_bias = torch.nn.Embedding(n_items, 1)
+            with torch.no_grad():  # structure: users like their group's items, as in the split
+                self.item.weight.normal_(0, 0.1)
+                self.user.weight.normal_(0, 0.1)
+                for i, g in enumerate(item_groups):
+                    self.item.weight[i, int(g)] += 1.0
+                for u in range(n_users):
+                    self.user.weight[u, u % 4] += 1.0
+
+        def forward(self, user_idx, item_idx, hour, dow):  # type: ignore[no-untyped-def]
+            dot = (self.user(user_idx) * self.item(item_idx)).sum(-1)
+            return dot + self.item_bias(item_idx).squeeze(-1) + self.hour(hour).squeeze(-1) + self.dow(dow).squeeze(-1)
+
+    model = TinyRanker().eval()
+    b = 5
+    args = tuple(torch.zeros(b, dtype=torch.long) for _ in range(4))
+    names = ["user_idx", "item_idx", "hour", "dow"]
+    torch.onnx.export(
+        model,
+        args,
+        str(path),
+        input_names=names,
+        output_names=["score"],
+        dynamic_axes={n: {0: "batch"} for n in [*names, "score"]},
+        dynamo=False,
+    )
+    return path
+
+
+def write_test_bundle(out: Path, split: PreparedSplit, *, seed: int = 0, text: bool = True) -> Path:
+    """A bundle from the tiny split: group-structured embeddings, popularity, seen = train, a real ONNX ranker."""
+    from recstack.export.bundle import write_bundle
+
+    rng = np.random.default_rng(seed)
+    n_users, n_items, d = split.n_users, split.n_items, 8
+    groups = np.arange(n_items) % 4
+    item_emb = rng.normal(0, 0.1, (n_items, d)).astype(np.float32)
+    item_emb[np.arange(n_items), groups] += 1.0
+    user_emb = rng.normal(0, 0.1, (n_users, d)).astype(np.float32)
+    user_emb[np.arange(n_users), np.arange(n_users) % 4] += 1.0
+    items = split.items[["item_idx", "item_id", "title", "year", "categories"]].copy()
+    items["popularity"] = split.item_popularity.astype(np.int64)
+    users = split.users.copy()
+    text_emb = None
+    if text:
+        text_emb = rng.normal(0, 1, (n_items, 16)).astype(np.float32)
+        text_emb[np.arange(n_items), groups] += 3.0
+    ranker = export_tiny_ranker(out.parent / f"{out.name}-ranker.onnx", n_users, n_items, groups, seed)
+    return write_bundle(
+        out,
+        model_kind="mf",
+        users=users,
+        items=items,
+        user_embeddings=user_emb,
+        item_embeddings=item_emb,
+        seen=split.matrix("train"),
+        index_config={"kind": "flat", "metric": "ip"},
+        item_text_embeddings=text_emb,
+        ranker_onnx=ranker,
+        dataset="tiny",
+        split_hash=split.config_hash,
+    )
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, timeout: float = 10.0) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout)
+
+
+def start_server(
+    bundle: Path, log: Path, *, redis_url: str, redis_prefix: str, extra_env: dict | None = None
+) -> Server:
+    """``bentoml serve serving.service:Recommender`` on a free loopback port, waited on until ``/readyz`` answers."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        RECSTACK_BUNDLE=str(bundle),
+        RECSTACK_REDIS_URL=redis_url,
+        RECSTACK_REDIS_PREFIX=redis_prefix,
+        BENTOML_DO_NOT_TRACK="True",
+        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
+    )
+    env.update(extra_env or {})
+    argv = [str(BENTOML), "serve", "serving.service:Recommender", "--host", "127.0.0.1", "--port", str(port)]
+    handle = log.open("wb")
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{server.base_url}/readyz", timeout=1.0).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop_server(server)
+    raise RuntimeError(f"server not ready in 90 s:\n{log.read_text()[-4000:]}")
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()

@@ -1,0 +1,57 @@
+"""Request validation: limits, strict types and unknown fields are rejected with the field named."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from recstack.serving.schemas import EventRequest, RecommendRequest, SimilarItemsRequest
+
+
+def _error_fields(model: type, body: str) -> set[str]:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate_json(body)
+    return {".".join(str(p) for p in e["loc"]) for e in info.value.errors()}
+
+
+def test_defaults() -> None:
+    request = RecommendRequest.model_validate_json('{"user_id": "7"}')
+    assert (request.k, request.exclude_seen, request.context) == (10, True, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"user_id": "7", "k": 0}', "k"),
+        ('{"user_id": "7", "k": 101}', "k"),
+        ('{"user_id": "7", "k": "ten"}', "k"),
+        ('{"user_id": "7", "k": "10"}', "k"),  # strict: no string-to-int coercion
+        ('{"user_id": "7", "colour": "red"}', "colour"),
+        ('{"k": 3}', "user_id"),
+        ('{"user_id": ""}', "user_id"),
+        ('{"user_id": 7}', "user_id"),
+        ('{"user_id": "7", "context": {"hour": 24}}', "context.hour"),
+        ('{"user_id": "7", "context": {"weather": "rain"}}', "context.weather"),
+        ('{"user_id": "7", "exclude_seen": "yes"}', "exclude_seen"),
+    ],
+)
+def test_recommend_rejects(body: str, field: str) -> None:
+    assert field in _error_fields(RecommendRequest, body)
+
+
+def test_long_ids_and_lists_rejected() -> None:
+    assert "user_id" in _error_fields(RecommendRequest, '{"user_id": "%s"}' % ("x" * 129))
+    cats = ",".join(['"c"'] * 65)
+    assert "include_categories" in _error_fields(
+        RecommendRequest, f'{{"user_id": "7", "include_categories": [{cats}]}}'
+    )
+
+
+def test_similar_and_events() -> None:
+    assert "k" in _error_fields(SimilarItemsRequest, '{"item_id": "1", "k": 0}')
+    assert "event_type" in _error_fields(EventRequest, '{"user_id": "u", "item_id": "1", "event_type": "stare"}')
+    assert "value" in _error_fields(
+        EventRequest, '{"user_id": "u", "item_id": "1", "event_type": "rating", "value": 1e9}'
+    )
+    event = EventRequest.model_validate_json('{"user_id": "u", "item_id": "1", "event_type": "rating", "value": 4}')
+    assert event.value == 4.0 and event.timestamp is None
