@@ -8,6 +8,10 @@ Layout of ``data/processed/<dataset>/<config-hash>/``:
   :mod:`recstack.data.schema`. ``users.parquet``: ``user_idx`` (sorted), ``user_id`` and demographic columns.
   Together they are the id maps, both ways.
 * ``manifest.json``: format version, dataset, source, the preparation config and its hash, counts.
+
+Rows of the three stage files are grouped by ``user_idx`` ascending, within a user in the split's order
+(chronological for chrono/loo/time splits, shuffled for the random split). :func:`write_prepared` writes the layout
+(``manifest.json`` last, so a folder with a manifest is complete); :mod:`recstack.data.prepare` builds it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 Stage = Literal["train", "valid", "test"]
@@ -85,9 +91,7 @@ class PreparedSplit:
             df = self.frame(stage)
             rows = df["user_idx"].to_numpy(np.int64)
             cols = df["item_idx"].to_numpy(np.int64)
-            m = sp.csr_matrix(
-                (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(self.n_users, self.n_items)
-            )
+            m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(self.n_users, self.n_items))
             m.sum_duplicates()
             m.data[:] = 1.0
             self._cache[key] = m
@@ -103,3 +107,33 @@ class PreparedSplit:
             f"PreparedSplit({self.dataset!r}, {self.config_hash}, users={self.n_users:,}, items={self.n_items:,}, "
             f"train/valid/test={len(self.train):,}/{len(self.valid):,}/{len(self.test):,})"
         )
+
+
+def is_complete(root: str | Path) -> bool:
+    """True when ``root`` holds every file of the layout and a manifest of this format version."""
+    root = Path(root)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("format_version") == FORMAT_VERSION and all((root / f).is_file() for f in SPLIT_FILES)
+
+
+def write_prepared(
+    root: str | Path,
+    *,
+    train: pa.Table | pd.DataFrame,
+    valid: pa.Table | pd.DataFrame,
+    test: pa.Table | pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    manifest: dict[str, Any],
+) -> None:
+    """Write the layout into an existing folder; the manifest goes last (it marks the folder complete)."""
+    root = Path(root)
+    for name, table in (("train", train), ("valid", valid), ("test", test), ("items", items), ("users", users)):
+        if isinstance(table, pd.DataFrame):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        pq.write_table(table, root / f"{name}.parquet")
+    manifest = {"format_version": FORMAT_VERSION, **manifest}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")

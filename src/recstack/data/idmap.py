@@ -1,0 +1,146 @@
+"""Raw string ids to integer codes and back: factorize once, then compact what survives cleaning into 0..n-1.
+
+Order of the contiguous indices: sorted raw id, numerically when every id of that kind is a decimal integer (so
+ML-100K's user "1" is ``user_idx`` 0), lexicographically otherwise. It depends only on which ids survive, never on
+the source's row order, so two sources holding the same events in a different order get the same indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recstack.data.schema import Dataset
+
+
+def _as_arrow_strings(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pd.Series):
+        values = pa.array(values.array) if hasattr(values.array, "__arrow_array__") else pa.array(values)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
+        values = pc.cast(values, pa.string())
+    return values
+
+
+def factorize(values: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """``(codes int32, uniques)`` with ``uniques.take(codes) == values``; codes follow first appearance."""
+    arr = _as_arrow_strings(values)
+    if arr.null_count:
+        raise ValueError(f"{arr.null_count} missing id(s); every interaction needs a user_id and an item_id")
+    encoded = pc.dictionary_encode(arr)
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), encoded.dictionary
+
+
+def natural_order(ids: pa.Array) -> np.ndarray:
+    """Positions that sort ``ids`` numerically if all are decimal integers (up to 18 digits), else as strings."""
+    if len(ids) == 0:
+        return np.empty(0, dtype=np.int64)
+    numeric = pc.all(pc.match_substring_regex(ids, r"^[0-9]{1,18}$")).as_py()
+    key = pc.cast(ids, pa.int64()) if numeric else ids
+    return pc.sort_indices(key).to_numpy().astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Interactions as parallel arrays of integer codes (one row per event); ``row`` is the source row number."""
+
+    user: np.ndarray  # int32 codes into user_ids
+    item: np.ndarray  # int32 codes into item_ids
+    timestamp: np.ndarray  # int64
+    value: np.ndarray  # float32
+    event: np.ndarray  # int32 codes into event_types
+    row: np.ndarray  # int64
+    user_ids: pa.Array
+    item_ids: pa.Array
+    event_types: pa.Array
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def take(self, selector: np.ndarray) -> Encoded:
+        """Rows selected by a boolean mask or positions; id tables are shared."""
+        return Encoded(
+            user=self.user[selector],
+            item=self.item[selector],
+            timestamp=self.timestamp[selector],
+            value=self.value[selector],
+            event=self.event[selector],
+            row=self.row[selector],
+            user_ids=self.user_ids,
+            item_ids=self.item_ids,
+            event_types=self.event_types,
+        )
+
+
+def encode(dataset: Dataset) -> Encoded:
+    """Factorize the string columns of ``dataset.interactions`` once; later steps work on int32 codes only."""
+    frame = dataset.interactions
+    user, user_ids = factorize(frame["user_id"])
+    item, item_ids = factorize(frame["item_id"])
+    event, event_types = factorize(frame["event_type"].fillna(""))
+    timestamp = frame["timestamp"].to_numpy(dtype=np.int64, na_value=0)
+    value = frame["value"].to_numpy(dtype=np.float32, na_value=np.nan)
+    return Encoded(
+        user=user,
+        item=item,
+        timestamp=timestamp,
+        value=value,
+        event=event,
+        row=np.arange(len(frame), dtype=np.int64),
+        user_ids=user_ids,
+        item_ids=item_ids,
+        event_types=event_types,
+    )
+
+
+def compact(codes: np.ndarray, ids: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Map the codes in use to contiguous indices in natural raw-id order: ``(index per code int32, kept ids)``.
+
+    The first array is indexed by code (``-1`` for codes no row uses), so ``lookup[codes]`` gives the new indices.
+    """
+    used = np.flatnonzero(np.bincount(codes, minlength=len(ids)) > 0)
+    kept = ids.take(pa.array(used))
+    order = natural_order(kept)
+    lookup = np.full(len(ids), -1, dtype=np.int32)
+    lookup[used[order]] = np.arange(len(used), dtype=np.int32)
+    return lookup, kept.take(pa.array(order))
+
+
+def recompact(index: np.ndarray, ids: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Drop unused indices from an already compact map, keeping the order: ``(new index per old index, kept ids)``."""
+    used = np.bincount(index, minlength=len(ids)) > 0
+    lookup = (np.cumsum(used) - 1).astype(np.int32)
+    lookup[~used] = -1
+    return lookup, ids.filter(pa.array(used))
+
+
+def items_table(item_ids: pa.Array, metadata: pd.DataFrame) -> pd.DataFrame:
+    """``items.parquet``: ``item_idx``, ``item_id`` and every metadata column, for the catalogue items in order.
+
+    Items without metadata get an empty title, text and category list and a null year; metadata of items that are
+    not in the catalogue (no interaction left after cleaning) is not kept.
+    """
+    ids = pd.Series(item_ids.to_pylist(), dtype="str")
+    meta = metadata.drop_duplicates("item_id", keep="first").set_index("item_id")
+    meta = meta.reindex(pd.Index(ids, name="item_id")).reset_index()
+    for column in ("title", "text"):
+        meta[column] = meta[column].astype("str").where(meta[column].notna(), "")
+    cats = meta["categories"]
+    meta["categories"] = [list(c) if isinstance(c, list | tuple | np.ndarray) else [] for c in cats]
+    meta["year"] = meta["year"].astype("Int64")
+    meta.insert(0, "item_idx", np.arange(len(meta), dtype=np.int32))
+    return meta
+
+
+def users_table(user_ids: pa.Array, demographics: pd.DataFrame) -> pd.DataFrame:
+    """``users.parquet``: ``user_idx``, ``user_id`` and the demographic columns (null where a user has none)."""
+    ids = pd.Series(user_ids.to_pylist(), dtype="str")
+    frame = demographics.drop_duplicates("user_id", keep="first").set_index("user_id")
+    frame = frame.reindex(pd.Index(ids, name="user_id")).reset_index()
+    frame.insert(0, "user_idx", np.arange(len(frame), dtype=np.int32))
+    return frame
