@@ -106,26 +106,32 @@ class BodyLimitMiddleware:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await _send_json(send, 413, {"error": f"request body over {self.max_bytes} bytes", "field": "body"})
                 return
-        received = 0
-        limit = self.max_bytes
-
-        async def limited_receive():  # type: ignore[no-untyped-def]
-            nonlocal received
+        if any(name == b"content-length" for name, _ in scope.get("headers", ())):
+            await self.app(scope, receive, send)  # declared and within the limit; h11 enforces the framing
+            return
+        # Chunked body of unknown length: read it here, within the limit, and replay it to the app. (Raising from
+        # inside the app's receive would surface as BentoML's generic 500.)
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # client went away
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await _send_json(send, 413, {"error": f"request body over {self.max_bytes} bytes", "field": "body"})
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _send_json(send, 413, {"error": f"request body over {limit} bytes", "field": "body"})
+        async def replay():  # type: ignore[no-untyped-def]
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 class GcFreezeMiddleware:

@@ -1,0 +1,94 @@
+"""Redis dies mid-test (a private redis-server, so the shared one is untouched): the service keeps answering from the
+bundle, says so in /readyz and in each answer, never a 500, never a hang; and recovers when Redis returns."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from serving_support import free_port, start_server, stop_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            import redis
+
+            if redis.Redis(port=port, socket_timeout=0.2).ping():
+                return process
+        except Exception:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
+@pytest.fixture
+def private_redis() -> Iterator[int]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server not installed (apt-get install redis-server)")
+    port = free_port()
+    process = _start_redis(port)
+    yield port
+    process.kill()
+    process.wait()
+
+
+def test_redis_down_mid_test_degrades_without_errors(private_redis: int, tiny_bundle: Path, tmp_path: Path) -> None:
+    port = private_redis
+    server = start_server(
+        tiny_bundle, tmp_path / "bentoml.log", redis_url=f"redis://127.0.0.1:{port}/0", redis_prefix="deg:"
+    )
+    try:
+        # A hang guard, not a benchmark: every call must come back well inside 2 s.
+        with httpx.Client(base_url=server.base_url, timeout=2.0) as http:
+            known_before = http.post("/recommend", json={"user_id": "u4", "k": 5}).json()
+            http.post("/events", json={"user_id": "fresh", "item_id": "i3", "event_type": "click"})
+            assert http.post("/recommend", json={"user_id": "fresh"}).json()["user_source"] == "recent_activity"
+
+            subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], check=False, capture_output=True)
+            time.sleep(0.3)
+
+            for _ in range(30):
+                known = http.post("/recommend", json={"user_id": "u4", "k": 5})
+                assert known.status_code == 200, known.text
+                assert known.json()["degraded"] is True
+                assert known.json()["items"] == known_before["items"]  # trained users unaffected
+                cold = http.post("/recommend", json={"user_id": "fresh"})
+                assert cold.status_code == 200 and cold.json()["user_source"] == "popularity"
+                event = http.post("/events", json={"user_id": "fresh", "item_id": "i5", "event_type": "view"})
+                assert event.status_code == 200 and event.json() == {
+                    "recorded": False,
+                    "recent_events": 0,
+                    "degraded": True,
+                }
+            ready = http.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+            assert ready.json()["online_store"]["available"] is False
+
+            # Redis comes back on the same port: the breaker's probe finds it within its back-off.
+            restarted = _start_redis(port)
+            try:
+                deadline = time.monotonic() + 30
+                while http.get("/readyz").json()["status"] != "ready":
+                    assert time.monotonic() < deadline, "online store did not recover"
+                    time.sleep(0.5)
+                assert http.post("/recommend", json={"user_id": "u4"}).json()["degraded"] is False
+            finally:
+                restarted.kill()
+                restarted.wait()
+        assert "Traceback" not in server.log.read_text()
+    finally:
+        stop_server(server)

@@ -1,0 +1,133 @@
+"""The real BentoML service on loopback with the real Redis: endpoints, parity with the offline pipeline, events,
+bad input (always a 4xx JSON naming the field, never a 500), readiness, metrics and the OpenAPI page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from serving_support import Server
+
+from recstack.export.bundle import Bundle
+from recstack.serving.pipeline import Pipeline, Query, offline_topk
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+
+def test_recommend_known_user(server: Server) -> None:
+    with server.client() as http:
+        answer = http.post("/recommend", json={"user_id": "u3", "k": 4, "context": {"device": "tv", "hour": 20}})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["user_source"] == "trained" and not body["degraded"] and len(body["items"]) == 4
+    assert {"item_id", "title", "score", "stage"} <= set(body["items"][0]) and body["items"][0]["stage"] == "rerank"
+
+
+def test_service_equals_offline_pipeline_for_50_users(server: Server, tiny_bundle: Path) -> None:
+    bundle = Bundle.load(tiny_bundle)
+    pipeline = Pipeline.from_bundle(bundle)
+    users = [f"u{u}" for u in range(48)] + ["cold-a", "cold-b"]
+    with server.client() as http:
+        for user in users:
+            body = {"user_id": user, "k": 10, "context": {"hour": 9, "dow": 2}}
+            served = http.post("/recommend", json=body).json()
+            offline = pipeline.recommend(Query(user_id=user, k=10, hour=9, dow=2))
+            assert [i["item_id"] for i in served["items"]] == [str(pipeline.item_ids[i]) for i in offline.items], user
+            np.testing.assert_allclose([i["score"] for i in served["items"]], offline.scores, rtol=1e-5, atol=1e-6)
+    # and offline_topk (what recstack-evaluate calls) is the same function
+    topk = offline_topk(pipeline, np.arange(48), 10, rerank=True, hour=9, dow=2)
+    assert [str(pipeline.item_ids[i]) for i in topk[5]] == [
+        str(pipeline.item_ids[i]) for i in pipeline.recommend(Query(user_id="u5", k=10, hour=9, dow=2)).items
+    ]
+
+
+def test_event_changes_next_recommendation_of_a_new_user(server: Server) -> None:
+    with server.client() as http:
+        before = http.post("/recommend", json={"user_id": "newcomer", "k": 5}).json()
+        assert before["user_source"] == "popularity"
+        for item in ("i2", "i6", "i10"):
+            answer = http.post("/events", json={"user_id": "newcomer", "item_id": item, "event_type": "click"})
+            assert answer.status_code == 200 and answer.json()["recorded"], answer.text
+        after = http.post("/recommend", json={"user_id": "newcomer", "k": 5}).json()
+    assert after["user_source"] == "recent_activity"
+    ids = [i["item_id"] for i in after["items"]]
+    assert ids != [i["item_id"] for i in before["items"]]
+    assert not {"i2", "i6", "i10"} & set(ids)  # just-clicked items are not recommended back
+    assert all(int(i[1:]) % 4 == 2 for i in ids)  # the clicked items' group
+
+
+def test_similar_items(server: Server) -> None:
+    with server.client() as http:
+        body = http.post("/similar_items", json={"item_id": "i3", "k": 3}).json()
+    assert body["title"] and len(body["embedding"]) == 3 and len(body["text"]) == 3
+    assert "i3" not in [i["item_id"] for i in body["embedding"] + body["text"]]
+
+
+@pytest.mark.parametrize(
+    ("route", "payload", "status", "field"),
+    [
+        ("/recommend", {"user_id": "u1", "k": 0}, 400, "k"),
+        ("/recommend", {"user_id": "u1", "k": 101}, 400, "k"),
+        ("/recommend", {"user_id": "u1", "k": "ten"}, 400, "k"),
+        ("/recommend", {"user_id": "u1", "favourite": "x"}, 400, "favourite"),
+        ("/recommend", {"k": 5}, 400, "user_id"),
+        ("/recommend", {"user_id": "u1", "include_categories": ["NoSuchGenre"]}, 400, "include_categories"),
+        ("/recommend", {"user_id": "u1", "context": {"hour": 99}}, 400, "hour"),
+        ("/similar_items", {"item_id": "i999"}, 404, "item_id"),
+        ("/similar_items", {"item_id": "i1", "k": -1}, 400, "k"),
+        ("/events", {"user_id": "u1", "item_id": "i999", "event_type": "click"}, 404, "item_id"),
+        ("/events", {"user_id": "u1", "item_id": "i1", "event_type": "teleport"}, 400, "event_type"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(
+    server: Server, route: str, payload: dict, status: int, field: str
+) -> None:
+    with server.client() as http:
+        answer = http.post(route, json=payload)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/json")
+    assert field in answer.text
+
+
+def test_malformed_and_oversized_bodies(server: Server) -> None:
+    headers = {"content-type": "application/json"}
+    with server.client() as http:
+        for raw in (b"not json", b"[1, 2]", b"", b'{"user_id": "u1", "k": 1e400}'):
+            answer = http.post("/recommend", content=raw, headers=headers)
+            assert 400 <= answer.status_code < 500, (raw, answer.status_code, answer.text)
+        huge = b'{"user_id": "' + b"a" * 200_000 + b'"}'
+        answer = http.post("/recommend", content=huge, headers=headers)
+        assert answer.status_code == 413 and answer.json()["field"] == "body"
+
+        def chunks():  # no content-length: the limit is enforced while reading
+            yield b'{"user_id": "'
+            for _ in range(20):
+                yield b"a" * 10_000
+            yield b'"}'
+
+        answer = http.post("/recommend", content=chunks(), headers=headers)
+        assert answer.status_code == 413
+
+
+def test_unknown_user_is_a_cold_start_not_an_error(server: Server) -> None:
+    with server.client() as http:
+        answer = http.post("/recommend", json={"user_id": "never-seen", "context": {"segment": {"gender": "F"}}})
+    assert answer.status_code == 200 and answer.json()["user_source"] == "segment_popularity"
+
+
+def test_health_readiness_metrics_openapi(server: Server) -> None:
+    with server.client() as http:
+        assert http.get("/healthz").status_code == 200
+        ready = http.get("/readyz")
+        assert ready.status_code == 200
+        state = ready.json()
+        assert state["status"] == "ready" and state["online_store"]["available"] and state["model"]
+        http.post("/recommend", json={"user_id": "u1"})
+        metrics = http.get("/metrics").text
+        for stage in ("online_store", "user_vector", "retrieval", "rerank", "total"):
+            assert f'endpoint="recommend",le="0.001",stage="{stage}"' in metrics
+        spec = http.get("/docs.json").json()
+    for route in ("/recommend", "/similar_items", "/events"):
+        assert route in spec["paths"]
+    assert "RecommendRequest" in str(spec)
