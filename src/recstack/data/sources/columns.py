@@ -1,0 +1,174 @@
+"""Typed columns from raw Arrow columns, and the three ``Dataset`` tables built from them.
+
+Conversions are vectorised (Arrow casts). Only when a cast fails do we look for the first bad row, so the happy path
+pays nothing for the line-numbered error messages. ``first_line`` is the file line of row 0 (2 below a header line),
+so that ``first_line + row`` is what an editor shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recstack.data.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, DataError
+
+ArrowColumn = pa.Array | pa.ChunkedArray
+
+
+def _where(path: Path | str, first_line: int | None, row: int, column: str) -> str:
+    if first_line is None:  # a binary format (Parquet) has rows, not lines
+        return f"{path}: row {row + 1}, column {column!r}"
+    return f"{path}: line {first_line + row}, column {column!r}"
+
+
+def require_columns(present: Sequence[str], required: Sequence[str], path: Path | str, hint: str = "") -> None:
+    """Fail naming the missing column(s), the file, and the columns it does have."""
+    missing = [c for c in required if c not in present]
+    if missing:
+        raise DataError(
+            f"{path}: line 1 (header): missing column(s) {missing}; the file has {list(present)}"
+            + (f". {hint}" if hint else "")
+        )
+
+
+def _as_array(column: ArrowColumn) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _first_unparsable(column: ArrowColumn, parsed: pd.Series) -> int:
+    bad = parsed.isna().to_numpy() & ~pc.is_null(_as_array(column)).to_numpy(zero_copy_only=False)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else int(np.flatnonzero(parsed.isna().to_numpy())[0])
+
+
+def to_float(
+    column: ArrowColumn, path: Path | str, name: str, first_line: int | None, *, dtype: type = np.float64
+) -> np.ndarray:
+    """A numeric column (float ``dtype``); an empty or non-numeric value fails naming its line."""
+    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
+        if column.null_count:
+            row = int(np.flatnonzero(pc.is_null(_as_array(column)).to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"{_where(path, first_line, row, name)}: the value is missing; a number is required")
+        return _as_array(column).cast(pa.float64()).to_numpy().astype(dtype, copy=False)
+    try:
+        return pc.cast(column, pa.float64()).to_numpy().astype(dtype, copy=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        strings = pd.Series(_as_array(column).to_pandas())
+        parsed = pd.to_numeric(strings, errors="coerce")
+        row = _first_unparsable(column, parsed)
+        raise DataError(
+            f"{_where(path, first_line, row, name)}: {strings.iloc[row]!r} is not a number; fix or remove that row"
+        ) from None
+
+
+def to_timestamp_seconds(column: ArrowColumn, path: Path | str, name: str, first_line: int | None) -> np.ndarray:
+    """Unix seconds (int64) from numbers (Unix seconds), ISO-8601 strings (naive ones read as UTC) or Arrow times."""
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        if column.null_count:
+            row = int(np.flatnonzero(pc.is_null(_as_array(column)).to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"{_where(path, first_line, row, name)}: the time is missing")
+        seconds = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64(), safe=False)
+        return _as_array(seconds).to_numpy()
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        return np.floor(to_float(column, path, name, first_line)).astype(np.int64)
+    try:
+        return np.floor(pc.cast(column, pa.float64()).to_numpy()).astype(np.int64)
+    except pa.ArrowInvalid:
+        pass  # not all numbers: try ISO-8601 on the whole column
+    strings = pd.Series(_as_array(column).to_pandas())
+    parsed = pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
+    if parsed.isna().any():
+        row = _first_unparsable(column, parsed)
+        raise DataError(
+            f"{_where(path, first_line, row, name)}: {strings.iloc[row]!r} is neither Unix seconds nor an ISO-8601 "
+            "time (e.g. 1998-04-22T10:00:00Z); one column must use one of the two throughout"
+        )
+    return parsed.to_numpy(dtype="datetime64[s]").astype(np.int64)
+
+
+def to_string(column: ArrowColumn, path: Path | str, name: str, first_line: int | None, *, required: bool) -> pa.Array:
+    """A string column (numbers are cast, so Parquet integer ids become their decimal text).
+
+    ``required``: an empty or missing value fails naming its line (ids must never be blank).
+    """
+    array = _as_array(column)
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        if pa.types.is_floating(array.type):  # ids stored as floats (1.0) mean the integer id
+            array = pc.cast(pc.cast(array, pa.int64()), pa.string())
+        else:
+            array = pc.cast(array, pa.string())
+    if required:
+        blank = pc.or_kleene(pc.is_null(array), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(array)), 0))
+        if pc.any(blank).as_py():
+            row = int(np.flatnonzero(blank.to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"{_where(path, first_line, row, name)}: the value is empty; every row needs one")
+    return array
+
+
+def str_series(values: ArrowColumn | Sequence[str] | np.ndarray) -> pd.Series:
+    """A pandas ``str`` column backed by Arrow (no Python string objects, which cost ~50 bytes each)."""
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        array = values.cast(pa.large_string())
+    else:
+        array = pa.array(values, type=pa.large_string())
+    return pd.Series(pd.array(array, dtype="str"))
+
+
+def constant_str(value: str, n: int) -> pd.Series:
+    return str_series(pa.repeat(pa.scalar(value, pa.large_string()), n))
+
+
+def interactions_frame(
+    user_id: ArrowColumn,
+    item_id: ArrowColumn,
+    timestamp: np.ndarray,
+    value: np.ndarray | None = None,
+    event_type: ArrowColumn | str = "rating",
+) -> pd.DataFrame:
+    """The interactions table with the schema's dtypes (str ids, int64 seconds, float32 value, str event type)."""
+    n = len(timestamp)
+    frame = pd.DataFrame(
+        {
+            "user_id": str_series(user_id),
+            "item_id": str_series(item_id),
+            "timestamp": np.asarray(timestamp, dtype=np.int64),
+            "value": np.ones(n, dtype=np.float32) if value is None else np.asarray(value, dtype=np.float32),
+            "event_type": constant_str(event_type, n) if isinstance(event_type, str) else str_series(event_type),
+        },
+        copy=False,
+    )
+    return frame[list(INTERACTION_COLUMNS)]
+
+
+def items_frame(
+    item_id: ArrowColumn | Sequence[str],
+    title: ArrowColumn | Sequence[str],
+    year: Sequence[int | None] | np.ndarray | pd.Series,
+    categories: Sequence[list[str]],
+    text: ArrowColumn | Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The items table: str id/title/text, nullable Int64 year, categories as Python lists of str."""
+    n = len(item_id)
+    frame = pd.DataFrame(
+        {
+            "item_id": str_series(item_id),
+            "title": str_series(title),
+            "year": pd.array(year, dtype="Int64"),
+            "categories": pd.Series(list(categories), dtype=object),
+            "text": constant_str("", n) if text is None else str_series(text),
+        }
+    )
+    return frame[list(ITEM_COLUMNS)]
+
+
+def users_frame(user_id: ArrowColumn | Sequence[str], **demographics: ArrowColumn | Sequence[str]) -> pd.DataFrame:
+    """The users table: ``user_id`` and each demographic column as str (blank values become missing)."""
+    columns = {"user_id": str_series(user_id)}
+    for name, values in demographics.items():
+        series = str_series(values)
+        columns[name] = series.where(series.str.strip() != "")
+    return pd.DataFrame(columns)

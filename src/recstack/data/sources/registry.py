@@ -1,0 +1,92 @@
+"""``load_dataset``: one entry point from a data set's name to a ``Dataset``, whatever layout its files are in."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from recstack.data.schema import DataError, Dataset
+from recstack.data.sources.atomic import load_atomic
+from recstack.data.sources.download import ARCHIVES, DATA_HOME_VARIABLE, download_dataset, manual_instructions
+from recstack.data.sources.event_log import load_event_log
+from recstack.data.sources.layout import Layout, detect_layout
+from recstack.data.sources.movielens import load_movielens_1m, load_movielens_100k, load_movielens_csv
+from recstack.data.sources.synthetic import generate_synthetic
+
+DEFAULT_DATA_HOME = Path("data/raw")
+
+
+def resolve_data_home(data_home: str | Path | None = None) -> Path:
+    """The argument, else ``$RECSTACK_DATA_HOME``, else ``data/raw`` (relative to the working directory)."""
+    if data_home is not None:
+        return Path(data_home).expanduser()
+    env = os.environ.get(DATA_HOME_VARIABLE)
+    return Path(env).expanduser() if env else DEFAULT_DATA_HOME
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
+
+
+def load_folder(folder: Path, name: str) -> Dataset:
+    """Load whatever layout ``folder`` holds (see :mod:`recstack.data.sources.layout`)."""
+    layout, root, stem = detect_layout(folder, name)
+    if layout is Layout.MOVIELENS_100K:
+        dataset = load_movielens_100k(root)
+    elif layout is Layout.MOVIELENS_1M:
+        dataset = load_movielens_1m(root)
+    elif layout is Layout.MOVIELENS_CSV:
+        dataset = load_movielens_csv(root)
+    elif layout is Layout.ATOMIC:
+        dataset = load_atomic(root, stem)
+    else:
+        dataset = load_event_log(root / stem)
+    return dataclasses.replace(dataset, name=name)
+
+
+def load_dataset(name: str, data_home: str | Path | None = None, *, download: bool = True, **options: Any) -> Dataset:
+    """Load the data set ``name`` into a :class:`~recstack.data.schema.Dataset`.
+
+    * ``synthetic``: generated, no folder; ``options`` go to :func:`generate_synthetic` (``n_users``, ``n_items``,
+      ``n_interactions``, ``n_categories``, ``dim``, ``zipf``, ``seed``, ...).
+    * ``events``: option ``path=`` a CSV or Parquet event log.
+    * anything else: the folder ``<data_home>/<name>/``, its layout detected from the file names (MovieLens 100K /
+      1M / CSV, RecBole atomic, ``events.csv``/``events.parquet``). When it is missing and ``name`` is a MovieLens
+      release (ml-100k, ml-1m, ml-20m, ml-25m, ml-latest-small), it is downloaded if ``download`` is true.
+
+    ``data_home``: the argument, else ``$RECSTACK_DATA_HOME``, else ``data/raw``.
+    """
+    if name == "synthetic":
+        return generate_synthetic(**options)
+    if name == "events":
+        if "path" not in options:
+            raise DataError("load_dataset('events') needs path= a CSV or Parquet event log (user_id,item_id,timestamp)")
+        path = options.pop("path")
+        log_name = options.pop("name", "events")
+        _no_options(name, options)
+        return load_event_log(path, name=log_name)
+    _no_options(name, options)
+    home = resolve_data_home(data_home)
+    folder = home / name
+    if not _has_files(folder):
+        archive = ARCHIVES.get(name)
+        if archive is None:
+            raise DataError(
+                f"no data for {name!r}: {folder} is missing or empty. {manual_instructions(name, folder, None)}; "
+                f"or use a name recstack can download ({sorted(ARCHIVES)}), 'synthetic' or 'events'"
+            )
+        if not download:
+            raise DataError(
+                f"{name} is not in {folder} and download=False; {manual_instructions(name, folder, archive.url)}"
+            )
+        if folder.is_dir():
+            folder.rmdir()  # empty: the atomic rename needs the name free
+        download_dataset(name, home)
+    return load_folder(folder, name)
+
+
+def _no_options(name: str, options: dict[str, Any]) -> None:
+    if options:
+        raise TypeError(f"load_dataset({name!r}) takes no options; got {sorted(options)}")
