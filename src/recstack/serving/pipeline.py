@@ -330,19 +330,11 @@ class Pipeline:
 
 
 def ranker_session(path: Any) -> Any:
-    """An ONNX Runtime session for the ranker with one intra-op thread: a request scores <= N rows, where thread
-    hand-offs cost more than they save, and workers (not threads) use the other cores."""
-    try:
-        from recstack.export.onnx_runtime import make_session
-    except ImportError:  # the export package's helper; same settings inline until it is there
-        import onnxruntime as ort
+    """The ranker's ONNX Runtime session with one intra-op thread: a request scores <= N rows, where thread hand-offs
+    cost more than they save, and worker processes (not threads) use the other cores."""
+    from recstack.export.onnx_runtime import make_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return make_session(path, intra_op_threads=1)
+    return make_session(path, intra_op_threads=1, inter_op_threads=1)
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
