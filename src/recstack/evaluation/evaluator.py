@@ -1,0 +1,263 @@
+"""The one full-ranking evaluator every recommender is judged by, the way RecBole's full-sort evaluation judges its own.
+
+For each user with at least one relevant item in the stage: score every item (``model.score_all``), mask the items the
+user has already seen (train, plus valid when evaluating on test) with ``-inf``, keep the top ``max(ks)``, and compute
+the metrics of :mod:`recstack.evaluation.metrics` at each ``k``. Users are scored in chunks sized from a memory bound,
+so peak memory does not grow with the number of users; top-K runs on the scores' device (CPU or GPU), and hits are
+looked up in the stage's sparse relevant set (never a dense users x items boolean matrix).
+
+Pipelines that produce ranked lists instead of scores (re-rankers, the serving pipeline) call :func:`evaluate_topk`
+with their lists; :func:`evaluate` itself goes through it, so both report identical numbers for identical lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recstack.data.prepared import PreparedSplit
+from recstack.evaluation.metrics import RANKING_METRICS, average_popularity, coverage, novelty
+from recstack.models.base import Recommender
+
+EvalStage = Literal["valid", "test"]
+# Per-user metrics the evaluator averages (ranking metrics, then the two per-user popularity metrics); coverage is a
+# catalogue-level number. Every result reports each of these as ``<name>@<k>``.
+METRIC_NAMES: tuple[str, ...] = (*RANKING_METRICS, "avg_pop", "novelty")
+ALL_METRIC_NAMES: tuple[str, ...] = (*METRIC_NAMES, "coverage")
+# Bytes held per scored (user, item) pair: the float32 score, plus room for top-K's workspace and the model's own
+# intermediate of the same size (e.g. the matmul output before it is returned).
+_BYTES_PER_SCORE = 4 * 3
+
+
+@dataclass(frozen=True)
+class PerUserResults:
+    """What the report's breakdowns need, one row per evaluated user (same order in every array).
+
+    ``topk`` holds item indices ranked best first (``-1`` = empty slot); ``hits[u, j]`` says whether ``topk[u, j]``
+    is relevant; ``metrics`` maps ``<name>@<k>`` to the per-user values whose mean is the reported figure."""
+
+    users: np.ndarray
+    topk: np.ndarray
+    hits: np.ndarray
+    n_relevant: np.ndarray
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Mean metrics over the evaluated users, e.g. ``metrics["ndcg@10"]``; users with no relevant item in the stage are
+    not evaluated and are counted in ``n_users_skipped``."""
+
+    metrics: dict[str, float]
+    stage: str
+    ks: tuple[int, ...]
+    n_users_evaluated: int
+    n_users_skipped: int
+    per_user: PerUserResults | None = None
+
+    def __getitem__(self, name: str) -> float:
+        return self.metrics[name]
+
+
+def evaluate(
+    model: Recommender,
+    split: PreparedSplit,
+    stage: EvalStage = "test",
+    ks: Sequence[int] = (10, 20),
+    *,
+    max_memory_bytes: int = 1 << 30,
+    device: str | torch.device | None = None,
+    keep_per_user: bool = False,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Full-ranking evaluation of ``model`` on ``split``'s ``stage`` at each cut-off in ``ks``.
+
+    ``max_memory_bytes`` bounds the score chunk (users per chunk = bound / (n_items * 12 bytes)); ``device`` is where
+    masking and top-K run (default: the model's device). ``keep_per_user`` keeps the per-user lists, hits and values
+    (for reports). Raises ``ValueError`` when the model and split disagree on users or items, when a ``k`` exceeds the
+    catalogue, or when no user has a relevant item in the stage.
+    """
+    _check_stage(stage)
+    ks = _checked_ks(ks, split.n_items)
+    _check_id_space(model, split)
+    n_relevant = np.diff(split.matrix(stage).indptr)
+    users = np.flatnonzero(n_relevant > 0)
+    if users.size == 0:
+        raise ValueError(f"no user has a {stage} interaction in {split!r}; nothing to evaluate")
+    topk = _ranked_lists(model, users, _seen_items(split, stage), max(ks), max_memory_bytes, device, progress)
+    return _result(topk, users, split, stage, ks, keep_per_user, n_skipped=split.n_users - users.size)
+
+
+def evaluate_topk(
+    topk: np.ndarray,
+    users: np.ndarray,
+    split: PreparedSplit,
+    stage: EvalStage = "test",
+    ks: Sequence[int] = (10, 20),
+    keep_per_user: bool = False,
+) -> EvaluationResult:
+    """The metrics of :func:`evaluate` for ready-made ranked lists: ``topk[r]`` (item indices best first, ``-1`` for an
+    empty slot) is the list of user ``users[r]``. Rows whose user has no relevant item in the stage are skipped and
+    counted. The lists must be at least ``max(ks)`` long; nothing is masked here (the caller decides what to exclude).
+    """
+    _check_stage(stage)
+    topk = np.asarray(topk)
+    users = np.asarray(users)
+    if topk.ndim != 2 or users.ndim != 1 or len(users) != len(topk):
+        raise ValueError(
+            f"topk must be (n_users, K) and users (n_users,) with the same length; got {topk.shape} and {users.shape}"
+        )
+    ks = _checked_ks(ks, split.n_items)
+    if max(ks) > topk.shape[1]:
+        raise ValueError(f"k={max(ks)} is longer than the ranked lists ({topk.shape[1]} items); pass longer lists")
+    if users.size and (users.min() < 0 or users.max() >= split.n_users):
+        raise ValueError(f"user indices must be in [0, {split.n_users}) for {split!r}")
+    if topk.size and (topk.min() < -1 or topk.max() >= split.n_items):
+        raise ValueError(f"item indices must be in [0, {split.n_items}) (or -1 for an empty slot) for {split!r}")
+    has_relevant = np.diff(split.matrix(stage).indptr)[users] > 0
+    n_skipped = int((~has_relevant).sum())
+    if not has_relevant.any():
+        raise ValueError(f"none of the {len(users)} users has a {stage} interaction in {split!r}; nothing to evaluate")
+    return _result(topk[has_relevant], users[has_relevant], split, stage, ks, keep_per_user, n_skipped)
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in ("valid", "test"):
+        raise ValueError(f"stage={stage!r}: evaluate on 'valid' or 'test'")
+
+
+def _checked_ks(ks: Sequence[int], n_items: int) -> tuple[int, ...]:
+    ks = tuple(int(k) for k in ks)
+    if not ks:
+        raise ValueError("ks is empty; pass at least one cut-off, e.g. ks=(10, 20)")
+    if min(ks) < 1:
+        raise ValueError(f"ks={ks}: every cut-off must be >= 1")
+    if max(ks) > n_items:
+        raise ValueError(f"k={max(ks)} is larger than the catalogue ({n_items} items); use ks <= {n_items}")
+    return ks
+
+
+def _check_id_space(model: Recommender, split: PreparedSplit) -> None:
+    for what in ("n_users", "n_items"):
+        mine, theirs = getattr(model, what, None), getattr(split, what)
+        if mine != theirs:
+            raise ValueError(
+                f"{type(model).__name__}.{what}={mine} but the split has {what}={theirs} ({split!r}); "
+                "the model was trained on a different split: evaluate it on the split it was trained on"
+            )
+
+
+def _seen_items(split: PreparedSplit, stage: EvalStage) -> sp.csr_matrix:
+    """The items each user must not be recommended: train, plus valid when evaluating on test."""
+    seen = split.matrix("train")
+    if stage == "test":
+        seen = (seen + split.matrix("valid")).tocsr()
+    return seen
+
+
+def _model_device(model: Recommender) -> torch.device:
+    if isinstance(model, torch.nn.Module):
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
+    return torch.device("cpu")
+
+
+def _ranked_lists(
+    model: Recommender,
+    users: np.ndarray,
+    seen: sp.csr_matrix,
+    k: int,
+    max_memory_bytes: int,
+    device: str | torch.device | None,
+    progress: bool,
+) -> np.ndarray:
+    """Top-``k`` unseen items for each of ``users`` (sorted), ``-1`` where fewer than ``k`` items are left."""
+    n_items = seen.shape[1]
+    chunk = int(max(1, min(len(users), max_memory_bytes // (n_items * _BYTES_PER_SCORE))))
+    model_device = _model_device(model)
+    target = torch.device(device) if device is not None else model_device
+    out = np.empty((len(users), k), dtype=np.int64)
+    starts = range(0, len(users), chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="evaluate", unit="chunk")
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if was_training:
+        model.eval()  # type: ignore[attr-defined]
+    try:
+        with torch.no_grad():
+            for start in starts:
+                batch = users[start : start + chunk]
+                scores = model.score_all(torch.from_numpy(batch).to(model_device)).to(target, torch.float32)
+                if scores.shape != (len(batch), n_items):
+                    raise ValueError(
+                        f"{type(model).__name__}.score_all returned shape {tuple(scores.shape)} for {len(batch)} users; "
+                        f"expected ({len(batch)}, {n_items})"
+                    )
+                if scores._base is not None or not scores.is_contiguous():
+                    scores = scores.contiguous().clone()  # a view of the model's own tensor: never write into it
+                rows_seen = seen[batch]
+                rows = np.repeat(np.arange(len(batch)), np.diff(rows_seen.indptr))
+                scores[
+                    torch.from_numpy(rows).to(target), torch.from_numpy(rows_seen.indices.astype(np.int64)).to(target)
+                ] = float("-inf")
+                values, items = torch.topk(scores, k, dim=1)
+                items[values == float("-inf")] = -1
+                out[start : start + len(batch)] = items.cpu().numpy()
+    finally:
+        if was_training:
+            model.train()  # type: ignore[attr-defined]
+    return out
+
+
+def _hits(topk: np.ndarray, users: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
+    """``hits[r, j] = topk[r, j] in relevant[users[r]]`` by binary search over the sorted (user, item) keys."""
+    n_items = relevant.shape[1]
+    relevant = relevant if relevant.has_sorted_indices else relevant.sorted_indices()
+    keys = np.repeat(np.arange(relevant.shape[0], dtype=np.int64), np.diff(relevant.indptr)) * n_items
+    keys += relevant.indices
+    queries = users.astype(np.int64)[:, None] * n_items + topk
+    pos = np.searchsorted(keys, queries).clip(max=max(len(keys) - 1, 0))
+    return (keys[pos] == queries) & (topk >= 0) if len(keys) else np.zeros(topk.shape, dtype=bool)
+
+
+def _result(
+    topk: np.ndarray,
+    users: np.ndarray,
+    split: PreparedSplit,
+    stage: str,
+    ks: tuple[int, ...],
+    keep_per_user: bool,
+    n_skipped: int,
+) -> EvaluationResult:
+    relevant = split.matrix(stage)
+    n_relevant = np.diff(relevant.indptr)[users]
+    hits = _hits(topk, users, relevant)
+    train = split.matrix("train")
+    interactions = split.item_popularity
+    distinct_users = np.diff(train.tocsc().indptr)
+    means: dict[str, float] = {}
+    per_user: dict[str, np.ndarray] = {}
+    for k in ks:
+        values = {name: fn(hits, n_relevant, k) for name, fn in RANKING_METRICS.items()}
+        values["avg_pop"] = average_popularity(topk, interactions, k)
+        values["novelty"] = novelty(topk, distinct_users, split.n_users, k)
+        for name, v in values.items():
+            means[f"{name}@{k}"] = float(v.mean())
+            if keep_per_user:
+                per_user[f"{name}@{k}"] = v
+        means[f"coverage@{k}"] = coverage(topk, split.n_items, k)
+    return EvaluationResult(
+        metrics=means,
+        stage=stage,
+        ks=ks,
+        n_users_evaluated=len(users),
+        n_users_skipped=int(n_skipped),
+        per_user=PerUserResults(users, topk, hits, n_relevant, per_user) if keep_per_user else None,
+    )
