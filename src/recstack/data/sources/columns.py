@@ -82,10 +82,17 @@ def to_timestamp_seconds(column: ArrowColumn, path: Path | str, name: str, first
     strings = pd.Series(_as_array(column).to_pandas())
     parsed = pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
     if parsed.isna().any():
-        row = _first_unparsable(column, parsed)
+        numeric = pd.to_numeric(strings, errors="coerce").notna().to_numpy()
+        neither = parsed.isna().to_numpy() & ~numeric
+        if neither.any():
+            row = int(np.flatnonzero(neither)[0])
+            problem = "is neither Unix seconds nor an ISO-8601 time (e.g. 1998-04-22T10:00:00Z)"
+        else:  # every value is valid, but the column mixes the two forms
+            row = int(np.flatnonzero(numeric != numeric[0])[0])
+            problem = "mixes forms: earlier rows are " + ("Unix seconds" if numeric[0] else "ISO-8601 times")
         raise DataError(
-            f"{_where(path, first_line, row, name)}: {strings.iloc[row]!r} is neither Unix seconds nor an ISO-8601 "
-            "time (e.g. 1998-04-22T10:00:00Z); one column must use one of the two throughout"
+            f"{_where(path, first_line, row, name)}: {strings.iloc[row]!r} {problem}; "
+            "one column must use one of the two throughout"
         )
     return parsed.to_numpy(dtype="datetime64[s]").astype(np.int64)
 
