@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -204,16 +205,25 @@ def config_hash(data: dict[str, Any], split: dict[str, Any]) -> str:
 
 
 def _source_files(source: str) -> list[dict[str, Any]]:
-    path = Path(source)
+    """Sizes and mtimes of the source's files: a folder's files, or a file and its siblings of the same stem."""
+    scheme = re.match(r"^[A-Za-z][\w-]+:", source)  # "atomic:/x/ml-100k.inter", "event-log:/x/e.csv"
+    path = Path(source[scheme.end() :] if scheme else source)
     try:
-        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file())
+        elif path.is_file():
+            stem = path.name.split(".")[0]
+            files = sorted(p for p in path.parent.iterdir() if p.is_file() and p.name.split(".")[0] == stem)
+        else:
+            files = []
+        out = []
+        for p in files:
+            st = p.stat()
+            mtime = datetime.fromtimestamp(st.st_mtime, UTC).isoformat(timespec="seconds")
+            out.append({"path": str(p), "bytes": st.st_size, "mtime": mtime})
+        return out
     except OSError:
         return []
-    out = []
-    for p in files:
-        st = p.stat()
-        out.append({"path": str(p), "bytes": st.st_size, "mtime": datetime.fromtimestamp(st.st_mtime, UTC).isoformat()})
-    return out
 
 
 def _safe_name(name: str) -> str:
