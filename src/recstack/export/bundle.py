@@ -161,10 +161,12 @@ def _check_table(frame: pd.DataFrame, columns: tuple[str, ...], idx_col: str, n:
 
 
 def _json_safe(values: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Metrics as plain JSON numbers/strings (numpy scalars and tensors' .item() results included)."""
+    """Metrics as plain JSON (nested mappings kept; numpy scalars turned into Python numbers)."""
     out: dict[str, Any] = {}
     for key, value in dict(values or {}).items():
-        if isinstance(value, (bool, int, float, str)) or value is None:
+        if isinstance(value, Mapping):
+            out[str(key)] = _json_safe(value)
+        elif isinstance(value, (bool, int, float, str)) or value is None:
             out[str(key)] = value
         elif hasattr(value, "item"):
             out[str(key)] = value.item()

@@ -1,0 +1,172 @@
+"""Run -> bundle: everything the service needs, computed once here so that serving only reads.
+
+From the retrieval run (MF or LightGCN, best checkpoint): the final user and item vectors (LightGCN's propagation is
+done here, once), checked against the model's own ``score_all``. From the split: the id maps, item metadata and
+popularity, the training interactions (to filter seen items). The MiniLM item text vectors (from the text encoder's
+disk cache when present). From an optional Wide & Deep run on the same split: ``ranker.onnx``, parity-checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recstack.export.bundle import write_bundle
+from recstack.export.onnx_export import export_ranker
+from recstack.retrieval.index import IndexConfig
+
+log = logging.getLogger(__name__)
+# Dot products of the exported vectors must reproduce the model's scores; float32 sums of 64 terms stay well inside.
+EMBEDDING_SCORE_ATOL = 1e-4
+
+
+class ExportError(RuntimeError):
+    """A run that cannot be exported as asked (wrong model kind, runs on different splits, scores not reproduced)."""
+
+
+def model_kind(run_config: Any) -> str:
+    """``mf`` / ``lightgcn`` / ``wide_deep``: the model's module name, from the run config's ``model._target_``."""
+    return str(run_config.model._target_).split(".")[-2]
+
+
+@torch.no_grad()
+def retrieval_vectors(model: Any, *, check_users: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """``(user_vectors, item_vectors)`` float32, verified: their dot products equal ``model.score_all``."""
+    if not (hasattr(model, "user_embeddings") and hasattr(model, "item_embeddings")):
+        raise ExportError(
+            f"{type(model).__name__} has no user_embeddings()/item_embeddings(): only dot-product models (MF, "
+            "LightGCN) can be the retrieval stage; pass a Wide & Deep run as ranker_run= instead"
+        )
+    model.eval()
+    if hasattr(model, "propagate"):  # LightGCN: one propagation for both sides
+        users_t, items_t = model.propagate()
+    else:
+        users_t, items_t = model.user_embeddings(), model.item_embeddings()
+    users = np.ascontiguousarray(users_t.detach().cpu().float().numpy())
+    items = np.ascontiguousarray(items_t.detach().cpu().float().numpy())
+    sample = torch.arange(min(check_users, len(users)))
+    expected = model.score_all(sample).detach().cpu().float().numpy()
+    diff = float(np.max(np.abs(users[: len(sample)] @ items.T - expected))) if len(sample) else 0.0
+    if diff > EMBEDDING_SCORE_ATOL:
+        raise ExportError(
+            f"{type(model).__name__}: user/item vector dot products differ from score_all by {diff:.3g} "
+            f"(> {EMBEDDING_SCORE_ATOL}); the model's scores are not plain dot products, so an index cannot serve it"
+        )
+    return users, items
+
+
+def item_text_vectors(split: Any, cache_dir: str | Path) -> np.ndarray | None:
+    """MiniLM vectors of the items (cached on disk by the text encoder), or None when the encoder is unavailable."""
+    try:
+        from recstack.training.build import item_text_vectors as encode
+    except ImportError as exc:  # pragma: no cover - the train extra always has it
+        log.warning("item text vectors skipped (%s); the bundle will have none", exc)
+        return None
+    try:
+        return encode(split, cache_dir, progress=False)
+    except (ImportError, OSError) as exc:
+        log.warning("item text vectors skipped (%s); the bundle will have none", exc)
+        return None
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    index_config: IndexConfig,
+    ranker_run: str | Path | None = None,
+    store: bool = False,
+    store_name: str = "recstack",
+    text: bool = True,
+    parity_samples: int = 1000,
+    seed: int = 0,
+) -> Path:
+    """Export ``run_dir`` (and ``ranker_run``) as a bundle at ``out_dir``; optionally save it to the BentoML store.
+
+    Returns the bundle folder. The same runs exported twice give bundles with identical search results (the index
+    build is seeded and single-threaded; see :mod:`recstack.retrieval.index`).
+    """
+    from recstack.training.runs import load_run, read_metrics
+
+    run = load_run(run_dir)
+    kind = model_kind(run.config)
+    split = run.split
+    users_vec, items_vec = retrieval_vectors(run.model)
+    items = split.items.sort_values("item_idx").reset_index(drop=True).copy()
+    items["popularity"] = split.item_popularity.astype(np.int64)
+    users = split.users.sort_values("user_idx").reset_index(drop=True)
+    text_cache = run.config.get("text_cache_dir", "data/cache/text")
+    text_vectors = item_text_vectors(split, text_cache) if text else None
+    metrics: dict[str, Any] = {"retrieval": _metrics_or_empty(read_metrics, run.run_dir)}
+
+    with tempfile.TemporaryDirectory(prefix="recstack-export-") as tmp:
+        onnx_path: Path | None = None
+        if ranker_run is not None:
+            ranker = load_run(ranker_run)
+            if ranker.split.config_hash != split.config_hash or (ranker.split.n_users, ranker.split.n_items) != (
+                split.n_users,
+                split.n_items,
+            ):
+                raise ExportError(
+                    f"ranker run {ranker_run} trained on split {ranker.split.config_hash} "
+                    f"({ranker.split.n_users} users, {ranker.split.n_items} items), the retrieval run {run_dir} on "
+                    f"{split.config_hash} ({split.n_users}, {split.n_items}); their indices would not agree: train "
+                    "both on the same data/split config"
+                )
+            if not {"hour", "dow"} <= set(_forward_args(ranker.model)):
+                raise ExportError(f"ranker run {ranker_run} is a {model_kind(ranker.config)}, not a Wide & Deep run")
+            onnx_path = Path(tmp) / "ranker.onnx"
+            report = export_ranker(
+                ranker.model,  # type: ignore[arg-type]
+                onnx_path,
+                n_users=split.n_users,
+                n_items=split.n_items,
+                parity_samples=parity_samples,
+                seed=seed,
+            )
+            log.info(
+                "ranker exported: ONNX vs PyTorch max |diff| %.2e on %d inputs", report.max_abs_diff, report.n_samples
+            )
+            metrics["ranker"] = _metrics_or_empty(read_metrics, ranker.run_dir)
+            metrics["ranker_parity_max_abs_diff"] = report.max_abs_diff
+        out = write_bundle(
+            out_dir,
+            model_kind=kind,
+            users=users,
+            items=items,
+            user_embeddings=users_vec,
+            item_embeddings=items_vec,
+            seen=split.matrix("train"),
+            index_config=index_config,
+            item_text_embeddings=text_vectors,
+            ranker_onnx=onnx_path,
+            dataset=split.dataset,
+            split_hash=split.config_hash,
+            metrics=metrics,
+        )
+    log.info("bundle written to %s", out)
+    if store:
+        from recstack.export.model_store import save_to_store
+
+        tag = save_to_store(out, name=store_name)
+        log.info("bundle saved to the BentoML model store as %s", tag)
+    return out
+
+
+def _forward_args(model: Any) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(model.forward).parameters)
+
+
+def _metrics_or_empty(read: Any, run_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(read(run_dir))
+    except FileNotFoundError:
+        log.warning("%s has no metrics.json; the manifest records no metrics for it", run_dir)
+        return {}

@@ -1,0 +1,161 @@
+"""Torch side of the ranker export: ``nn.Module`` -> ``ranker.onnx``, then a parity check against PyTorch eager.
+
+Exporter pinned: ``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter, at opset 17. Why:
+
+* The dynamo exporter (torch's default since 2.9) needs ``onnxscript``, which is not in our ``train`` extra; adding
+  it for one call is a dependency we do not need.
+* The ranker's forward is plain tensor code (embedding gathers from buffers, linear layers, sums) that tracing
+  captures exactly; there is no data-dependent control flow that would need dynamo's graph capture.
+* Opset 17 is supported by every ONNX Runtime we allow (>= 1.18) and has every op the graph uses.
+
+The TorchScript exporter is deprecated upstream; when it goes, switch to ``dynamo=True`` and add ``onnxscript`` to the
+``train`` extra. The parity check below is what tells us either exporter is still right.
+
+Input contract (recorded in the bundle manifest): four int64 tensors of shape ``(B,)`` named ``user_idx`` (0..n_users,
+where n_users is the unknown user), ``item_idx`` (0..n_items-1), ``hour`` (0..23), ``dow`` (0..6, Monday = 0); one
+float32 output ``score`` of shape ``(B,)`` (a logit). All feature lookups happen inside the graph.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from recstack.export.onnx_runtime import RANKER_INPUTS, make_session, score_ranker
+
+OPSET = 17
+HOURS = 24
+DAYS = 7
+
+
+class ExportParityError(RuntimeError):
+    """ONNX Runtime and PyTorch disagree on the exported model by more than the tolerance."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Outcome of one parity check (ONNX Runtime vs PyTorch eager on the same random inputs)."""
+
+    onnx_path: Path
+    n_samples: int
+    max_abs_diff: float
+    atol: float
+    opset: int = OPSET
+    exporter: str = "torchscript (dynamo=False)"
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.atol
+
+
+def parity_inputs(n_users: int, n_items: int, n: int, seed: int) -> dict[str, np.ndarray]:
+    """``n`` random valid inputs; about 5% of users are the OOV index ``n_users`` so that row is always covered."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n)
+    users[rng.random(n) < 0.05] = n_users
+    if n:
+        users[0] = n_users
+    return {
+        "user_idx": users.astype(np.int64),
+        "item_idx": rng.integers(0, n_items, n).astype(np.int64),
+        "hour": rng.integers(0, HOURS, n).astype(np.int64),
+        "dow": rng.integers(0, DAYS, n).astype(np.int64),
+    }
+
+
+@torch.no_grad()
+def torch_scores(model: nn.Module, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    tensors = [torch.from_numpy(inputs[name]) for name in RANKER_INPUTS]
+    return model(*tensors).detach().cpu().float().numpy().reshape(-1)
+
+
+def check_parity(
+    model: nn.Module,
+    onnx_path: str | Path,
+    *,
+    n_users: int,
+    n_items: int,
+    samples: int = 1000,
+    atol: float = 1e-5,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+) -> ParityReport:
+    """Score ``samples`` random inputs with ONNX Runtime (the serving session options) and with ``model`` in eval
+    mode; raise :class:`ExportParityError` if the max absolute difference exceeds ``atol``. The batch is also run one
+    row at a time for a few rows, which exercises the dynamic batch axis."""
+    onnx_path = Path(onnx_path)
+    was_training = model.training
+    model.eval()
+    try:
+        inputs = parity_inputs(n_users, n_items, samples, seed)
+        expected = torch_scores(model, inputs)
+        session = make_session(onnx_path)
+        got = score_ranker(session, *(inputs[name] for name in RANKER_INPUTS))
+        single = [score_ranker(session, *(inputs[name][i : i + 1] for name in RANKER_INPUTS)) for i in range(3)]
+    finally:
+        model.train(was_training)
+    if got.shape != expected.shape:
+        raise ExportParityError(f"{onnx_path}: ONNX output shape {got.shape}, PyTorch {expected.shape}")
+    diff = float(np.max(np.abs(got - expected))) if samples else 0.0
+    if single:
+        diff = max(diff, float(np.max(np.abs(np.concatenate(single) - expected[:3]))))
+    report = ParityReport(onnx_path=onnx_path, n_samples=samples, max_abs_diff=diff, atol=atol)
+    if raise_on_failure and not report.ok:
+        raise ExportParityError(
+            f"{onnx_path}: ONNX Runtime differs from PyTorch by up to {diff:.3g} on {samples} inputs "
+            f"(tolerance {atol:g}); the exported graph does not compute the model: do not ship it"
+        )
+    return report
+
+
+def export_ranker(
+    model: nn.Module,
+    out_path: str | Path,
+    *,
+    n_users: int,
+    n_items: int,
+    parity_samples: int = 1000,
+    atol: float = 1e-5,
+    seed: int = 0,
+) -> ParityReport:
+    """Export the ranker to ``out_path`` (contract in the module docstring) and check parity; on a failed check the
+    file is removed and :class:`ExportParityError` raised."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    example = parity_inputs(n_users, n_items, 8, seed)
+    args = tuple(torch.from_numpy(example[name]) for name in RANKER_INPUTS)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter's deprecation notice; the choice is documented above.
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            torch.onnx.export(
+                model,
+                args,
+                buffer,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=list(RANKER_INPUTS),
+                output_names=["score"],
+                dynamic_axes={name: {0: "batch"} for name in [*RANKER_INPUTS, "score"]},
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+    out_path.write_bytes(buffer.getvalue())
+    try:
+        return check_parity(
+            model, out_path, n_users=n_users, n_items=n_items, samples=parity_samples, atol=atol, seed=seed + 1
+        )
+    except ExportParityError:
+        out_path.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,130 @@
+"""Run -> bundle on tiny real training runs (MF, LightGCN, Wide & Deep as the ranker), the CLI, and the BentoML store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recstack.config import compose
+from recstack.data.prepared import PreparedSplit
+from recstack.export.bundle import Bundle
+from recstack.export.exporter import ExportError, export_run
+from recstack.export.onnx_runtime import make_session, score_ranker
+from recstack.retrieval.index import IndexConfig
+
+
+def write_tiny_split(root: Path) -> Path:
+    """The shared tiny split of tests/conftest.py, loaded by path (test folders are not packages here)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "recstack_tests_root_conftest", Path(__file__).parents[1] / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write_tiny_split(root)
+
+
+def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
+    from recstack.training.train import train
+
+    cfg = compose(
+        "train",
+        [
+            f"model={model}",
+            "model.max_epochs=2",
+            "logger=none",
+            "progress=false",
+            f"run_dir={root / model}",
+            f"text_cache_dir={root / 'text-cache'}",
+        ],
+    )
+    return train(cfg, split=split).run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    split = PreparedSplit.load(write_tiny_split(root / "tiny"))
+    return {m: train_tiny(m, split, root) for m in ("mf", "lightgcn", "wide_deep")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["mf", "lightgcn"])
+def test_export_each_retrieval_model(kind: str, runs: dict[str, Path], tmp_path: Path) -> None:
+    from recstack.training.runs import load_run
+
+    out = export_run(
+        runs[kind], tmp_path / "bundle", index_config=IndexConfig(kind="hnsw"), ranker_run=runs["wide_deep"]
+    )
+    bundle = Bundle.load(out)
+    m = bundle.manifest
+    assert (m.model_kind, m.n_users, m.n_items, m.embedding_dim, m.text_dim) == (kind, 30, 40, 64, 384)
+    assert m.split_hash == "tiny0000" and "valid" in m.metrics["retrieval"] and "test" in m.metrics["ranker"]
+    assert m.ranker["oov_user_index"] == 30 and m.metrics["ranker_parity_max_abs_diff"] <= 1e-5
+    # The bundle scores what the model scores (LightGCN: after propagation).
+    model = load_run(runs[kind]).model
+    expected = model.score_all(torch.arange(30)).detach().numpy()
+    np.testing.assert_allclose(bundle.user_embeddings @ bundle.item_embeddings.T, expected, atol=1e-4)
+    assert bundle.items["popularity"].sum() == 30 * 8
+    # The ONNX ranker in the bundle reproduces the Wide & Deep run, OOV user included.
+    ranker = load_run(runs["wide_deep"]).model
+    users, items = np.array([0, 5, 30]), np.array([1, 2, 3])
+    hours, dows = np.array([0, 12, 23]), np.array([0, 3, 6])
+    with torch.no_grad():
+        want = ranker(*(torch.from_numpy(a.astype(np.int64)) for a in (users, items, hours, dows))).numpy()
+    got = score_ranker(make_session(bundle.ranker_path), users, items, hours, dows)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_same_run_exported_twice_gives_identical_search(runs: dict[str, Path], tmp_path: Path) -> None:
+    results = []
+    for name in ("a", "b"):
+        bundle = Bundle.load(export_run(runs["mf"], tmp_path / name, index_config=IndexConfig(kind="hnsw"), text=False))
+        exclude = [bundle.seen_items(u) for u in range(bundle.manifest.n_users)]
+        results.append(bundle.index.search(bundle.user_embeddings, 10, exclude))
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+
+
+@pytest.mark.slow
+def test_ranker_run_is_not_a_retrieval_model(runs: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="only dot-product models"):
+        export_run(runs["wide_deep"], tmp_path / "b", index_config=IndexConfig())
+    with pytest.raises(ExportError, match="not a Wide & Deep run"):
+        export_run(runs["mf"], tmp_path / "b", index_config=IndexConfig(), ranker_run=runs["lightgcn"], text=False)
+
+
+@pytest.mark.slow
+def test_cli_and_bentoml_store(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    from recstack.cli.export import export_from_config
+
+    cfg = compose(
+        "export",
+        [f"run={runs['lightgcn']}", "index=ivf_flat", f"out={tmp_path / 'bundle'}", "store=true", "text=false"],
+    )
+    out = export_from_config(cfg)
+    assert Bundle.load(out).manifest.index["factory"] == "IVF1,Flat"  # nlist capped for 40 items
+
+    import bentoml
+
+    from recstack.export.model_store import bundle_path, save_to_store
+
+    stored = bentoml.models.list("recstack")
+    assert len(stored) == 1
+    model = stored[0]
+    assert model.info.labels["model_kind"] == "lightgcn" and model.info.metadata["n_items"] == 40
+    tag = save_to_store(out)
+    assert tag.startswith("recstack:") and tag != str(model.tag)
+    loaded = Bundle.load(bundle_path(tag))
+    original = Bundle.load(out)
+    np.testing.assert_array_equal(loaded.item_embeddings, original.item_embeddings)
+    np.testing.assert_array_equal(
+        loaded.index.search(loaded.user_embeddings, 5)[1], original.index.search(original.user_embeddings, 5)[1]
+    )
