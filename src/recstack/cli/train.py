@@ -1,0 +1,21 @@
+"""``recstack-train model=lightgcn data=ml100k``: the Hydra entry point around :func:`recstack.training.train.train`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from recstack.config import config_dir
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from recstack.training.train import train
+
+    result = train(cfg)
+    # Returned for Hydra sweepers (e.g. Optuna) that optimise a value.
+    return result.metrics["valid"].get("ndcg@10")
+
+
+if __name__ == "__main__":
+    main()

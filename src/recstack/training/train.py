@@ -1,0 +1,137 @@
+"""``train(cfg)``: prepare the split, build the model, train it (or fit a baseline), evaluate, write the run folder.
+
+Callable from Python and tests with a composed config (``recstack.config.compose("train", [...])``); the
+``recstack-train`` / ``python training/train.py`` entry points only wrap it in ``@hydra.main``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from recstack.data.prepared import PreparedSplit
+from recstack.models.base import Recommender
+from recstack.training import runs
+from recstack.training.build import build_model
+from recstack.training.module import RecommenderModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    model: Recommender
+
+
+def _model_name(cfg: DictConfig) -> str:
+    """The model group's choice under Hydra (``mf``, ``itemknn``), else the model's module name."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("model")
+        if choice:
+            return str(choice)
+    return str(cfg.model._target_).split(".")[-2]
+
+
+def _run_dir(cfg: DictConfig, split: PreparedSplit) -> Path:
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir)
+    suffix = ""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        suffix = f"-{HydraConfig.get().job.num}"  # sweep jobs can start within the same second
+    return runs.default_run_dir(_model_name(cfg), split.dataset, cfg.get("runs_root", "outputs/runs"), suffix)
+
+
+def _save_config(cfg: DictConfig, run_dir: Path, split: PreparedSplit) -> None:
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(resolved):
+        resolved.run_dir = str(run_dir)
+        resolved.prepared_split = str(split.root)
+    OmegaConf.save(resolved, run_dir / runs.CONFIG_FILE)
+
+
+def _fit_baseline(cfg: DictConfig, model: Recommender, split: PreparedSplit, run_dir: Path) -> TrainResult:
+    from recstack.evaluation.evaluator import evaluate
+
+    ks = tuple(cfg.ks)
+    start = time.perf_counter()
+    model.fit(split)  # type: ignore[attr-defined]
+    seconds = time.perf_counter() - start
+    metrics = {
+        "valid": dict(evaluate(model, split, "valid", ks).metrics),
+        "test": dict(evaluate(model, split, "test", ks).metrics),
+        "train_seconds": seconds,
+        "epochs": 1,
+        "seconds_per_epoch": seconds,
+        "best_epoch": 0,
+    }
+    runs.write_metrics(run_dir, metrics)
+    return TrainResult(run_dir=run_dir, metrics=metrics, model=model)
+
+
+def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` / ``cfg.split`` and write its run folder (see :mod:`recstack.training.runs`).
+
+    ``split``: an already prepared split to use instead of preparing ``cfg.data`` / ``cfg.split`` (tests, notebooks).
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if split is None:
+        from recstack.data.prepare import prepare
+
+        split = prepare(cfg, progress=cfg.get("progress", True))
+    run_dir = _run_dir(cfg, split)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)  # callbacks and loggers interpolate ${run_dir}
+    _save_config(cfg, run_dir, split)
+    log.info("run folder %s; %r", run_dir, split)
+
+    model = build_model(cfg.model, split, text_cache_dir=cfg.text_cache_dir, progress=cfg.get("progress", True))
+    if not hasattr(model, "loss"):
+        return _fit_baseline(cfg, model, split, run_dir)
+
+    datamodule = instantiate(cfg.datamodule, _partial_=True)(split=split)
+    module = RecommenderModule(model, optimizer=instantiate(cfg.optimizer), split=split, ks=tuple(cfg.ks))
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - start
+    epochs = max(trainer.current_epoch, 1)
+
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    best_epoch = None
+    if best_path:
+        best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"])
+    # The test split is read once, with the best weights restored (without checkpoints: the last weights).
+    trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+    module.to(torch.device("cpu"))
+    metrics = {
+        "valid": module.evaluate("valid"),
+        "test": module.last_metrics["test"],
+        "train_seconds": train_seconds,
+        "epochs": epochs,
+        "seconds_per_epoch": train_seconds / epochs,
+        "best_epoch": best_epoch,
+    }
+    if trainer.is_global_zero:
+        runs.write_metrics(run_dir, metrics)
+    log.info("test %s", {k: round(v, 4) for k, v in metrics["test"].items()})
+    return TrainResult(run_dir=run_dir, metrics=metrics, model=model.eval())
