@@ -1,0 +1,42 @@
+# recstack serving image: python:3.11-slim, the [serve] extra only (no torch), non-root, with a healthcheck.
+# Consistent with serving/bentofile.yaml (same Python, same packages, same RECSTACK_* settings).
+#
+#   docker build -t recstack-serve .                                   # bundle mounted at run time:
+#   docker run -p 3000:3000 -v $PWD/outputs/bundles/ml100k:/bundle:ro -e RECSTACK_REDIS_URL=redis://host:6379/0 recstack-serve
+#   docker build -t recstack-serve:ml100k --target baked --build-context bundle=outputs/bundles/ml100k .   # baked in
+#
+# Redis is optional at run time: without it the service answers from the bundle alone and /readyz says "degraded".
+
+FROM python:3.11-slim AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip wheel --no-cache-dir --no-deps -w /wheels .
+
+FROM python:3.11-slim AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    BENTOML_DO_NOT_TRACK=True \
+    BENTOML_HOME=/home/recstack/bentoml \
+    RECSTACK_CONFIG_DIR=/app/configs \
+    RECSTACK_REDIS_URL=redis://redis:6379/0 \
+    RECSTACK_WORKERS=1
+COPY --from=wheel /wheels /wheels
+RUN pip install --no-cache-dir "$(ls /wheels/recstack-*.whl)[serve]" && rm -rf /wheels \
+    && useradd --create-home --uid 10001 recstack
+WORKDIR /app
+COPY configs/serve.yaml ./configs/serve.yaml
+COPY serving/__init__.py serving/service.py ./serving/
+USER recstack
+EXPOSE 3000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=2).status != 200)"
+# exec form; recstack-serve execs `bentoml serve`, so SIGTERM from `docker stop` reaches the server.
+CMD ["sh", "-c", "exec recstack-serve bundle=/bundle host=0.0.0.0 port=3000 workers=${RECSTACK_WORKERS} redis_url=${RECSTACK_REDIS_URL}"]
+
+# --target baked: the bundle copied in from the named build context `bundle`.
+FROM runtime AS baked
+COPY --from=bundle --chown=recstack . /bundle
+
+# Default target (last stage): the bundle is mounted at /bundle.
+FROM runtime AS serve

@@ -1,0 +1,550 @@
+"""Serving load benchmark: the recstack service under wrk on loopback, beside two floors, plus in-process timings.
+
+    .venv/bin/python benchmarks/serve_load.py [--bundle PATH] [--duration 30] [--append benchmarks/RESULTS.md]
+
+What it measures, in one run (so the floors share the machine's state with the service):
+
+* floors doing the same numpy top-10 work per request (scores over an ML-100K-sized item matrix + argpartition):
+  a plain Starlette app under uvicorn; a bare BentoML 1.4 service with default settings; the same bare service with
+  the settings recstack's service uses (GC freeze, async endpoint, access log off);
+* the recstack service (``recstack-serve``) over an ML-100K bundle, mixed known (80%) and unknown (20%) users,
+  at concurrency 1 and 16 (``--duration`` seconds each), with 1 and 2 workers at c=16;
+* the pipeline in-process, without HTTP (ML-100K bundle, and a synthetic 1M-item catalogue with an IVF index);
+* whether cross-request batching of the ranker would pay: one ORT call over 16x200 rows vs 16 calls of 200.
+
+Without ``--bundle`` it builds an ML-100K bundle: the prepared split, a truncated-SVD factorisation of the training
+matrix as embeddings, a small ONNX ranker initialised from the same factors. wrk must be installed (Debian package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+FLOOR_WORK = """
+import numpy as np
+
+_ITEMS = np.random.default_rng(0).standard_normal((1682, 64)).astype(np.float32)
+_USERS = np.random.default_rng(1).standard_normal((943, 64)).astype(np.float32)
+
+
+def top10(user_id: str) -> list[int]:
+    scores = _ITEMS @ _USERS[sum(map(ord, user_id)) % len(_USERS)]
+    part = np.argpartition(-scores, 10)[:10]
+    return part[np.argsort(-scores[part])].tolist()
+"""
+
+PLAIN_APP = """
+import json
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from floor_work import top10
+
+
+async def recommend(request):
+    body = json.loads(await request.body())
+    return JSONResponse({"items": top10(body["user_id"])})
+
+app = Starlette(routes=[Route("/recommend", recommend, methods=["POST"])])
+"""
+
+BARE_DEFAULT = """
+import bentoml
+from floor_work import top10
+
+
+@bentoml.service(name="bare")
+class Bare:
+    @bentoml.api
+    def recommend(self, user_id: str, k: int = 10) -> dict:
+        return {"items": top10(user_id)}
+"""
+
+BARE_TUNED = """
+import gc
+import bentoml
+from floor_work import top10
+
+
+class FreezeAfter:
+    def __init__(self, app, after=200):
+        self.app, self.left = app, after
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+        if self.left > 0 and scope["type"] == "http":
+            self.left -= 1
+            if self.left == 0:
+                gc.collect()
+                gc.freeze()
+
+
+@bentoml.service(name="baretuned", logging={"access": {"enabled": False}})
+class BareTuned:
+    def __init__(self):
+        gc.collect()
+        gc.freeze()
+
+    @bentoml.api
+    async def recommend(self, user_id: str, k: int = 10) -> dict:
+        return {"items": top10(user_id)}
+
+
+BareTuned.add_asgi_middleware(FreezeAfter)
+"""
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready in {timeout} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wrk_script(path: Path, bodies: list[str]) -> Path:
+    quoted = ",\n".join("  [==[" + b + "]==]" for b in bodies)
+    path.write_text(
+        textwrap.dedent(
+            """\
+            local bodies = {
+            %s
+            }
+            local n = 0
+            request = function()
+              n = n + 1
+              return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[(n %% #bodies) + 1])
+            end
+            """
+        )
+        % quoted
+    )
+    return path
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(f"cannot parse wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict = {"connections": connections, "duration_s": duration, "load_before": None}
+    for pct in ("50", "90", "99"):
+        match = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
+        result[f"p{pct}_ms"] = _ms(match.group(1)) if match else float("nan")
+    result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["errors"] = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return result
+
+
+def measure_server(
+    name: str, argv: list[str], env: dict, cwd: Path, port: int, script: Path, plan: list[tuple[int, int]]
+) -> list[dict]:
+    process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
+    try:
+        wait_ready(
+            f"http://127.0.0.1:{port}/readyz"
+            if "bentoml" in " ".join(argv) or "recstack" in name
+            else f"http://127.0.0.1:{port}/recommend",
+            process,
+        )
+        url = f"http://127.0.0.1:{port}/recommend"
+        run_wrk(url, script, 4, 3)  # warm-up (and past the service's GC freeze after 200 requests)
+        for connections, duration in plan:
+            load = loadavg()
+            row = run_wrk(url, script, connections, duration)
+            row.update(name=name, load_before=load)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    finally:
+        stop(process)
+    return rows
+
+
+# -- bundles ---------------------------------------------------------------------------------------------------------
+
+
+def export_ranker(path: Path, user_factors: np.ndarray, item_factors: np.ndarray, seed: int = 0) -> Path:
+    """A Wide & Deep-shaped ONNX ranker (user/item embeddings from the factors, hour and day-of-week terms)."""
+    import torch
+
+    torch.manual_seed(seed)
+    n_users, d = user_factors.shape
+    n_items = len(item_factors)
+
+    class Ranker(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.user = torch.nn.Embedding(n_users + 1, d)
+            self.item = torch.nn.Embedding(n_items, d)
+            self.hour = torch.nn.Embedding(24, 1)
+            self.dow = torch.nn.Embedding(7, 1)
+            self.deep = torch.nn.Sequential(torch.nn.Linear(2 * d, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+            with torch.no_grad():
+                self.user.weight[:n_users] = torch.from_numpy(user_factors)
+                self.user.weight[n_users] = 0
+                self.item.weight[:] = torch.from_numpy(item_factors)
+
+        def forward(self, user_idx, item_idx, hour, dow):  # type: ignore[no-untyped-def]
+            u, i = self.user(user_idx), self.item(item_idx)
+            wide = (u * i).sum(-1) + self.hour(hour).squeeze(-1) + self.dow(dow).squeeze(-1)
+            return wide + 0.1 * self.deep(torch.cat([u, i], -1)).squeeze(-1)
+
+    names = ["user_idx", "item_idx", "hour", "dow"]
+    args = tuple(torch.zeros(4, dtype=torch.long) for _ in names)
+    torch.onnx.export(
+        Ranker().eval(),
+        args,
+        str(path),
+        input_names=names,
+        output_names=["score"],
+        dynamic_axes={n: {0: "batch"} for n in [*names, "score"]},
+        dynamo=False,
+    )
+    return path
+
+
+def build_ml100k_bundle(out: Path, dim: int = 32) -> Path:
+    from scipy.sparse.linalg import svds
+
+    from recstack.data.prepare import prepare_named
+    from recstack.export.bundle import write_bundle
+
+    split = prepare_named("ml100k", "random", out_root=out / "processed")
+    train = split.matrix("train").astype(np.float64)
+    u, s, vt = svds(train, k=dim, random_state=0)
+    root = np.sqrt(s)
+    users_f = (u * root).astype(np.float32)
+    items_f = (vt.T * root).astype(np.float32)
+    items = split.items.copy()
+    items["popularity"] = split.item_popularity.astype(np.int64)
+    keep = [c for c in ("item_idx", "item_id", "title", "year", "categories", "popularity") if c in items.columns]
+    ranker = export_ranker(out / "ranker.onnx", users_f, items_f)
+    return write_bundle(
+        out / "bundle",
+        model_kind="svd-benchmark",
+        users=split.users,
+        items=items[keep],
+        user_embeddings=users_f,
+        item_embeddings=items_f,
+        seen=split.matrix("train"),
+        index_config={"kind": "flat", "metric": "ip"},
+        ranker_onnx=ranker,
+        dataset="ml100k",
+        split_hash=split.config_hash,
+    )
+
+
+def synthetic_pipeline(n_items: int = 1_000_000, n_users: int = 20_000, dim: int = 64, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A 1M-item catalogue in memory: clustered vectors, an IVF index, Zipf popularity, a real ONNX ranker."""
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from recstack.retrieval.index import IndexConfig, build_index
+    from recstack.serving.fallbacks import PopularityFallback
+    from recstack.serving.pipeline import Pipeline, ranker_session
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((256, dim)).astype(np.float32)
+    items = centres[rng.integers(0, 256, n_items)] + 0.5 * rng.standard_normal((n_items, dim)).astype(np.float32)
+    users = centres[rng.integers(0, 256, n_users)] + 0.5 * rng.standard_normal((n_users, dim)).astype(np.float32)
+    popularity = rng.zipf(1.3, n_items).clip(max=100_000)
+    rows = np.repeat(np.arange(n_users), 30)
+    cols = rng.integers(0, n_items, len(rows))
+    seen = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
+    index = build_index(items, IndexConfig(kind="ivf_flat", metric="ip", nlist=1024, nprobe=16))
+    genres = [f"g{i}" for i in range(18)]
+    cats = [[genres[i % 18]] for i in range(n_items)]
+    tmp = Path(tempfile.mkdtemp(prefix="recstack-1m-"))
+    ranker = ranker_session(export_ranker(tmp / "ranker.onnx", users[:, :16].copy(), items[:, :16].copy()))
+    user_table = pd.DataFrame({"user_idx": np.arange(n_users), "user_id": [f"s{u}" for u in range(n_users)]})
+    pipeline = Pipeline(
+        user_index={f"s{u}": u for u in range(n_users)},
+        item_index={f"m{i}": i for i in range(n_items)},
+        item_ids=np.array([f"m{i}" for i in range(n_items)], dtype=object),
+        item_titles=np.array([f"item {i}" for i in range(n_items)], dtype=object),
+        item_categories=cats,
+        user_embeddings=users,
+        item_embeddings=items,
+        seen=seen,
+        index=index,
+        popularity=PopularityFallback.build(popularity, seen, user_table),
+        ranker=ranker,
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+    return pipeline
+
+
+# -- in-process ------------------------------------------------------------------------------------------------------
+
+
+def inprocess(pipeline, user_ids: list[str], n: int = 3000, seed: int = 0) -> dict:  # type: ignore[no-untyped-def]
+    from recstack.serving.online_store import Event
+    from recstack.serving.pipeline import Query
+
+    rng = random.Random(seed)
+    item_ids = list(pipeline.item_index)[:5000]
+    times = []
+    for i in range(n):
+        if rng.random() < 0.8:
+            query, recent = Query(user_id=rng.choice(user_ids), k=10, hour=12, dow=3), ()
+        else:  # unknown user, half with recent activity (fold-in)
+            recent = [Event(rng.choice(item_ids), "click", 1.0, 0) for _ in range(5)] if i % 2 else ()
+            query = Query(user_id=f"cold-{i}", k=10)
+        start = time.perf_counter()
+        pipeline.recommend(query, recent)
+        times.append(time.perf_counter() - start)
+    ms = np.array(times[200:]) * 1e3  # after warm-up
+    return {f"p{p}_ms": float(np.percentile(ms, p)) for p in (50, 90, 99)} | {"mean_ms": float(ms.mean())}
+
+
+def ranker_batching(pipeline, reps: int = 200) -> dict:  # type: ignore[no-untyped-def]
+    """Does batching 16 requests' candidates into one ORT call pay? Per-request time, both ways."""
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, pipeline.n_items, 200)
+    many = rng.integers(0, pipeline.n_items, 16 * 200)
+    for _ in range(20):
+        pipeline._rerank(0, one, 12, 3)
+    start = time.perf_counter()
+    for _ in range(reps):
+        pipeline._rerank(0, one, 12, 3)
+    single = (time.perf_counter() - start) / reps
+    start = time.perf_counter()
+    for _ in range(reps // 4):
+        pipeline._rerank(0, many, 12, 3)
+    batched = (time.perf_counter() - start) / (reps // 4) / 16
+    return {"ort_200_rows_ms": single * 1e3, "ort_per_request_in_batch_of_16_ms": batched * 1e3}
+
+
+# -- main ------------------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, help="an ML-100K bundle; built (SVD + small ranker) when omitted")
+    parser.add_argument("--duration", type=int, default=30, help="seconds per load run at c=1 and c=16")
+    parser.add_argument("--skip-1m", action="store_true", help="skip the synthetic 1M-item in-process run")
+    parser.add_argument("--append", type=Path, help="append the markdown section to this file")
+    parser.add_argument("--json", type=Path, default=REPO / "outputs" / "serve_load.json")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="recstack-serve-load-"))
+    bundle_path = args.bundle or build_ml100k_bundle(work)
+    from recstack.export.bundle import Bundle
+    from recstack.serving.pipeline import Pipeline
+
+    bundle = Bundle.load(bundle_path)
+    pipeline = Pipeline.from_bundle(bundle)
+    known = list(bundle.user_index)
+    results: dict = {
+        "bundle": str(bundle_path),
+        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+
+    results["inprocess_ml100k"] = inprocess(pipeline, known)
+    results["ranker_batching"] = ranker_batching(pipeline)
+    print(json.dumps({k: results[k] for k in ("inprocess_ml100k", "ranker_batching")}), flush=True)
+
+    rng = random.Random(0)
+    bodies = []
+    for i in range(400):
+        user = rng.choice(known) if rng.random() < 0.8 else f"cold-{i}"
+        bodies.append(json.dumps({"user_id": user, "k": 10}))
+    script = wrk_script(work / "mixed.lua", bodies)
+    floor_script = wrk_script(work / "floor.lua", bodies)
+
+    for name, source in (("floor_work.py", FLOOR_WORK), ("plain_app.py", PLAIN_APP)):
+        (work / name).write_text(source)
+    (work / "bare_default.py").write_text(BARE_DEFAULT)
+    (work / "bare_tuned.py").write_text(BARE_TUNED)
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "PYTHONPATH": f"{work}:{REPO}"}
+    plan = [(1, args.duration), (16, args.duration)]
+    rows: list[dict] = []
+
+    port = free_port()
+    rows += measure_server(
+        "plain uvicorn (Starlette)",
+        [
+            str(VENV_BIN / "python"),
+            "-m",
+            "uvicorn",
+            "plain_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        work,
+        port,
+        floor_script,
+        plan,
+    )
+    port = free_port()
+    rows += measure_server(
+        "bare BentoML, defaults",
+        [str(VENV_BIN / "bentoml"), "serve", "bare_default:Bare", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        work,
+        port,
+        floor_script,
+        plan,
+    )
+    port = free_port()
+    rows += measure_server(
+        "bare BentoML, recstack settings",
+        [str(VENV_BIN / "bentoml"), "serve", "bare_tuned:BareTuned", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        work,
+        port,
+        floor_script,
+        plan,
+    )
+    redis_prefix = f"bench:{int(time.time())}:"
+    for workers, service_plan in ((1, plan), (2, [(16, args.duration)])):
+        port = free_port()
+        rows += measure_server(
+            f"recstack service, {workers} worker{'s' if workers > 1 else ''}",
+            [
+                str(VENV_BIN / "recstack-serve"),
+                f"bundle={bundle_path}",
+                f"port={port}",
+                f"workers={workers}",
+                f"redis_prefix={redis_prefix}",
+            ],
+            env,
+            REPO,
+            port,
+            script,
+            service_plan,
+        )
+    results["http"] = rows
+
+    if not args.skip_1m:
+        del pipeline
+        big = synthetic_pipeline()
+        results["inprocess_1m"] = inprocess(big, [f"s{u}" for u in range(20_000)])
+        print(json.dumps({"inprocess_1m": results["inprocess_1m"]}), flush=True)
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    section = render(results)
+    print(section)
+    if args.append:
+        if not args.append.exists():
+            args.append.write_text("# Benchmark results\n")
+        with args.append.open("a") as f:
+            f.write("\n" + section)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def render(results: dict) -> str:
+    lines = [
+        "## Serving under load (`benchmarks/serve_load.py`)",
+        "",
+        f"{results['started']}; {results['machine']}; bundle `{results['bundle']}`. wrk on loopback, 1 thread, "
+        "mixed known (80%) / unknown (20%) users, k=10. `load` is the 1-min load average before each run "
+        "(the machine is shared).",
+        "",
+        "| server | conns | req/s | p50 ms | p90 ms | p99 ms | errors | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["http"]:
+        lines.append(
+            f"| {r['name']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['errors']} | {r['load_before']} |"
+        )
+    lines += ["", "In-process pipeline, per request, no HTTP (mixed known / cold / fold-in users, k=10, N=200):", ""]
+    lines += ["| catalogue | p50 ms | p90 ms | p99 ms | mean ms |", "|---|---:|---:|---:|---:|"]
+    for key, label in (
+        ("inprocess_ml100k", "ML-100K bundle"),
+        ("inprocess_1m", "synthetic 1M items, IVF1024 nprobe 16"),
+    ):
+        if key in results:
+            r = results[key]
+            lines.append(
+                f"| {label} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} |"
+            )
+    b = results["ranker_batching"]
+    lines += [
+        "",
+        f"Ranker batching: one ORT call over 200 candidates {b['ort_200_rows_ms']:.3f} ms; per request inside one call "
+        f"over 16x200 rows {b['ort_per_request_in_batch_of_16_ms']:.3f} ms.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
