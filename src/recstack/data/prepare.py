@@ -88,7 +88,7 @@ class _Steps:
         start = time.perf_counter()
         yield
         self.timing[name] = round(time.perf_counter() - start, 4)
-        log.info("prepare: %s took %.2f s", name, self.timing[name])
+        log.debug("prepare: %s took %.2f s", name, self.timing[name])
         self._bar.update(1)
 
     def close(self) -> None:
