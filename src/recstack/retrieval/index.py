@@ -17,10 +17,13 @@ Determinism: k-means (IVF coarse quantiser and PQ codebooks) is seeded from ``co
 one OpenMP thread because multi-threaded insertion order depends on thread timing. The same vectors and config
 therefore give the same index and the same search results (tested).
 
-Exclusions (e.g. a user's training items): the search over-fetches ``k + len(exclude)`` neighbours in one batched call
-and drops excluded ids, which keeps the batch in one FAISS call; ``exclusion="selector"`` instead runs one call per
-query with ``SearchParameters(sel=IDSelectorNot(IDSelectorBatch(...)))``. ``benchmarks/retrieval.py`` measures both
-(figures in ``benchmarks/RESULTS.md``); over-fetch is the default because it was faster there for ~100 exclusions.
+Exclusions (e.g. a user's training items): by default each query runs with
+``SearchParameters(sel=IDSelectorNot(IDSelectorBatch(excluded)))`` (one FAISS call per query), so excluded ids are
+skipped inside the search. ``exclusion="overfetch"`` instead asks one batched call for ``k + len(exclude)`` neighbours
+and drops excluded ids afterwards. ``benchmarks/retrieval.py`` measures both for 100 excluded ids (figures in
+``benchmarks/RESULTS.md``): for single HNSW queries the selector was about twice as fast, because over-fetching
+raises HNSW's effective ``efSearch`` to ``k + 100``; for exact search they cost the same. Serving searches one user
+at a time, so the selector is the default.
 """
 
 from __future__ import annotations
@@ -197,7 +200,7 @@ class RetrievalIndex:
         k: int,
         exclude: Sequence[np.ndarray] | None = None,
         *,
-        exclusion: Exclusion = "overfetch",
+        exclusion: Exclusion = "selector",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ``(scores, ids)`` of shape ``(B, k)`` per query; ``exclude[b]`` lists ids query ``b`` must not
         get. Rows with fewer than ``k`` results (tiny catalogue, IVF lists too few) are padded with id -1 and score
