@@ -80,3 +80,19 @@ def test_load_dataset_events_and_folder(tmp_path: Path) -> None:
     assert dataset.name == "shop" and dataset.interactions["user_id"].tolist() == ["a"]
     with pytest.raises(DataError, match="needs path="):
         load_dataset("events")
+
+
+def test_millisecond_timestamps_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(f"user_id,item_id,timestamp\na,x,{T0}\nb,y,{T1 * 1000}\n")
+    with pytest.raises(DataError, match=r"log\.csv: line 3, column 'timestamp': .* too large for Unix seconds"):
+        load_event_log(path)
+
+
+def test_relative_path_under_data_home(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    pd.DataFrame({"user_id": ["a"], "item_id": ["x"], "timestamp": [T0]}).to_parquet(
+        tmp_path / "logs" / "week1.parquet"
+    )
+    dataset = load_dataset("events", tmp_path, path="logs/week1.parquet")
+    assert dataset.interactions["timestamp"].tolist() == [T0]

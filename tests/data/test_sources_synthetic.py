@@ -35,11 +35,11 @@ def test_deterministic_for_a_seed() -> None:
 def test_popularity_is_skewed() -> None:
     inter = generate_synthetic(2_000, 1_000, 50_000, zipf=1.1, seed=0).interactions
     counts = inter["item_id"].value_counts().to_numpy()
-    top = counts[: len(counts) // 100].sum() / counts.sum()
-    assert top > 0.2  # the top 1% of items take more than a fifth of the interactions
+    top = counts[: len(counts) // 10].sum() / counts.sum()
+    assert top > 0.4  # the top 10% of items take over 40% of the interactions (about 57% with this seed)
     flat = generate_synthetic(2_000, 1_000, 50_000, zipf=0.0, seed=0).interactions
     flat_counts = flat["item_id"].value_counts().to_numpy()
-    assert flat_counts[: len(flat_counts) // 100].sum() / flat_counts.sum() < top / 2
+    assert flat_counts[: len(flat_counts) // 10].sum() / flat_counts.sum() < 0.2  # about 14% without skew
 
 
 def test_structure_tastes_ratings_times_and_demographics() -> None:

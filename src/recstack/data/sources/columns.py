@@ -65,20 +65,41 @@ def to_float(
         ) from None
 
 
+# Unix seconds reach 1e11 in the year 5138; a larger number is a millisecond (or finer) time, not a far-future one.
+_MAX_SECONDS = 1e11
+
+
+def _unix_seconds(values: np.ndarray, path: Path | str, name: str, first_line: int | None) -> np.ndarray:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{_where(path, first_line, row, name)}: {values[row]} is not a time in Unix seconds")
+    large = np.abs(values) >= _MAX_SECONDS
+    if large.any():
+        row = int(np.flatnonzero(large)[0])
+        raise DataError(
+            f"{_where(path, first_line, row, name)}: {values[row]:.0f} is too large for Unix seconds (milliseconds?); "
+            "convert the column to seconds (divide by 1000) or to ISO-8601 strings"
+        )
+    return np.floor(values).astype(np.int64)
+
+
 def to_timestamp_seconds(column: ArrowColumn, path: Path | str, name: str, first_line: int | None) -> np.ndarray:
     """Unix seconds (int64) from numbers (Unix seconds), ISO-8601 strings (naive ones read as UTC) or Arrow times."""
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         if column.null_count:
             row = int(np.flatnonzero(pc.is_null(_as_array(column)).to_numpy(zero_copy_only=False))[0])
             raise DataError(f"{_where(path, first_line, row, name)}: the time is missing")
-        seconds = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64(), safe=False)
+        seconds = pc.cast(pc.cast(column, pa.timestamp("s"), safe=False), pa.int64(), safe=False)
         return _as_array(seconds).to_numpy()
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        return np.floor(to_float(column, path, name, first_line)).astype(np.int64)
+        return _unix_seconds(to_float(column, path, name, first_line), path, name, first_line)
     try:
-        return np.floor(pc.cast(column, pa.float64()).to_numpy()).astype(np.int64)
+        numbers = pc.cast(column, pa.float64()).to_numpy()
     except pa.ArrowInvalid:
         pass  # not all numbers: try ISO-8601 on the whole column
+    else:
+        return _unix_seconds(numbers, path, name, first_line)
     strings = pd.Series(_as_array(column).to_pandas())
     parsed = pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
     if parsed.isna().any():

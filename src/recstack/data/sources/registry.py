@@ -63,9 +63,12 @@ def load_dataset(name: str, data_home: str | Path | None = None, *, download: bo
     if name == "events":
         if "path" not in options:
             raise DataError("load_dataset('events') needs path= a CSV or Parquet event log (user_id,item_id,timestamp)")
-        path = options.pop("path")
+        path = Path(options.pop("path")).expanduser()
         log_name = options.pop("name", "events")
         _no_options(name, options)
+        # A relative path that is not under the working directory may be meant relative to the data home.
+        if not path.is_absolute() and not path.exists() and (resolve_data_home(data_home) / path).exists():
+            path = resolve_data_home(data_home) / path
         return load_event_log(path, name=log_name)
     _no_options(name, options)
     home = resolve_data_home(data_home)
