@@ -20,7 +20,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BENTOML_HOME=/home/recstack/bentoml \
     RECSTACK_CONFIG_DIR=/app/configs \
     RECSTACK_REDIS_URL=redis://redis:6379/0 \
-    RECSTACK_WORKERS=1
+    RECSTACK_WORKERS=1 \
+    OMP_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1
 COPY --from=wheel /wheels /wheels
 RUN pip install --no-cache-dir "$(ls /wheels/recstack-*.whl)[serve]" && rm -rf /wheels \
     && useradd --create-home --uid 10001 recstack

@@ -54,6 +54,11 @@ def serve_command(cfg: DictConfig, base_env: dict[str, str] | None = None) -> tu
     for key, var in ENV_KEYS.items():
         env[var] = bundle if key == "bundle" else str(cfg[key])
     env["RECSTACK_ACCESS_LOG"] = "1" if cfg.access_log else "0"
+    # One request is one small search and one small ORT call: threads inside them only contend with the other
+    # workers for the same cores. BentoML's usage-tracking thread is off too.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
+    env.setdefault("BENTOML_DO_NOT_TRACK", "True")
     if cfg.get("bentoml_config"):
         env["BENTOML_CONFIG"] = str(Path(str(cfg.bentoml_config)).resolve())
     root = project_root()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 StageObserver = Callable[[str, float], None]
 """``observe(stage, seconds)``."""
@@ -39,6 +40,7 @@ class StageMetrics:
             documentation="Recommendations by where the user representation came from",
             labelnames=["source"],
         )
+        self._sources: dict[str, Any] = {}
         self._degraded = bentoml.metrics.Counter(
             name=f"{namespace}_degraded_total",
             documentation="Requests answered without the online store (unavailable or circuit open)",
@@ -46,15 +48,22 @@ class StageMetrics:
         )
 
     def observer(self, endpoint: str) -> StageObserver:
-        histogram = self._stage
+        # Labelled children resolved once: `labels()` takes a lock and a dict lookup on every call otherwise.
+        children = {stage: self._stage.labels(endpoint=endpoint, stage=stage) for stage in STAGES}
 
         def observe(stage: str, seconds: float) -> None:
-            histogram.labels(endpoint=endpoint, stage=stage).observe(seconds)
+            child = children.get(stage)
+            if child is None:
+                child = children[stage] = self._stage.labels(endpoint=endpoint, stage=stage)
+            child.observe(seconds)
 
         return observe
 
     def user_source(self, source: str) -> None:
-        self._source.labels(source=source).inc()
+        child = self._sources.get(source)
+        if child is None:
+            child = self._sources[source] = self._source.labels(source=source)
+        child.inc()
 
     def degraded(self, endpoint: str) -> None:
         self._degraded.labels(endpoint=endpoint).inc()
