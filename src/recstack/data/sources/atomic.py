@@ -62,10 +62,12 @@ def parse_atomic_header(path: Path) -> dict[str, str]:
     return fields
 
 
-def read_atomic(path: Path) -> AtomicFile:
+def read_atomic(path: Path, numeric: tuple[str, ...] = ()) -> AtomicFile:
+    """Read one atomic file; ``numeric`` fields of type float are parsed as numbers, the rest kept as text."""
     fields = parse_atomic_header(path)
+    floats = tuple(f for f in numeric if fields.get(f) == "float")
     # Tab-separated, never quoted: a '"' in a title is a plain character.
-    table = read_delimited(path, "\t", list(fields), header=True, quoting=False)
+    table = read_delimited(path, "\t", list(fields), header=True, quoting=False, numeric=floats)
     return AtomicFile(path, fields, table)
 
 
@@ -160,7 +162,7 @@ def load_atomic(root: str | Path, name: str) -> Dataset:
     if not inter_path.is_file():
         found = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
         raise DataError(f"{root}: no RecBole atomic file {inter_path.name}; the folder has {found}")
-    interactions, note = _interactions(read_atomic(inter_path))
+    interactions, note = _interactions(read_atomic(inter_path, numeric=VALUE_FIELDS + TIME_FIELDS))
     item_path, user_path = root / f"{name}.item", root / f"{name}.user"
     items = _items(read_atomic(item_path)) if item_path.is_file() else empty_items()
     users = _users(read_atomic(user_path)) if user_path.is_file() else empty_users()

@@ -45,24 +45,36 @@ def _first_unparsable(column: ArrowColumn, parsed: pd.Series) -> int:
     return int(np.flatnonzero(bad)[0]) if bad.any() else int(np.flatnonzero(parsed.isna().to_numpy())[0])
 
 
+def _finite(values: np.ndarray, path: Path | str, name: str, first_line: int | None) -> np.ndarray:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{_where(path, first_line, row, name)}: {values[row]} is not a finite number")
+    return values
+
+
 def to_float(
     column: ArrowColumn, path: Path | str, name: str, first_line: int | None, *, dtype: type = np.float64
 ) -> np.ndarray:
-    """A numeric column (float ``dtype``); an empty or non-numeric value fails naming its line."""
+    """A finite numeric column (float ``dtype``); an empty, non-numeric or NaN value fails naming its line."""
     if pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
         if column.null_count:
             row = int(np.flatnonzero(pc.is_null(_as_array(column)).to_numpy(zero_copy_only=False))[0])
             raise DataError(f"{_where(path, first_line, row, name)}: the value is missing; a number is required")
-        return _as_array(column).cast(pa.float64()).to_numpy().astype(dtype, copy=False)
-    try:
-        return pc.cast(column, pa.float64()).to_numpy().astype(dtype, copy=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        strings = pd.Series(_as_array(column).to_pandas())
-        parsed = pd.to_numeric(strings, errors="coerce")
-        row = _first_unparsable(column, parsed)
-        raise DataError(
-            f"{_where(path, first_line, row, name)}: {strings.iloc[row]!r} is not a number; fix or remove that row"
-        ) from None
+        values = _as_array(column).cast(pa.float64()).to_numpy()
+    else:
+        try:
+            values = pc.cast(column, pa.float64()).to_numpy()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            strings = pd.Series(_as_array(column).to_pandas())
+            parsed = pd.to_numeric(strings, errors="coerce")
+            if not parsed.isna().any():  # pandas is more lenient (e.g. surrounding spaces)
+                return _finite(parsed.to_numpy(np.float64), path, name, first_line).astype(dtype, copy=False)
+            row = _first_unparsable(column, parsed)
+            raise DataError(
+                f"{_where(path, first_line, row, name)}: {strings.iloc[row]!r} is not a number; fix or remove that row"
+            ) from None
+    return _finite(values, path, name, first_line).astype(dtype, copy=False)
 
 
 # Unix seconds reach 1e11 in the year 5138; a larger number is a millisecond (or finer) time, not a far-future one.
@@ -70,10 +82,7 @@ _MAX_SECONDS = 1e11
 
 
 def _unix_seconds(values: np.ndarray, path: Path | str, name: str, first_line: int | None) -> np.ndarray:
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{_where(path, first_line, row, name)}: {values[row]} is not a time in Unix seconds")
+    _finite(values, path, name, first_line)
     large = np.abs(values) >= _MAX_SECONDS
     if large.any():
         row = int(np.flatnonzero(large)[0])
@@ -118,23 +127,24 @@ def to_timestamp_seconds(column: ArrowColumn, path: Path | str, name: str, first
     return parsed.to_numpy(dtype="datetime64[s]").astype(np.int64)
 
 
-def to_string(column: ArrowColumn, path: Path | str, name: str, first_line: int | None, *, required: bool) -> pa.Array:
-    """A string column (numbers are cast, so Parquet integer ids become their decimal text).
+def to_string(
+    column: ArrowColumn, path: Path | str, name: str, first_line: int | None, *, required: bool
+) -> ArrowColumn:
+    """A large-string column (numbers are cast, so Parquet integer ids become their decimal text). Chunks are kept:
+    combining them would copy the column once more.
 
     ``required``: an empty or missing value fails naming its line (ids must never be blank).
     """
-    array = _as_array(column)
-    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        if pa.types.is_floating(array.type):  # ids stored as floats (1.0) mean the integer id
-            array = pc.cast(pc.cast(array, pa.int64()), pa.string())
-        else:
-            array = pc.cast(array, pa.string())
+    if pa.types.is_floating(column.type):  # ids stored as floats (1.0) mean the integer id
+        column = pc.cast(column, pa.int64())
+    if not pa.types.is_large_string(column.type):
+        column = pc.cast(column, pa.large_string())
     if required:
-        blank = pc.or_kleene(pc.is_null(array), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(array)), 0))
+        blank = pc.or_kleene(pc.is_null(column), pc.equal(pc.binary_length(column), 0))
         if pc.any(blank).as_py():
-            row = int(np.flatnonzero(blank.to_numpy(zero_copy_only=False))[0])
+            row = int(np.flatnonzero(_as_array(blank).to_numpy(zero_copy_only=False))[0])
             raise DataError(f"{_where(path, first_line, row, name)}: the value is empty; every row needs one")
-    return array
+    return column
 
 
 def str_series(values: ArrowColumn | Sequence[str] | np.ndarray) -> pd.Series:

@@ -6,6 +6,7 @@ Ids are kept as text, so "007" stays "007". A missing ``event_type`` becomes ``i
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,25 @@ def _read_parquet(path: Path) -> pa.Table:
 
 def _read_text(path: Path) -> pa.Table:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    header = read_header(path, delimiter)
+    header = read_header(path, delimiter, quoting=True)
     require_columns(header, EVENT_COLUMNS, path, _HINT)
-    return read_delimited(path, delimiter, header, header=True)
+    return read_delimited(path, delimiter, header, header=True, numeric=_numeric_columns(path, delimiter, header))
+
+
+def _numeric_columns(path: Path, delimiter: str, header: list[str]) -> tuple[str, ...]:
+    """``value``, and ``timestamp`` when the first row holds a number there (not an ISO-8601 string)."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        rows = csv.reader(handle, delimiter=delimiter)
+        next(rows, None)
+        first = next(rows, [])
+    numeric = ["value"]
+    if len(first) == len(header):
+        try:
+            float(first[header.index("timestamp")])
+            numeric.append("timestamp")
+        except ValueError:
+            pass
+    return tuple(numeric)
 
 
 def load_event_log(path: str | Path, name: str | None = None) -> Dataset:

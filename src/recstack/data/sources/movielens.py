@@ -53,7 +53,7 @@ def split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _ratings(path: Path, delimiter: str, *, header: bool, names: tuple[str, ...] = _RATING_NAMES) -> pd.DataFrame:
-    table = read_delimited(path, delimiter, names, header=header, quoting=False)
+    table = read_delimited(path, delimiter, names, header=header, quoting=False, numeric=(names[2], names[3]))
     first = 2 if header else 1
     return interactions_frame(
         to_string(table[names[0]], path, names[0], first, required=True),
@@ -138,7 +138,7 @@ def _genre_lists(genres: pd.Series) -> list[list[str]]:
 
 def _tags_text(path: Path) -> pd.Series:
     """Distinct tags of each movie, in order of first use, joined by ", " (indexed by item id)."""
-    names = read_header(path, ",")
+    names = read_header(path, ",", quoting=True)
     require_columns(names, ("movieId", "tag"), path)
     table = read_delimited(path, ",", names, header=True)
     tags = pd.DataFrame({"item_id": table["movieId"].to_pandas(), "tag": table["tag"].to_pandas().str.strip()})
@@ -151,10 +151,10 @@ def load_movielens_csv(root: str | Path, name: str = "movielens") -> Dataset:
     root = Path(root)
     _require_files(root, ("ratings.csv", "movies.csv"), f"MovieLens CSV ({name})")
     ratings_path = root / "ratings.csv"
-    header = read_header(ratings_path, ",")
+    header = read_header(ratings_path, ",", quoting=True)
     csv_names = ("userId", "movieId", "rating", "timestamp")
     require_columns(header, csv_names, ratings_path, "GroupLens' ratings.csv has userId,movieId,rating,timestamp")
-    table = read_delimited(ratings_path, ",", header, header=True)
+    table = read_delimited(ratings_path, ",", header, header=True, numeric=("rating", "timestamp"))
     interactions = interactions_frame(
         to_string(table["userId"], ratings_path, "userId", 2, required=True),
         to_string(table["movieId"], ratings_path, "movieId", 2, required=True),
@@ -163,7 +163,7 @@ def load_movielens_csv(root: str | Path, name: str = "movielens") -> Dataset:
     )
 
     movies_path = root / "movies.csv"
-    header = read_header(movies_path, ",")
+    header = read_header(movies_path, ",", quoting=True)
     require_columns(header, ("movieId", "title", "genres"), movies_path)
     movies = read_delimited(movies_path, ",", header, header=True)
     item_ids = to_string(movies["movieId"], movies_path, "movieId", 2, required=True)

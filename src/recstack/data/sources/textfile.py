@@ -66,19 +66,23 @@ def _first_line_with_wrong_width(
     return reader.line_num, ""
 
 
-def read_header(path: Path, delimiter: str, encoding: str = "utf-8") -> list[str]:
-    """The names on the first line of a delimited file (whitespace around each name stripped)."""
+def read_header(path: Path, delimiter: str, encoding: str = "utf-8", *, quoting: bool = False) -> list[str]:
+    """The names on the first line of a delimited file (whitespace around each name stripped).
+
+    ``quoting``: the names may be double-quoted (CSV written with every field quoted).
+    """
     _check_not_empty(path)
     with path.open("rb") as handle:
         first = handle.readline()
     try:
-        text = first.decode(encoding)
+        text = first.decode(encoding).lstrip("\ufeff").rstrip("\r\n")
     except UnicodeDecodeError as err:
         raise DataError(
             f"{path}: line 1 (the header), byte offset {err.start}: not valid {encoding}; "
             f"re-save the file as {encoding}"
         ) from None
-    return [name.strip() for name in text.lstrip("\ufeff").rstrip("\r\n").split(delimiter)]
+    names = next(csv.reader([text], delimiter=delimiter)) if quoting else text.split(delimiter)
+    return [name.strip() for name in names]
 
 
 def read_delimited(
@@ -89,12 +93,15 @@ def read_delimited(
     header: bool,
     encoding: str = "utf-8",
     quoting: bool = True,
+    numeric: Sequence[str] = (),
 ) -> pa.Table:
-    """Read ``path`` into a table whose columns (named ``column_names``) are all strings.
+    """Read ``path`` into a table whose columns (``column_names``) are large strings, ``numeric`` ones float64.
 
     ``header``: the file's first line holds column names (skipped here; read them with :func:`read_header`).
     ``quoting``: honour double quotes (CSV); off for tab- or pipe-separated formats where a quote is plain text.
     Empty fields become empty strings, never nulls, so that a missing value is caught by the column checks.
+    ``numeric``: columns Arrow parses as float64 straight away (8 bytes a row instead of a string); when one holds
+    something else the file is read again all as strings, so the column checks can name the bad line.
     """
     _check_not_empty(path)
     names = list(column_names)
@@ -109,7 +116,8 @@ def read_delimited(
         delimiter=_UNIT_SEPARATOR if multi_char else delimiter, quote_char='"' if quoting else False
     )
     convert_options = pacsv.ConvertOptions(
-        column_types=dict.fromkeys(names, pa.string()), quoted_strings_can_be_null=False
+        column_types={n: pa.float64() if n in numeric else pa.large_string() for n in names},
+        quoted_strings_can_be_null=False,
     )
     try:
         table = pacsv.read_csv(
@@ -117,6 +125,8 @@ def read_delimited(
         )
     except pa.ArrowInvalid as err:
         message = str(err)
+        if numeric and "conversion error to double" in message:
+            return read_delimited(path, delimiter, names, header=header, encoding=encoding, quoting=quoting)
         if "UTF8" in message or "UTF-8" in message:
             where = locate_bad_utf8(path) if encoding.lower().replace("-", "") == "utf8" else None
             if where is not None:
