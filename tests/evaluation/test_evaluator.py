@@ -185,3 +185,22 @@ def test_hits_and_lists_match_a_brute_force_ranking() -> None:
         order = [i for i in np.argsort(-scores[u], kind="stable") if not seen[u, i]][:4]
         np.testing.assert_array_equal(res.per_user.topk[row], order)
         np.testing.assert_array_equal(res.per_user.hits[row], relevant[u, order])
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "n_cols", "k"), [(7, 5000, 50), (3, 1003, 10), (5, 64, 64), (4, 20000, 1), (2, 999, 3)]
+)
+def test_folded_top_k_equals_torch_topk(n_rows: int, n_cols: int, k: int) -> None:
+    from recstack.evaluation.evaluator import top_k
+
+    g = torch.Generator().manual_seed(n_cols)
+    scores = torch.randn(n_rows, n_cols, generator=g)
+    scores[0, : n_cols // 2] = float("-inf")  # a row mostly masked
+    scores[1] = torch.randint(0, 3, (n_cols,), generator=g).float()  # heavy ties: values must still agree
+    values, items = top_k(scores, k)
+    want_values, want_items = torch.topk(scores, k, dim=1)
+    torch.testing.assert_close(values, want_values)
+    torch.testing.assert_close(torch.gather(scores, 1, items), want_values)
+    assert all(len(set(row.tolist())) == k for row in items)
+    rows = [r for r in range(n_rows) if r != 1]
+    torch.testing.assert_close(items[rows], want_items[rows])

@@ -12,6 +12,7 @@ with their lists; :func:`evaluate` itself goes through it, so both report identi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -207,13 +208,35 @@ def _ranked_lists(
                 scores[
                     torch.from_numpy(rows).to(target), torch.from_numpy(rows_seen.indices.astype(np.int64)).to(target)
                 ] = float("-inf")
-                values, items = torch.topk(scores, k, dim=1)
+                values, items = top_k(scores, k)
                 items[values == float("-inf")] = -1
                 out[start : start + len(batch)] = items.cpu().numpy()
     finally:
         if was_training:
             model.train()  # type: ignore[attr-defined]
     return out
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(scores, k, dim=1)`` (same values, sorted), faster on wide CPU rows.
+
+    Columns are folded into ``L`` strided groups ``{c, c + L, c + 2L, ...}``; a column in the row's top k lies in a
+    group whose maximum is in the top k of the ``L`` group maxima, so top-k over those ``k`` groups' members (plus the
+    few columns left over by the fold) is exact, and reads each score once instead of running a selection over it."""
+    n_rows, n = scores.shape
+    groups = int(math.sqrt(n / k)) if k > 0 else 1
+    width = n // max(groups, 1)
+    if groups < 4 or width < k or not scores.is_contiguous():
+        return torch.topk(scores, k, dim=1)
+    folded = scores.as_strided((n_rows, groups, width), (n, width, 1)).amax(dim=1)
+    _, cols = torch.topk(folded, k, dim=1, sorted=False)
+    offsets = width * torch.arange(groups, device=scores.device).view(1, groups, 1)
+    candidates = (cols.unsqueeze(1) + offsets).reshape(n_rows, -1)
+    if groups * width < n:
+        rest = torch.arange(groups * width, n, device=scores.device).expand(n_rows, -1)
+        candidates = torch.cat([candidates, rest], dim=1)
+    values, picked = torch.topk(torch.gather(scores, 1, candidates), k, dim=1)
+    return values, torch.gather(candidates, 1, picked)
 
 
 def _hits(topk: np.ndarray, users: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
