@@ -211,6 +211,7 @@ def _ranked_lists(
                 values, items = top_k(scores, k)
                 items[values == float("-inf")] = -1
                 out[start : start + len(batch)] = items.cpu().numpy()
+                del scores, values, items  # else the next chunk's scores are allocated while these still live
     finally:
         if was_training:
             model.train()  # type: ignore[attr-defined]
