@@ -96,3 +96,9 @@ def test_relative_path_under_data_home(tmp_path: Path) -> None:
     )
     dataset = load_dataset("events", tmp_path, path="logs/week1.parquet")
     assert dataset.interactions["timestamp"].tolist() == [T0]
+
+
+def test_quoted_csv_header(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(f'"user_id","item_id","timestamp"\n"a","x",{T0}\n')
+    assert load_event_log(path).interactions["user_id"].tolist() == ["a"]

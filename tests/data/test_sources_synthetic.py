@@ -16,7 +16,7 @@ def test_tiny_and_schema() -> None:
     assert inter["timestamp"].dtype == np.int64 and inter["value"].dtype == np.float32
     for column in ("user_id", "item_id", "event_type"):
         assert pd.api.types.is_string_dtype(inter[column]) and inter[column].dtype != object
-    assert set(inter["user_id"]) <= set(dataset.users["user_id"])
+    assert set(inter["user_id"]) == set(dataset.users["user_id"])  # 100 rows are enough for every user
     assert set(inter["item_id"]) <= set(dataset.items["item_id"])
     assert dataset.items["year"].dtype == "Int64"
     assert set(dataset.demographic_columns) == {"age", "gender", "region"}

@@ -38,8 +38,8 @@ ML1M_OCCUPATIONS: tuple[str, ...] = (
     "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
     "unemployed", "writer",
 )  # fmt: skip
-# "Toy Story (1995)", "Babylon 5 (1994) ", "Big Bang Theory (2007-)": the year is the last parenthesised 4 digits.
 _OCCUPATION_BY_CODE = {str(code): label for code, label in enumerate(ML1M_OCCUPATIONS)}
+# "Toy Story (1995)", "Babylon 5 (1994) ", "Big Bang Theory (2007-)": the year is the last parenthesised 4 digits.
 _TITLE_YEAR = r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:\s*[-–]\s*\d{0,4})?\)\s*$"
 _RATING_NAMES = ("user_id", "item_id", "rating", "timestamp")
 

@@ -1,11 +1,12 @@
 """A seeded synthetic data set with the structure of real interaction logs, from 100 rows to tens of millions.
 
 The story it tells: categories are directions in a latent space; each item sits near its category's direction and has
-a power-law (Zipf) popularity; each user has a main and a side taste (two categories) and demographics that lean
-with the main taste. An interaction picks a user in proportion to a log-normal activity, then an item: from the main
-taste, the side taste or the whole catalogue, each time in proportion to popularity. Its rating (1-5) follows the
-user-item affinity, and each user's timestamps increase over a stretch of the time span. Repeats of a (user, item)
-pair occur, as re-watches do in real logs; cleaning deduplicates them when a task wants it.
+a popularity rank; each user has a main and a side taste (two categories) and demographics that lean with the main
+taste. An interaction picks a user in proportion to a log-normal activity, then an item from the main taste, the side
+taste or the whole catalogue, by a power law (Zipf, exponent ``zipf``) over popularity rank within that pool. Its
+rating (1-5, about MovieLens' mix) follows the user's affinity to the item's category direction plus the item's own
+appeal, and each user's timestamps increase over a stretch of the time span. Repeats of a (user, item) pair occur,
+as re-watches do in real logs; cleaning deduplicates them when a task wants it.
 
 Everything is vectorised numpy, processed in fixed-size chunks so that 20M interactions stay within a few GiB, and
 string ids are built by Arrow (no Python string per row).
@@ -48,7 +49,9 @@ def _labels(codes: np.ndarray, names: tuple[str, ...] | list[str]) -> pa.Array:
 
 
 def _prefixed_ids(prefix: str, n: int) -> pa.Array:
-    return pc.binary_join_element_wise(prefix, pa.array(np.arange(n, dtype=np.int64)).cast(pa.string()), "")
+    """``prefix0 .. prefix<n-1>`` as large strings (what pandas holds, so taking rows copies nothing twice)."""
+    numbers = pa.array(np.arange(n, dtype=np.int64)).cast(pa.large_string())
+    return pc.binary_join_element_wise(pa.scalar(prefix, pa.large_string()), numbers, pa.scalar("", pa.large_string()))
 
 
 def _category_names(n_categories: int) -> list[str]:
@@ -112,9 +115,11 @@ def generate_synthetic(
     # (users x categories) table, so each interaction costs one lookup instead of a dim-long dot product.
     user_category_affinity = user_factors @ centroids.T.astype(np.float32)
 
-    # Users' activity is log-normal; the multinomial fixes the total exactly and keeps rows grouped by user.
+    # Users' activity is log-normal; the multinomial fixes the total exactly and keeps rows grouped by user. Every
+    # user gets at least one interaction when there are enough to go round (a users table of ghosts helps no one).
     activity = rng.lognormal(0.0, 1.0, n_users)
-    counts = rng.multinomial(n_interactions, activity / activity.sum())
+    floor = 1 if n_interactions >= n_users else 0
+    counts = floor + rng.multinomial(n_interactions - floor * n_users, activity / activity.sum())
     user_of = np.repeat(np.arange(n_users, dtype=np.int32), counts)
 
     # Items sorted by category, then by popularity rank: a category's k-th most popular item is one lookup away.
