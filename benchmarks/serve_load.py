@@ -425,7 +425,17 @@ def main() -> None:
         (work / name).write_text(source)
     (work / "bare_default.py").write_text(BARE_DEFAULT)
     (work / "bare_tuned.py").write_text(BARE_TUNED)
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "PYTHONPATH": f"{work}:{REPO}"}
+    env = {**os.environ, "PYTHONPATH": f"{work}:{REPO}"}
+    for var in ("BENTOML_DO_NOT_TRACK", "BENTOML_CONFIG_OVERRIDES", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.pop(var, None)  # the default floor runs with BentoML's defaults
+    # what recstack-serve sets (src/recstack/cli/serve.py), for the tuned floor
+    tuned_env = {
+        **env,
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_CONFIG_OVERRIDES": json.dumps({"tracing": {"excluded_urls": ["/"]}}),
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
     plan = [(1, args.duration), (16, args.duration)]
     rows: list[dict] = []
 
@@ -465,7 +475,7 @@ def main() -> None:
     rows += measure_server(
         "bare BentoML, recstack settings",
         [str(VENV_BIN / "bentoml"), "serve", "bare_tuned:BareTuned", "--host", "127.0.0.1", "--port", str(port)],
-        env,
+        tuned_env,
         work,
         port,
         floor_script,
