@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import bentoml
 import numpy as np
 from bentoml.exceptions import InvalidArgument, NotFound
@@ -174,7 +175,8 @@ class ReadinessMiddleware:
         if service is None or not hasattr(service, "readiness"):
             await _send_json(send, 503, {"status": "starting", "detail": "bundle not loaded yet"})
             return
-        await _send_json(send, 200, service.readiness())
+        # In a thread: the readiness probe pings Redis synchronously (bounded by its 20 ms timeout).
+        await _send_json(send, 200, await anyio.to_thread.run_sync(service.readiness))
 
 
 async def _send_json(send, status: int, body: dict) -> None:  # type: ignore[no-untyped-def]
@@ -244,7 +246,7 @@ class Recommender:
         (of `context.segment` when given)."""
         observe = self._observe["recommend"]
         start = time.perf_counter()
-        recent = self.store.recent(request.user_id, self.settings.recent_max)
+        recent = await self.store.recent_async(request.user_id, self.settings.recent_max)
         observe("online_store", time.perf_counter() - start)
         if recent is None:
             self.metrics.degraded("recommend")
@@ -303,7 +305,7 @@ class Recommender:
         start = time.perf_counter()
         timestamp = request.timestamp if request.timestamp is not None else int(time.time())
         event = Event(request.item_id, request.event_type, float(request.value), timestamp)
-        length = self.store.record(request.user_id, event)
+        length = await self.store.record_async(request.user_id, event)
         self._observe["events"]("online_store", time.perf_counter() - start)
         if length is None:
             self.metrics.degraded("events")

@@ -70,3 +70,18 @@ def test_in_memory_store_same_protocol() -> None:
     store = InMemoryOnlineStore(max_events=2)
     store.extend("u", [Event("a", "view", 1.0, 1), Event("b", "view", 1.0, 2), Event("c", "view", 1.0, 3)])
     assert [e.item_id for e in store.recent("u", 5) or []] == ["c", "b"]
+
+
+def test_async_methods_share_the_store_and_the_breaker(redis_prefix: str) -> None:
+    import asyncio
+
+    async def scenario() -> tuple[int | None, list[str], list[Event] | None]:
+        store = RedisOnlineStore(RedisStoreConfig(key_prefix=redis_prefix))
+        length = await store.record_async("ua", Event("i9", "purchase", 2.0, 7))
+        recent = [e.item_id for e in (await store.recent_async("ua", 5) or [])]
+        await store.aclose()
+        dead = RedisOnlineStore(RedisStoreConfig(url=f"redis://127.0.0.1:{free_port()}/0"))
+        return length, recent, await dead.recent_async("ua", 5)
+
+    length, recent, unavailable = asyncio.run(scenario())
+    assert length == 1 and recent == ["i9"] and unavailable is None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import redis
+import redis.asyncio as aioredis
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ class OnlineStore(Protocol):
     def record(self, user_id: str, event: Event) -> int | None:
         """Append one event; the length of the user's list afterwards, or ``None`` when unavailable."""
         ...
+
+    async def recent_async(self, user_id: str, limit: int) -> list[Event] | None:
+        """:meth:`recent` for async endpoints: a slow store must not block the event loop's other requests."""
+        ...
+
+    async def record_async(self, user_id: str, event: Event) -> int | None: ...
 
     def state(self) -> StoreState: ...
 
@@ -116,7 +123,10 @@ class CircuitBreaker:
 
 
 class RedisOnlineStore:
-    """Recent activity as one Redis list per user: LPUSH + LTRIM (bounded) + EXPIRE (TTL) in one round trip."""
+    """Recent activity as one Redis list per user: LPUSH + LTRIM (bounded) + EXPIRE (TTL) in one round trip.
+
+    Sync methods for scripts and tests, ``*_async`` ones for the service's async endpoints; both share one breaker.
+    """
 
     def __init__(self, config: RedisStoreConfig = RedisStoreConfig()) -> None:
         self.config = config
@@ -130,7 +140,20 @@ class RedisOnlineStore:
             health_check_interval=0,
             decode_responses=False,
         )
+        self._aclient: aioredis.Redis | None = None  # created on first use, inside the serving event loop
         self._breaker = CircuitBreaker(config.backoff_s, config.max_backoff_s)
+
+    def _async_client(self) -> aioredis.Redis:
+        if self._aclient is None:
+            self._aclient = aioredis.Redis.from_url(
+                self.config.url,
+                socket_timeout=self.config.timeout_s,
+                socket_connect_timeout=self.config.timeout_s,
+                retry_on_timeout=False,
+                retry=None,
+                health_check_interval=0,
+            )
+        return self._aclient
 
     def _key(self, user_id: str) -> str:
         return self.config.key_prefix + user_id
@@ -144,13 +167,7 @@ class RedisOnlineStore:
             self._breaker.failure(error)
             return None
         self._breaker.success()
-        events = []
-        for item in raw:
-            try:
-                events.append(Event.from_json(item))
-            except (ValueError, TypeError):
-                continue  # a foreign or corrupt entry must not break recommendations
-        return events
+        return _decode(raw)
 
     def record(self, user_id: str, event: Event) -> int | None:
         if not self._breaker.allow():
@@ -164,6 +181,35 @@ class RedisOnlineStore:
             pipe.llen(key)
             length = pipe.execute()[-1]
         except (redis.RedisError, OSError) as error:
+            self._breaker.failure(error)
+            return None
+        self._breaker.success()
+        return int(length)
+
+    async def recent_async(self, user_id: str, limit: int) -> list[Event] | None:
+        if not self._breaker.allow():
+            return None
+        try:
+            stop = max(0, min(limit, self.config.max_events) - 1)
+            raw = await self._async_client().lrange(self._key(user_id), 0, stop)
+        except (redis.RedisError, OSError, TimeoutError) as error:
+            self._breaker.failure(error)
+            return None
+        self._breaker.success()
+        return _decode(raw)
+
+    async def record_async(self, user_id: str, event: Event) -> int | None:
+        if not self._breaker.allow():
+            return None
+        key = self._key(user_id)
+        try:
+            pipe = self._async_client().pipeline(transaction=False)
+            pipe.lpush(key, event.to_json())
+            pipe.ltrim(key, 0, self.config.max_events - 1)
+            pipe.expire(key, self.config.ttl_s)
+            pipe.llen(key)
+            length = (await pipe.execute())[-1]
+        except (redis.RedisError, OSError, TimeoutError) as error:
             self._breaker.failure(error)
             return None
         self._breaker.success()
@@ -191,6 +237,21 @@ class RedisOnlineStore:
     def close(self) -> None:
         self._client.close()
 
+    async def aclose(self) -> None:
+        if self._aclient is not None:
+            await self._aclient.aclose()
+            self._aclient = None
+
+
+def _decode(raw: Sequence[bytes]) -> list[Event]:
+    events = []
+    for item in raw:
+        try:
+            events.append(Event.from_json(item))
+        except (ValueError, TypeError):
+            continue  # a foreign or corrupt entry must not break recommendations
+    return events
+
 
 class InMemoryOnlineStore:
     """The same protocol in one process (offline evaluation, notebooks); not shared between workers."""
@@ -209,6 +270,12 @@ class InMemoryOnlineStore:
             events = self._lists.setdefault(user_id, deque(maxlen=self._max))
             events.appendleft(event)
             return len(events)
+
+    async def recent_async(self, user_id: str, limit: int) -> list[Event] | None:
+        return self.recent(user_id, limit)
+
+    async def record_async(self, user_id: str, event: Event) -> int | None:
+        return self.record(user_id, event)
 
     def extend(self, user_id: str, events: Sequence[Event]) -> None:
         for event in events:
