@@ -39,3 +39,8 @@ test: lint
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+
+# Serve the bundle the demo left behind (Ctrl-C stops it).
+BUNDLE ?= outputs/demo/bundle
+serve: $(STAMP)
+	$(VENV)/bin/recstack-serve bundle=$(BUNDLE)

@@ -1,0 +1,168 @@
+"""``recstack-demo`` (``make demo``): the main job end to end on MovieLens-100K.
+
+data -> train (MF retrieval + Wide & Deep re-ranker, and the popularity baseline) -> evaluate (report) -> export
+(bundle: embeddings, HNSW index, ONNX ranker) -> serve (BentoML on loopback, example requests printed) -> stop.
+
+Everything goes under ``--out`` (default ``outputs/demo``); ``make serve`` serves the bundle it leaves behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from recstack.config import compose
+
+log = logging.getLogger("recstack.demo")
+
+
+def _banner(step: int, text: str) -> None:
+    print(f"\n{'=' * 100}\n[{step}/6] {text}\n{'=' * 100}", flush=True)
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def _train(model: str, out: Path, overrides: Sequence[str], split: object) -> object:
+    from recstack.training.train import train
+
+    run_dir = out / "runs" / model
+    if run_dir.exists():  # the demo's own folder: a rerun starts clean rather than mixing checkpoints
+        shutil.rmtree(run_dir)
+    cfg = compose("train", [f"model={model}", f"run_dir={run_dir}", *overrides])
+    result = train(cfg, split=split)  # type: ignore[arg-type]
+    test = result.metrics["test"]
+    print(
+        f"  {model:<10} test ndcg@10 {test['ndcg@10']:.4f}  recall@10 {test['recall@10']:.4f}  "
+        f"map@10 {test['map@10']:.4f}  ({result.metrics.get('train_seconds', 0.0):.1f} s of training)",
+        flush=True,
+    )
+    return result
+
+
+def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = True) -> int:
+    import numpy as np
+
+    from recstack.data.prepare import prepare
+    from recstack.data.warehouse import format_stats, stats
+    from recstack.evaluation.evaluator import evaluate, evaluate_topk
+    from recstack.evaluation.report import RunEvaluation, write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    _banner(1, "data: prepare MovieLens-100K (dedup, implicit, per-user random 0.8/0.1/0.1) and describe it in SQL")
+    split = prepare(compose("prepare", list(data_overrides)))
+    print(f"  {split!r}\n  folder: {split.root}\n")
+    print(format_stats(stats(split.root)), flush=True)
+
+    _banner(2, "train: popularity baseline, MF-BPR (retrieval) and Wide & Deep (re-ranker) on the CPU")
+    runs = {name: _train(name, out, data_overrides, split) for name in ("pop", "mf", "wide_deep")}
+
+    _banner(3, "export: bundle = MF embeddings + HNSW index + ONNX Wide & Deep (parity-checked) + id maps")
+    from recstack.cli.export import export_from_config
+    from recstack.export.bundle import Bundle
+
+    bundle_dir = out / "bundle"
+    if bundle_dir.exists():
+        shutil.rmtree(bundle_dir)
+    export_from_config(
+        compose(
+            "export",
+            [f"run={runs['mf'].run_dir}", f"ranker_run={runs['wide_deep'].run_dir}", f"out={bundle_dir}"],
+        )
+    )
+    print(f"  bundle: {bundle_dir}", flush=True)
+
+    _banner(4, "evaluate: every model and the served two-stage pipeline on the test split, full ranking")
+    ks = tuple(range(1, 51))
+    evaluations = [
+        RunEvaluation(
+            name,
+            evaluate(result.model, split, "test", ks, keep_per_user=True),
+            {"train_seconds": round(result.metrics.get("train_seconds", 0.0), 1)},
+        )
+        for name, result in runs.items()
+    ]
+    from recstack.serving.pipeline import Pipeline, offline_topk
+
+    pipeline = Pipeline.from_bundle(Bundle.load(bundle_dir))
+    test_users = np.flatnonzero(np.diff(split.matrix("test").indptr) > 0)
+    for label, rerank in (("pipeline: HNSW retrieval", False), ("pipeline: HNSW + W&D re-rank", True)):
+        topk = offline_topk(pipeline, test_users, max(ks), rerank=rerank, extra_exclude=split.matrix("valid"))
+        evaluations.append(RunEvaluation(label, evaluate_topk(topk, test_users, split, "test", ks, keep_per_user=True)))
+    paths = write_report(evaluations, split, out / "report", title="recstack demo: MovieLens-100K")
+    for ev in evaluations:
+        m = ev.result.metrics
+        print(f"  {ev.name:<30} ndcg@10 {m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  map@10 {m['map@10']:.4f}")
+    print(f"\n  report: {paths.html}  (also {paths.markdown.name}, {paths.metrics_json.name})", flush=True)
+
+    if not serve:
+        return 0
+    _banner(5, "serve: BentoML service over the bundle (FAISS -> ONNX re-rank, recent activity in Redis)")
+    from recstack.serving.client import RecstackClient, send_examples
+
+    port = _free_port(port)
+    base_url = f"http://127.0.0.1:{port}"
+    server_log = out / "serve.log"
+    serve_bin = Path(sys.executable).with_name("recstack-serve")
+    argv = [str(serve_bin), f"bundle={bundle_dir.resolve()}", f"port={port}"]
+    print(f"  {' '.join(argv)}  (log: {server_log})", flush=True)
+    with server_log.open("w") as log_file:
+        server = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with RecstackClient(base_url) as client:
+            if not client.wait_ready(timeout_s=120):
+                print(f"  the service did not become ready; see {server_log}", file=sys.stderr)
+                return 1
+        _banner(6, f"requests to {base_url}")
+        known_user = str(split.users["user_id"].iloc[0])
+        popular = split.items.iloc[np.argsort(-split.item_popularity)[:2]]["item_id"].astype(str).tolist()
+        for block in send_examples(
+            base_url,
+            known_user=known_user,
+            item_id=popular[0],
+            clicked_items=popular,
+            cold_user=f"demo-new-user-{os.getpid()}",
+        ):
+            print(block + "\n", flush=True)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+    print(f"service stopped. The whole job took {time.perf_counter() - started:.0f} s.")
+    print(f"Keep it running with `make serve` (serves {bundle_dir}).")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="recstack-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="where runs, report, bundle go")
+    parser.add_argument("--port", type=int, default=3000, help="port for the demo service (a free one if taken)")
+    parser.add_argument("--no-serve", action="store_true", help="stop after the report and the bundle")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data, e.g. data=ml1m")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(run(args.out, args.port, args.overrides, serve=not args.no_serve))
+
+
+if __name__ == "__main__":
+    main()
