@@ -160,3 +160,10 @@ def test_unreachable_mirror(tmp_path: Path) -> None:
 def test_download_disabled(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"download=False.*ml-1m\.zip.*RECSTACK_DATA_HOME"):
         load_dataset("ml-1m", tmp_path, download=False)
+
+
+def test_folder_with_only_hidden_files(tmp_path: Path) -> None:
+    (tmp_path / "ml-100k").mkdir()
+    (tmp_path / "ml-100k" / ".DS_Store").write_text("")
+    with pytest.raises(DataError, match=r"holds only hidden files.*RECSTACK_DATA_HOME"):
+        load_dataset("ml-100k", tmp_path)

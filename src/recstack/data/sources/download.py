@@ -115,7 +115,10 @@ def download_dataset(
         inner = unzipped / spec.folder
         source = inner if inner.is_dir() else unzipped
         # Same file system, so the rename is atomic: readers see no folder or a complete one.
-        os.replace(source, folder)
+        try:
+            os.replace(source, folder)
+        except OSError as err:  # e.g. another process filled the folder meanwhile
+            raise DataError(f"cannot move the unzipped files to {folder} ({err}); remove {folder} and retry") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return folder

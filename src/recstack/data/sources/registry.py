@@ -84,8 +84,14 @@ def load_dataset(name: str, data_home: str | Path | None = None, *, download: bo
             raise DataError(
                 f"{name} is not in {folder} and download=False; {manual_instructions(name, folder, archive.url)}"
             )
-        if folder.is_dir():
-            folder.rmdir()  # empty: the atomic rename needs the name free
+        if folder.is_dir():  # holds nothing but hidden files: the atomic rename needs the name free
+            try:
+                folder.rmdir()
+            except OSError:
+                raise DataError(
+                    f"{folder} holds only hidden files, so {name} cannot be downloaded into it; remove it, or "
+                    f"{manual_instructions(name, folder, archive.url)}"
+                ) from None
         download_dataset(name, home)
     return load_folder(folder, name)
 
