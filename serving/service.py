@@ -135,6 +135,46 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+class ErrorShapeMiddleware:
+    """Errors raised in an endpoint come out of BentoML 1.4 as a one-element list, ``[{"error": ...}]``; this
+    unwraps them to the ``{"error": ...}`` object validation errors already use. Only responses >= 400 are buffered."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: dict | None = None
+        chunks: list[bytes] = []
+
+        async def reshaping_send(message) -> None:  # type: ignore[no-untyped-def]
+            nonlocal start
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start = message
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None
+            if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+                body = json.dumps(data[0]).encode()
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, reshaping_send)
+
+
 class GcFreezeMiddleware:
     """Moves everything allocated so far out of the garbage collector's reach, once after the first requests.
 
@@ -322,6 +362,14 @@ class Recommender:
 Recommender.add_asgi_middleware(BodyLimitMiddleware)
 Recommender.add_asgi_middleware(ReadinessMiddleware)
 Recommender.add_asgi_middleware(GcFreezeMiddleware)
+Recommender.add_asgi_middleware(ErrorShapeMiddleware)
 
 # For type checkers and readers: what one answer is built from.
-__all__ = ["BodyLimitMiddleware", "GcFreezeMiddleware", "ReadinessMiddleware", "Recommender", "ServeSettings"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "ErrorShapeMiddleware",
+    "GcFreezeMiddleware",
+    "ReadinessMiddleware",
+    "Recommender",
+    "ServeSettings",
+]

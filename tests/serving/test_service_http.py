@@ -88,6 +88,7 @@ def test_bad_input_is_a_4xx_naming_the_field(
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("application/json")
     assert field in answer.text
+    assert isinstance(answer.json(), dict) and "error" in answer.json()
 
 
 def test_malformed_and_oversized_bodies(server: Server) -> None:
