@@ -110,7 +110,12 @@ def test_popularity_ranks_by_training_users_and_beats_random(tmp_path) -> None:
     model = Popularity(n_users, n_items).fit(split)
     scores = model.score_all(torch.tensor([0, 5]))
     assert scores.shape == (2, n_items) and scores.dtype == torch.float32
-    np.testing.assert_array_equal(scores[0].numpy(), np.bincount([i for _, i in train], minlength=n_items))
+    counts = np.bincount([i for _, i in train], minlength=n_items)
+    np.testing.assert_array_equal(model.popularity, counts)
+    # Ranked by count, ties by lower index, the same for every user.
+    want_order = sorted(range(n_items), key=lambda i: (-counts[i], i))
+    np.testing.assert_array_equal(torch.argsort(scores[0], descending=True).numpy(), want_order)
+    assert torch.equal(scores[0], scores[1])
     assert evaluate(model, split, "valid").metrics["ndcg@10"] > 1.5 * random_ndcg(split)
 
 

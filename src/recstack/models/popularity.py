@@ -12,24 +12,32 @@ from recstack.models.base import Recommender
 
 
 class Popularity(Recommender):
-    """Score of an item = number of distinct users who interacted with it in training (same for every user)."""
+    """Ranks items by the number of distinct users who interacted with them in training (same list for every user).
+
+    ``popularity`` holds those counts; scores are ``n_items - rank`` with ties broken by the lower item index, so the
+    ranking is deterministic whatever K (``torch.topk`` orders equal scores arbitrarily)."""
 
     def __init__(self, n_users: int, n_items: int) -> None:
         self.n_users = n_users
         self.n_items = n_items
-        self.popularity: torch.Tensor | None = None
+        self.popularity: np.ndarray | None = None
+        self.scores: torch.Tensor | None = None
 
     def fit(self, split: PreparedSplit) -> Self:
         train = split.matrix("train")
         _check_shape(self, train.shape)
-        self.popularity = torch.from_numpy(np.asarray(train.sum(axis=0), dtype=np.float32).ravel())
+        self.popularity = np.asarray(train.sum(axis=0)).ravel().astype(np.int64)
+        order = np.lexsort((np.arange(self.n_items), -self.popularity))  # by count desc, then index asc
+        scores = np.empty(self.n_items, dtype=np.float32)
+        scores[order] = np.arange(self.n_items, 0, -1, dtype=np.float32)
+        self.scores = torch.from_numpy(scores)
         return self
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        if self.popularity is None:
+        if self.scores is None:
             raise RuntimeError("Popularity is not fitted; call fit(split) first")
         # A broadcast view, not a copy: the evaluator copies it before masking.
-        return self.popularity.to(users.device).expand(len(users), -1)
+        return self.scores.to(users.device).expand(len(users), -1)
 
 
 def _check_shape(model: Recommender, shape: tuple[int, int]) -> None:

@@ -1,0 +1,408 @@
+"""The comparison report: ``report.html`` (one self-contained file), ``report.md`` and ``metrics.json``.
+
+A reader should see at a glance which model wins, and for whom: a comparison table with the best value of each
+column highlighted, metric@K curves, the headline metric by user activity and by each demographic column, a
+popularity-bias figure, and one sentence naming the winner overall and per segment.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recstack.data.prepared import PreparedSplit
+from recstack.evaluation import breakdown
+from recstack.evaluation.evaluator import ALL_METRIC_NAMES, EvaluationResult
+from recstack.evaluation.report_plots import metric_curves_svg, popularity_bias_svg, segment_bars_svg
+
+# Lower average popularity = less popularity bias; everything else in the table is better when higher.
+LOWER_IS_BETTER = frozenset({"avg_pop"})
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    """One model's evaluation for the report: a display name, its result (evaluated with ``keep_per_user=True``) and
+    optional facts shown beside the metrics (e.g. ``{"train_seconds": 12.3, "epochs": 40}``)."""
+
+    name: str
+    result: EvaluationResult
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    out_dir: Path
+    html: Path
+    markdown: Path
+    metrics_json: Path
+
+
+@dataclass(frozen=True)
+class _SegmentTable:
+    name: str
+    table: pd.DataFrame  # rows: labels; columns: n_users, then one per run
+    winners: dict[str, str]
+
+
+def write_report(
+    runs: Sequence[RunEvaluation],
+    split: PreparedSplit,
+    out_dir: str | Path,
+    *,
+    table_ks: Sequence[int] = (10, 20),
+    headline: str = "ndcg@10",
+    title: str | None = None,
+) -> ReportPaths:
+    """Write the three report files into ``out_dir`` (created) and return their paths.
+
+    Every run must be evaluated on ``split``'s same stage with per-user data kept, at least at ``table_ks`` and at the
+    headline's K; curves run from K = 1 to the longest ranked list kept (evaluate with ``max(ks) = 50`` for K=1..50).
+    """
+    _check_runs(runs, split, table_ks, headline)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [r.name for r in runs]
+    users = runs[0].result.per_user.users  # type: ignore[union-attr]
+    comparison = _comparison_table(runs, table_ks)
+    segments = _segment_tables(runs, split, users, headline)
+    verdict = _verdict(comparison, segments, headline)
+    k_pop = int(table_ks[0])
+    history = breakdown.history_popularity(split, users)
+    recommended = {r.name: r.result.per_user.metrics[f"avg_pop@{k_pop}"] for r in runs}  # type: ignore[union-attr]
+    tail = {r.name: breakdown.long_tail_share(r.result.per_user.topk, split, k_pop) for r in runs}  # type: ignore[union-attr]
+    curves = {r.name: breakdown.metric_curves(r.result.per_user) for r in runs}  # type: ignore[arg-type]
+    result0 = runs[0].result
+    header = {
+        "title": title or f"recstack evaluation: {split.dataset} ({result0.stage})",
+        "dataset": split.dataset,
+        "config_hash": split.config_hash,
+        "stage": result0.stage,
+        "n_users": split.n_users,
+        "n_items": split.n_items,
+        "n_users_evaluated": result0.n_users_evaluated,
+        "n_users_skipped": result0.n_users_skipped,
+        "max_k": int(result0.per_user.hits.shape[1]),  # type: ignore[union-attr]
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    paths = ReportPaths(out, out / "report.html", out / "report.md", out / "metrics.json")
+    figures = {
+        "curves": metric_curves_svg(curves),
+        "segments": {s.name: segment_bars_svg(s.table[names], headline, f"{headline} by {s.name}") for s in segments},
+        "popularity": popularity_bias_svg(history, recommended, tail, k_pop),
+    }
+    paths.html.write_text(_html(header, verdict, comparison, segments, figures, tail, headline, k_pop))
+    paths.markdown.write_text(_markdown(header, verdict, comparison, segments, tail, headline, k_pop))
+    paths.metrics_json.write_text(json.dumps(_json(header, verdict, runs, segments, tail, curves, k_pop), indent=2))
+    return paths
+
+
+def _check_runs(runs: Sequence[RunEvaluation], split: PreparedSplit, table_ks: Sequence[int], headline: str) -> None:
+    if not runs:
+        raise ValueError("write_report needs at least one run")
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must be unique, got {names}; rename the duplicates")
+    first = runs[0].result
+    for run in runs:
+        res = run.result
+        if res.per_user is None:
+            raise ValueError(f"run {run.name!r} has no per-user data; evaluate it with keep_per_user=True")
+        if res.stage != first.stage:
+            raise ValueError(f"runs were evaluated on different stages ({first.stage!r} and {res.stage!r})")
+        if not np.array_equal(res.per_user.users, first.per_user.users):  # type: ignore[union-attr]
+            raise ValueError(
+                f"run {run.name!r} was evaluated on other users than {runs[0].name!r}; evaluate every run on the same "
+                f"split ({split!r})"
+            )
+        missing = [f"ndcg@{k}" for k in table_ks if f"ndcg@{k}" not in res.metrics] + (
+            [] if headline in res.metrics else [headline]
+        )
+        if missing:
+            raise ValueError(f"run {run.name!r} lacks {missing}; evaluate it with ks including {list(table_ks)}")
+        if headline not in res.per_user.metrics:  # type: ignore[union-attr]
+            raise ValueError(f"headline {headline!r} is not a per-user metric; pick e.g. 'ndcg@10'")
+        if res.per_user.users.size and res.per_user.users.max() >= split.n_users:  # type: ignore[union-attr]
+            raise ValueError(f"run {run.name!r} has user indices beyond {split!r}; it belongs to another split")
+
+
+def _comparison_table(runs: Sequence[RunEvaluation], table_ks: Sequence[int]) -> pd.DataFrame:
+    columns = [f"{name}@{k}" for k in table_ks for name in ALL_METRIC_NAMES]
+    rows = {r.name: {c: r.result.metrics[c] for c in columns} for r in runs}
+    table = pd.DataFrame.from_dict(rows, orient="index")[columns]
+    for key in ("train_seconds", "epochs", "eval_seconds"):
+        values = {r.name: r.info.get(key) for r in runs}
+        if any(v is not None for v in values.values()):
+            table[key] = pd.Series(values, dtype=float)
+    return table
+
+
+def _per_k(comparison: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The comparison split into one narrow table per K (columns keep their full ``name@k``); the run facts (train
+    seconds...) go with the first."""
+    ks = list(dict.fromkeys(c.split("@")[1] for c in comparison.columns if "@" in c))
+    facts = [c for c in comparison.columns if "@" not in c]
+    return [
+        (k, comparison[[c for c in comparison.columns if c.endswith(f"@{k}")] + (facts if i == 0 else [])])
+        for i, k in enumerate(ks)
+    ]
+
+
+def _best(table: pd.DataFrame, column: str) -> set[str]:
+    values = table[column].astype(float)
+    if column in ("train_seconds", "epochs", "eval_seconds") or values.isna().all():
+        return set()
+    lower = column.split("@")[0] in LOWER_IS_BETTER
+    target = values.min() if lower else values.max()
+    return set(values.index[np.isclose(values, target, rtol=0, atol=1e-12)])
+
+
+def _segment_tables(
+    runs: Sequence[RunEvaluation], split: PreparedSplit, users: np.ndarray, headline: str
+) -> list[_SegmentTable]:
+    segs = [breakdown.activity_segmentation(split, users), *breakdown.demographic_segmentations(split, users)]
+    out = []
+    for seg in segs:
+        table = None
+        for run in runs:
+            means = breakdown.segment_means(run.result.per_user, seg, headline)  # type: ignore[arg-type]
+            if table is None:
+                table = means[["n_users"]].astype(int)
+            table[run.name] = means[headline]
+        winners = {str(label): str(row.drop("n_users").astype(float).idxmax()) for label, row in table.iterrows()}
+        out.append(_SegmentTable(seg.name, table, winners))
+    return out
+
+
+def _verdict(comparison: pd.DataFrame, segments: Sequence[_SegmentTable], headline: str) -> str:
+    scores = comparison[headline].astype(float).sort_values(ascending=False)
+    winner = str(scores.index[0])
+    if len(scores) == 1:
+        return f"Only one model: {winner}, {headline} = {scores.iloc[0]:.4f}."
+    runner = str(scores.index[1])
+    gap = (scores.iloc[0] - scores.iloc[1]) / scores.iloc[1] * 100 if scores.iloc[1] > 0 else math.inf
+    text = (
+        f"{winner} wins overall on {headline} ({scores.iloc[0]:.4f} vs {scores.iloc[1]:.4f} for {runner}, +{gap:.1f}%)."
+    )
+    total = sum(len(s.winners) for s in segments)
+    exceptions = [
+        f"{w} for {s.name} = {label} ({s.table.loc[label, w]:.4f} vs {s.table.loc[label, winner]:.4f}, "
+        f"{int(s.table.loc[label, 'n_users'])} users)"
+        for s in segments
+        for label, w in s.winners.items()
+        if w != winner
+    ]
+    won = total - len(exceptions)
+    text += f" It also wins {won} of the {total} user segments below"
+    if exceptions:
+        text += "; the exceptions: " + "; ".join(exceptions) + "."
+    else:
+        text += ", every one of them."
+    return text
+
+
+def _fmt(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if column.startswith("avg_pop"):
+        return f"{value:.1f}"
+    if column.endswith("_seconds"):
+        return f"{value:.1f}"
+    if column in ("epochs", "n_users"):
+        return f"{value:.0f}"
+    return f"{value:.4f}"
+
+
+# ---- HTML -----------------------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1150px;color:#222;
+line-height:1.45;padding:0 16px}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
+h3{font-size:1em;margin:1.2em 0 .3em}
+.meta{color:#666;font-size:.9em}.verdict{background:#f3f7ee;border-left:4px solid #6a9f3a;padding:10px 14px;
+font-size:1.02em}
+table{border-collapse:collapse;font-size:.82em;margin:.5em 0;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f5f5f5}
+td.name,th.name{text-align:left;font-weight:600}td.best{background:#dff0d8;font-weight:700}
+.scroll{overflow-x:auto}.fig svg{max-width:100%;height:auto}.note{color:#666;font-size:.85em}
+"""
+
+
+def _html_table(table: pd.DataFrame, best_by_column: Mapping[str, set[str]], first: str = "model") -> str:
+    head = f'<tr><th class="name">{html.escape(first)}</th>' + "".join(
+        f"<th>{html.escape(str(c))}</th>" for c in table.columns
+    )
+    rows = []
+    for index, row in table.iterrows():
+        cells = "".join(
+            f'<td class="best">{_fmt(str(c), row[c])}</td>'
+            if str(index) in best_by_column.get(str(c), set())
+            else f"<td>{_fmt(str(c), row[c])}</td>"
+            for c in table.columns
+        )
+        rows.append(f'<tr><td class="name">{html.escape(str(index))}</td>{cells}</tr>')
+    return f'<div class="scroll"><table>{head}</tr>{"".join(rows)}</table></div>'
+
+
+def _segment_best(seg: _SegmentTable) -> dict[str, set[str]]:
+    """Highlight, per segment row, the winning run's cell (keyed the way _html_table looks cells up)."""
+    out: dict[str, set[str]] = {}
+    for label, w in seg.winners.items():
+        out.setdefault(w, set()).add(label)
+    return out
+
+
+def _html(
+    header: Mapping[str, Any],
+    verdict: str,
+    comparison: pd.DataFrame,
+    segments: Sequence[_SegmentTable],
+    figures: Mapping[str, Any],
+    tail: Mapping[str, float],
+    headline: str,
+    k_pop: int,
+) -> str:
+    best = {c: _best(comparison, c) for c in comparison.columns}
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(header['title'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(header['title'])}</h1>",
+        f"<p class='meta'>split {html.escape(header['dataset'])} / {html.escape(header['config_hash'])}: "
+        f"{header['n_users']:,} users, {header['n_items']:,} items; stage <b>{html.escape(header['stage'])}</b>, "
+        f"{header['n_users_evaluated']:,} users evaluated, {header['n_users_skipped']:,} skipped (no "
+        f"{html.escape(header['stage'])} items). Full ranking over all items, training items masked"
+        f"{' (and validation items)' if header['stage'] == 'test' else ''}; metrics as RecBole 1.2 defines them. "
+        f"Generated {html.escape(header['created_at'])}.</p>",
+        f"<p class='verdict'>{html.escape(verdict)}</p>",
+        "<h2 id='comparison'>Comparison</h2>",
+        "<p class='note'>Best value per column in green (highest, except avg_pop: lowest = least popularity bias). "
+        "novelty = mean self-information −log2(share of users who know the item); coverage = share of the catalogue "
+        "recommended to anyone.</p>",
+        *(_html_table(t, {c: best[c] for c in t.columns}, first=f"model @{k}") for k, t in _per_k(comparison)),
+        f"<h2 id='curves'>Metrics at K = 1…{header['max_k']}</h2>",
+        f"<div class='fig'>{figures['curves']}</div>",
+        f"<h2 id='segments'>Who each model serves: {html.escape(headline)} by user segment</h2>",
+        "<p class='note'>The winning model of each segment (row) is highlighted.</p>",
+    ]
+    for seg in segments:
+        parts.append(f"<h3>By {html.escape(seg.name)}</h3>")
+        parts.append(_html_table(seg.table, _segment_best(seg), first=seg.name))
+        parts.append(f"<div class='fig'>{figures['segments'][seg.name]}</div>")
+    parts += [
+        "<h2 id='popularity'>Popularity bias</h2>",
+        f"<p class='note'>Points above the dashed line recommend more popular items than the user consumes. Long-tail "
+        f"share at K={k_pop}: " + ", ".join(f"{html.escape(r)} {v:.1%}" for r, v in tail.items()) + ".</p>",
+        f"<div class='fig'>{figures['popularity']}</div>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+# ---- Markdown and JSON ----------------------------------------------------------------------------------------------
+
+
+def _md_table(table: pd.DataFrame, best_by_column: Mapping[str, set[str]], first: str) -> str:
+    lines = [
+        "| " + " | ".join([first, *map(str, table.columns)]) + " |",
+        "|" + "---|" * (len(table.columns) + 1),
+    ]
+    for index, row in table.iterrows():
+        cells = []
+        for c in table.columns:
+            text = _fmt(str(c), row[c])
+            cells.append(f"**{text}**" if str(index) in best_by_column.get(str(c), set()) else text)
+        lines.append("| " + " | ".join([str(index), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _markdown(
+    header: Mapping[str, Any],
+    verdict: str,
+    comparison: pd.DataFrame,
+    segments: Sequence[_SegmentTable],
+    tail: Mapping[str, float],
+    headline: str,
+    k_pop: int,
+) -> str:
+    best = {c: _best(comparison, c) for c in comparison.columns}
+    parts = [
+        f"# {header['title']}",
+        "",
+        f"Split {header['dataset']} / {header['config_hash']} ({header['n_users']:,} users, {header['n_items']:,} "
+        f"items), stage **{header['stage']}**: {header['n_users_evaluated']:,} users evaluated, "
+        f"{header['n_users_skipped']:,} skipped. Generated {header['created_at']}. Figures: report.html.",
+        "",
+        f"> {verdict}",
+        "",
+        "## Comparison",
+        "",
+        "\n\n".join(_md_table(t, {c: best[c] for c in t.columns}, f"model @{k}") for k, t in _per_k(comparison)),
+        "",
+        f"## {headline} by user segment",
+    ]
+    for seg in segments:
+        parts += ["", f"### By {seg.name}", "", _md_table(seg.table, _segment_best(seg), seg.name)]
+    parts += [
+        "",
+        "## Popularity bias",
+        "",
+        f"Long-tail share of the top-{k_pop} (items outside the 20% most popular): "
+        + ", ".join(f"{r} {v:.1%}" for r, v in tail.items())
+        + ".",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _json(
+    header: Mapping[str, Any],
+    verdict: str,
+    runs: Sequence[RunEvaluation],
+    segments: Sequence[_SegmentTable],
+    tail: Mapping[str, float],
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    k_pop: int,
+) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, (np.integer, np.floating)):
+            return value.item()
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return {
+        **header,
+        "verdict": verdict,
+        "runs": [
+            {
+                "name": r.name,
+                "metrics": r.result.metrics,
+                "ks": list(r.result.ks),
+                "n_users_evaluated": r.result.n_users_evaluated,
+                "n_users_skipped": r.result.n_users_skipped,
+                "info": plain(dict(r.info)),
+                f"long_tail_share@{k_pop}": tail[r.name],
+                "curves": {m: [float(v) for v in values] for m, values in curves[r.name].items()},
+            }
+            for r in runs
+        ],
+        "segments": {
+            s.name: {
+                str(label): {"n_users": int(row["n_users"]), **{r.name: float(row[r.name]) for r in runs}}
+                for label, row in s.table.iterrows()
+            }
+            for s in segments
+        },
+        "segment_winners": {s.name: s.winners for s in segments},
+    }
