@@ -245,7 +245,7 @@ class Recommender:
 
         self.settings = ServeSettings.from_env()
         if self.bundle_model is not None:
-            path = Path(self.bundle_model.stored.path)
+            path = Path(self.bundle_model.path)  # class-scope BentoModel resolves to the stored model here
             self.model_tag = str(self.bundle_model.tag)
         else:
             path = Path(self.settings.bundle)
