@@ -80,7 +80,9 @@ def evaluate(
 
     ``max_memory_bytes`` bounds the score chunk (users per chunk = bound / (n_items * 12 bytes)); ``device`` is where
     masking and top-K run (default: the model's device). ``keep_per_user`` keeps the per-user lists, hits and values
-    (for reports). Raises ``ValueError`` when the model and split disagree on users or items, when a ``k`` exceeds the
+    (for reports). Seen items are masked by writing ``-inf`` into the returned scores in place (saving a copy per
+    chunk); views (e.g. a broadcast popularity row) are copied first, so ``score_all`` must only avoid returning a
+    whole tensor it keeps. Raises ``ValueError`` when the model and split disagree on users or items, when a ``k`` exceeds the
     catalogue, or when no user has a relevant item in the stage.
     """
     _check_stage(stage)
@@ -201,8 +203,11 @@ def _ranked_lists(
                         f"{type(model).__name__}.score_all returned shape {tuple(scores.shape)} for {len(batch)} users; "
                         f"expected ({len(batch)}, {n_items})"
                     )
-                if scores._base is not None or not scores.is_contiguous():
-                    scores = scores.contiguous().clone()  # a view of the model's own tensor: never write into it
+                # Masking writes in place: never into the model's own tensor (a view of a cache, a broadcast row).
+                if not scores.is_contiguous():
+                    scores = scores.contiguous()  # already a fresh copy
+                elif scores._base is not None:
+                    scores = scores.clone()
                 rows_seen = seen[batch]
                 rows = np.repeat(np.arange(len(batch)), np.diff(rows_seen.indptr))
                 scores[
