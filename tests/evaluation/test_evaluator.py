@@ -143,6 +143,8 @@ def test_evaluate_topk_refuses_bad_input() -> None:
         evaluate_topk(np.array([[1, 9]]), np.array([0]), split, "test", ks=(2,))
     with pytest.raises(ValueError, match="user indices"):
         evaluate_topk(np.array([[1, 2]]), np.array([5]), split, "test", ks=(2,))
+    with pytest.raises(ValueError, match="repeats an item"):
+        evaluate_topk(np.array([[1, 1, -1], [2, -1, -1]]), np.array([0, 1]), split, "test", ks=(3,))
     with pytest.raises(ValueError, match="same length"):
         evaluate_topk(np.array([[1, 2]]), np.array([0, 1]), split, "test", ks=(2,))
 

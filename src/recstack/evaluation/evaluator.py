@@ -122,6 +122,13 @@ def evaluate_topk(
         raise ValueError(f"user indices must be in [0, {split.n_users}) for {split!r}")
     if topk.size and (topk.min() < -1 or topk.max() >= split.n_items):
         raise ValueError(f"item indices must be in [0, {split.n_items}) (or -1 for an empty slot) for {split!r}")
+    ordered = np.sort(topk, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
+    if repeated.any():
+        row = int(np.flatnonzero(repeated.any(axis=1))[0])
+        raise ValueError(
+            f"the list of user {int(users[row])} repeats an item; each ranked list must hold distinct items"
+        )
     has_relevant = np.diff(split.matrix(stage).indptr)[users] > 0
     n_skipped = int((~has_relevant).sum())
     if not has_relevant.any():
@@ -270,7 +277,7 @@ def _result(
     hits = _hits(topk, users, relevant)
     train = split.matrix("train")
     interactions = split.item_popularity
-    distinct_users = np.diff(train.tocsc().indptr)
+    distinct_users = np.bincount(train.indices, minlength=split.n_items)  # binary matrix: users per item
     means: dict[str, float] = {}
     per_user: dict[str, np.ndarray] = {}
     for k in ks:
