@@ -23,6 +23,9 @@ def main() -> None:
     parser.add_argument("--data-path", required=True, type=Path)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out", required=True, type=Path, help="JSON file for the figures")
+    parser.add_argument(
+        "--scores-out", type=Path, help="also save the best model's score matrix (compare_evaluators.py)"
+    )
     args = parser.parse_args()
 
     import recbole
@@ -69,6 +72,10 @@ def main() -> None:
         "valid": {k: float(v) for k, v in best_valid.items()},
         "test": {k: float(v) for k, v in test.items()},
     }
+    if args.scores_out:
+        from dump_scores import write_scores  # this folder is on sys.path when run as a script
+
+        write_scores(trainer.model, dataset, config, args.scores_out)  # the best model: evaluate() reloaded it
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
