@@ -7,7 +7,7 @@ import pytest
 from handmade import make_dataset
 
 from recstack.data.clean import CleanConfig, clean, duplicate_mask, k_core_mask, threshold_mask
-from recstack.data.idmap import encode
+from recstack.data.idmap import encode, index_in_pair_order
 from recstack.data.schema import DataError
 
 
@@ -68,3 +68,17 @@ def test_empty_after_k_core_names_the_filter() -> None:
 def test_clean_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="unknown key"):
         CleanConfig.from_mapping({"dedupe": True})
+
+
+def test_duplicate_mask_equals_pandas_duplicated_in_any_row_order() -> None:
+    rng = np.random.default_rng(7)
+    n = 6000
+    ds = make_dataset(
+        rng.integers(0, 30, n), rng.integers(0, 20, n), rng.integers(0, 4, n), rng.integers(1, 3, n).astype(float)
+    )
+    expected = ds.interactions.duplicated(keep="first").to_numpy()
+    assert expected.sum() > 100  # the data really has duplicates
+    enc = encode(ds)
+    np.testing.assert_array_equal(duplicate_mask(enc), expected)
+    ordered = index_in_pair_order(enc)  # the order prepare() uses: the pair sort is skipped there
+    np.testing.assert_array_equal(duplicate_mask(ordered), expected[ordered.row])

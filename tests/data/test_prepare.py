@@ -8,11 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from handmade import write_events_csv
 
 from recstack.config import compose
-from recstack.data.prepare import _install, config_hash, prepare, prepare_named, split_root
+from recstack.data.prepare import _install, _Steps, config_hash, prepare, prepare_named, split_root
 from recstack.data.prepared import SPLIT_FILES, PreparedSplit, is_complete
 from recstack.data.schema import DataError
 
@@ -136,3 +137,23 @@ def test_prepare_named_every_split(split: str, events_csv: Path, tmp_path: Path)
     assert len(s.train) > len(s.test) > 0
     manifest = json.loads((s.root / "manifest.json").read_text())
     assert manifest["n_users"] == s.n_users == len(s.users)
+
+
+def test_returned_split_equals_what_load_reads(events_csv: Path, tmp_path: Path) -> None:
+    fresh = prepare(events_cfg(events_csv), out_root=tmp_path, progress=False)
+    loaded = PreparedSplit.load(fresh.root)
+    assert fresh.manifest == loaded.manifest
+    for name in ("train", "valid", "test", "items", "users"):
+        pd.testing.assert_frame_equal(getattr(fresh, name), getattr(loaded, name))
+
+
+def test_progress_bar_over_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    steps = _Steps(total=2)
+    with steps.step("one"):
+        pass
+    steps.show_bar()
+    with steps.step("two"):
+        pass
+    steps.close()
+    assert set(steps.timing) == {"one", "two"}
+    assert "prepare" in capsys.readouterr().err

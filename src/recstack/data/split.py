@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recstack.data.sorting import group_starts, stable_argsort, stable_lexsort
+from recstack.data.sorting import group_starts, is_sorted, stable_argsort, stable_lexsort
 
 TRAIN, VALID, TEST, DROPPED = 0, 1, 2, -1
 STRATEGIES: tuple[str, ...] = ("random", "chrono", "loo", "time")
@@ -79,29 +79,40 @@ class Pairs:
     user: np.ndarray  # int32, sorted ascending
     item: np.ndarray  # int32
     first_ts: np.ndarray  # int64: time of the pair's first row
-    first_row: np.ndarray  # int64: position of the pair's first row in the input
+    first_row: np.ndarray  # int64: source row number of the pair's first row (tie-break for equal times)
     n_rows: np.ndarray  # int64: rows per pair
-    row_order: np.ndarray  # int64: input positions sorted by pair; pair p owns row_order[start[p]:start[p]+n_rows[p]]
-    start: np.ndarray  # int64
+    start: np.ndarray  # int64: pair p owns rows row_order[start[p] : start[p] + n_rows[p]]
+    row_order: np.ndarray | None  # int64 input positions sorted by pair; None when the input already was
 
     def __len__(self) -> int:
         return len(self.user)
 
+    @property
+    def one_row_each(self) -> bool:
+        return len(self.n_rows) == 0 or int(self.n_rows.max()) == 1
 
-def group_pairs(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_items: int) -> Pairs:
-    """Group rows into unique (user, item) pairs (one stable integer sort)."""
+
+def group_pairs(
+    user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_items: int, row: np.ndarray | None = None
+) -> Pairs:
+    """Group rows into unique (user, item) pairs; rows already in pair order are not sorted again.
+
+    ``row``: the source row number of each input row (default: its position), used to break ties in time.
+    """
     key = user.astype(np.int64) * n_items + item
-    order = stable_argsort(key)
-    start = group_starts(key[order])
-    first = order[start]
+    order = None if is_sorted(key) else stable_argsort(key)
+    start = group_starts(key if order is None else key[order])
+    del key
+    first = start if order is None else order[start]
+    ts_sorted = timestamp if order is None else timestamp[order]
     return Pairs(
         user=user[first],
         item=item[first],
-        first_ts=np.minimum.reduceat(timestamp[order], start) if len(start) else np.empty(0, np.int64),
-        first_row=first,
-        n_rows=np.diff(np.append(start, len(order))),
-        row_order=order,
+        first_ts=np.minimum.reduceat(ts_sorted, start) if len(start) else np.empty(0, np.int64),
+        first_row=first if row is None else row[first],
+        n_rows=np.diff(np.append(start, len(user))),
         start=start,
+        row_order=order,
     )
 
 
@@ -134,25 +145,31 @@ def ratio_counts(n: np.ndarray, ratios: Sequence[float]) -> np.ndarray:
     return cnt
 
 
-def _user_starts(sorted_user: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.bincount(sorted_user, minlength=n_users).astype(np.int64)
-    return counts, np.cumsum(counts) - counts
-
-
 def _rank_in_user(ordered_user: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(rank of each position within its user's run, pairs per user)`` for positions grouped by user."""
-    counts, starts = _user_starts(ordered_user, n_users)
-    return np.arange(len(ordered_user), dtype=np.int64) - starts[ordered_user], counts
+    """``(rank of each position within its user's run, pairs per user)`` for positions grouped by user ascending."""
+    counts = np.bincount(ordered_user, minlength=n_users).astype(np.int64)
+    # runs are in user order, so repeat (sequential) replaces a gather of the per-user starts (random access)
+    rank = np.arange(len(ordered_user), dtype=np.int64)
+    rank -= np.repeat(np.cumsum(counts) - counts, counts)
+    return rank, counts
 
 
 def _stage_by_ratio(ordered_user: np.ndarray, n_users: int, ratios: Sequence[float]) -> np.ndarray:
     rank, counts = _rank_in_user(ordered_user, n_users)
-    bounds = np.cumsum(ratio_counts(counts, ratios), axis=1)[ordered_user]
-    return ((rank >= bounds[:, 0]).astype(np.int8) + (rank >= bounds[:, 1])).astype(np.int8)
+    cnt = ratio_counts(counts, ratios)
+    stage = (rank >= np.repeat(cnt[:, 0], counts)).astype(np.int8)
+    stage += rank >= np.repeat(cnt[:, 0] + cnt[:, 1], counts)
+    return stage
 
 
 def _chronological_order(pairs: Pairs) -> np.ndarray:
+    """Pairs by (user, time, source row)."""
     ts = pairs.first_ts - (pairs.first_ts.min() if len(pairs) else 0)
+    user_bits = max(int(pairs.user.max()).bit_length(), 1) if len(pairs) else 1
+    ts_bits = max(int(ts.max()).bit_length(), 1) if len(pairs) else 1
+    if user_bits + ts_bits <= 62:  # (user, time) packed into one key: one sort pass fewer
+        ts |= pairs.user.astype(np.int64) << ts_bits
+        return stable_lexsort([pairs.first_row, ts])
     return stable_lexsort([pairs.first_row, ts, pairs.user])
 
 
@@ -193,8 +210,9 @@ def split_pairs(pairs: Pairs, n_users: int, cfg: SplitConfig) -> SplitResult:
         stage[order] = _stage_by_ratio(ordered_user, n_users, cfg.ratios)
     elif cfg.name == "loo":
         rank, counts = _rank_in_user(ordered_user, n_users)
-        from_end = counts[ordered_user] - rank  # 1 for the latest pair
-        eligible = counts[ordered_user] >= 3
+        size = np.repeat(counts, counts)
+        from_end = size - rank  # 1 for the latest pair
+        eligible = size >= 3
         ordered_stage = np.full(len(order), TRAIN, dtype=np.int8)
         ordered_stage[eligible & (from_end == 2)] = VALID
         ordered_stage[eligible & (from_end == 1)] = TEST
@@ -216,7 +234,10 @@ def split_pairs(pairs: Pairs, n_users: int, cfg: SplitConfig) -> SplitResult:
 
 def rows_in_order(pairs: Pairs, pair_order: np.ndarray) -> np.ndarray:
     """Input row positions, pair by pair in ``pair_order`` (rows of one pair contiguous, in source order)."""
+    if pairs.one_row_each:
+        return pairs.start[pair_order] if pairs.row_order is None else pairs.row_order[pairs.start[pair_order]]
     lengths = pairs.n_rows[pair_order]
     offsets = np.cumsum(lengths) - lengths
-    within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(offsets, lengths)
-    return pairs.row_order[np.repeat(pairs.start[pair_order], lengths) + within]
+    positions = np.repeat(pairs.start[pair_order] - offsets, lengths)
+    positions += np.arange(len(positions), dtype=np.int64)
+    return positions if pairs.row_order is None else pairs.row_order[positions]
