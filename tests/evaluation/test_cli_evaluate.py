@@ -22,6 +22,7 @@ def _cfg(tmp_path: Path, *overrides: str):
     )
 
 
+@pytest.mark.slow
 def test_models_on_ml100k_write_the_report(tmp_path: Path) -> None:
     paths = evaluate_models(_cfg(tmp_path, "models=[pop,itemknn]"))
     data = json.loads(paths.metrics_json.read_text())
