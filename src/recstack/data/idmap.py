@@ -18,22 +18,36 @@ from recstack.data.schema import Dataset
 from recstack.data.sorting import stable_argsort
 
 
-def _as_arrow_strings(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
+def _as_arrow_strings(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Arrow strings without copying: a pandas ``str`` column is already Arrow-backed (often in chunks)."""
     if isinstance(values, pd.Series):
         values = pa.array(values.array) if hasattr(values.array, "__arrow_array__") else pa.array(values)
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
     if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
         values = pc.cast(values, pa.string())
     return values
 
 
-def factorize(values: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """``(codes int32, uniques)`` with ``uniques.take(codes) == values``; codes follow first appearance."""
+def factorize(
+    values: pd.Series | pa.Array | pa.ChunkedArray, *, fill_null: str | None = None
+) -> tuple[np.ndarray, pa.Array]:
+    """``(codes int32, uniques)`` with ``uniques.take(codes) == values``; codes follow first appearance.
+
+    Missing values are an error unless ``fill_null`` gives a replacement.
+    """
     arr = _as_arrow_strings(values)
     if arr.null_count:
-        raise ValueError(f"{arr.null_count} missing id(s); every interaction needs a user_id and an item_id")
+        if fill_null is None:
+            raise ValueError(f"{arr.null_count} missing id(s); every interaction needs a user_id and an item_id")
+        arr = pc.fill_null(arr, fill_null)
     encoded = pc.dictionary_encode(arr)
+    if isinstance(encoded, pa.ChunkedArray):
+        # Chunks are encoded against one growing dictionary, so equal lengths mean one shared dictionary; else unify.
+        if encoded.num_chunks == 0:
+            return np.empty(0, dtype=np.int32), pa.array([], type=arr.type)
+        if len({len(c.dictionary) for c in encoded.chunks}) > 1:
+            encoded = encoded.unify_dictionaries()
+        codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
+        return codes.astype(np.int32, copy=False), encoded.chunk(0).dictionary
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), encoded.dictionary
 
 
@@ -83,7 +97,7 @@ def encode(dataset: Dataset) -> Encoded:
     frame = dataset.interactions
     user, user_ids = factorize(frame["user_id"])
     item, item_ids = factorize(frame["item_id"])
-    event, event_types = factorize(frame["event_type"].fillna(""))
+    event, event_types = factorize(frame["event_type"], fill_null="")
     timestamp = frame["timestamp"].to_numpy(dtype=np.int64, na_value=0)
     value = frame["value"].to_numpy(dtype=np.float32, na_value=np.nan)
     return Encoded(
