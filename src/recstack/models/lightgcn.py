@@ -129,7 +129,7 @@ class LightGCN(nn.Module, Recommender):
         u = user_vecs[batch.users]
         pos = item_vecs[batch.items]
         pos_scores = (u * pos).sum(-1)
-        neg_scores = torch.einsum("bd,bnd->bn", u, item_vecs[batch.negatives])
+        neg_scores = (u.unsqueeze(1) * item_vecs[batch.negatives]).sum(-1)
         if self.loss_name == "bpr":
             main = bpr_loss(pos_scores, neg_scores)
         else:

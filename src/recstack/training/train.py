@@ -88,6 +88,10 @@ def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
     ``split``: an already prepared split to use instead of preparing ``cfg.data`` / ``cfg.split`` (tests, notebooks).
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("torch_threads"):
+        # On a CPU shared with other jobs, 2 spinning intra-op threads can run ~10x slower than 1 (measured on the
+        # 2-core dev machine under load); null keeps torch's default.
+        torch.set_num_threads(int(cfg.torch_threads))
     if split is None:
         from recstack.data.prepare import prepare
 

@@ -1,0 +1,165 @@
+"""Train every model on the default ML-100K split and write its test figures to benchmarks/RESULTS.md.
+
+    RECSTACK_DATA_HOME=/work/shared/data nice .venv/bin/python benchmarks/ml100k.py            # everything, 3 seeds
+    ... benchmarks/ml100k.py --models mf lightgcn --seeds 0 1 2                                  # a subset
+
+Deep models run once per seed with their config defaults (tuned on the validation split only); the test split is read
+once per run, after the best-validation weights are restored. Baselines are deterministic: one run each. Wall times
+are those of the same runs (training including the per-epoch validation), so they depend on the machine's load,
+which is recorded next to them. Each run's folder is kept under benchmarks/out/runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from recstack.config import compose, config_dir
+from recstack.training.train import train
+
+DEEP = ("mf", "lightgcn", "wide_deep")
+BASELINES = ("pop", "itemknn", "userknn")
+METRICS = ("ndcg@10", "recall@10", "map@10")
+# RecBole 1.2.1 on this machine, same split protocol (from the deep-models issue).
+PEER = {
+    "mf": {"name": "BPR", "ndcg@10": 0.293, "recall@10": 0.250, "map@10": 0.177, "seconds": 48.0},
+    "lightgcn": {"name": "LightGCN", "ndcg@10": 0.305, "recall@10": 0.261, "map@10": 0.186, "seconds": 474.0},
+    "neumf": {"name": "NeuMF", "ndcg@10": 0.278, "seconds": 108.0},
+}
+TARGETS = {"mf": 0.305, "lightgcn": 0.320}
+START, END = "<!-- recstack:deep-models:start -->", "<!-- recstack:deep-models:end -->"
+
+
+def run_model(model: str, seeds: list[int], runs_root: Path) -> list[dict]:
+    out = []
+    for seed in seeds:
+        cfg = compose("train", [f"model={model}", f"seed={seed}", "progress=false", f"runs_root={runs_root}"])
+        load_before = os.getloadavg()[0]
+        result = train(cfg)
+        m = result.metrics
+        out.append(
+            {
+                "model": model,
+                "seed": seed,
+                "run_dir": str(result.run_dir),
+                "test": {k: m["test"][k] for k in METRICS},
+                "valid_ndcg@10": m["valid"]["ndcg@10"],
+                "train_seconds": m["train_seconds"],
+                "epochs": m["epochs"],
+                "best_epoch": m["best_epoch"],
+                "seconds_per_epoch": m["seconds_per_epoch"],
+                "load_1min": [load_before, os.getloadavg()[0]],
+            }
+        )
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values)
+
+
+def spread(values: list[float]) -> str:
+    return f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+
+
+def render(results: dict[str, list[dict]], command: str, started: str, wall: float) -> str:
+    lines = [
+        START,
+        "## Deep models and baselines on ML-100K (`benchmarks/ml100k.py`)",
+        "",
+        f"Command: `{command}` (started {started}, {wall / 60:.1f} min in all). Machine: {os.cpu_count()} CPU cores "
+        f"shared with other jobs (1-min load average recorded per run below), {platform.processor() or 'CPU'}, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, no GPU.",
+        "",
+        "Protocol: the default split (`data=ml100k split=random`: per user a random 0.8/0.1/0.1, every rating a positive), "
+        "full ranking over all items minus the user's training (and, for test, validation) items, RecBole-1.2 metric "
+        "definitions (`recstack.evaluation`), 64-d embeddings for MF and LightGCN. Deep models: config defaults, tuned on "
+        "the validation split only; the checkpoint with the best validation NDCG@10 is restored and the test split read "
+        "once. Figures: mean ± sd over seeds; training time includes the per-epoch validation.",
+        "",
+        "| model | seeds | test NDCG@10 | Recall@10 | MAP@10 | train s | epochs (best) | s / epoch | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, runs in results.items():
+        nd = [r["test"]["ndcg@10"] for r in runs]
+        rc = [r["test"]["recall@10"] for r in runs]
+        mp = [r["test"]["map@10"] for r in runs]
+        ts = [r["train_seconds"] for r in runs]
+        ep = "/".join(f"{r['epochs']} ({r['best_epoch']})" for r in runs)
+        spe = mean([r["seconds_per_epoch"] for r in runs])
+        load = max(max(r["load_1min"]) for r in runs)
+        lines.append(
+            f"| {model} | {len(runs)} | {mean(nd):.3f}{spread(nd)} | {mean(rc):.3f} | {mean(mp):.3f} | "
+            f"{mean(ts):.1f} | {ep} | {spe:.2f} | ≤ {load:.1f} |"
+        )
+    lines += ["", "Against RecBole 1.2.1 (same machine, same protocol; figures from the deep-models issue):", ""]
+    lines += [
+        "| recstack | RecBole | RecBole NDCG@10 | RecBole train s | recstack NDCG@10 | target | recstack train s | ≤ ¼ RecBole time |"
+    ]
+    lines += ["|---|---|---|---|---|---|---|---|"]
+    for model, peer in PEER.items():
+        if model not in results:
+            continue
+        runs = results[model]
+        nd = mean([r["test"]["ndcg@10"] for r in runs])
+        ts = mean([r["train_seconds"] for r in runs])
+        target = TARGETS.get(model)
+        verdict = f"{target:.3f} {'met' if nd >= target else 'NOT met'}" if target else "-"
+        quarter = peer["seconds"] / 4
+        lines.append(
+            f"| {model} | {peer['name']} | {peer['ndcg@10']:.3f} | {peer['seconds']:.0f} | {nd:.3f} | {verdict} | "
+            f"{ts:.1f} | {'yes' if ts <= quarter else 'no'} ({quarter:.0f} s) |"
+        )
+    lines += ["", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=[*DEEP, *BASELINES])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--runs-root", type=Path, default=Path("benchmarks/out/runs"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/RESULTS.md"))
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/out/ml100k.json"))
+    args = ap.parse_args()
+    available = {p.stem for p in (config_dir() / "model").glob("*.yaml")}
+    missing = [m for m in args.models if m not in available]
+    if missing:
+        raise SystemExit(
+            f"no config for model(s) {missing} in {config_dir() / 'model'}; available: {sorted(available)}"
+        )
+
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    t0 = time.perf_counter()
+    results = {m: run_model(m, args.seeds if m in DEEP else args.seeds[:1], args.runs_root) for m in args.models}
+    wall = time.perf_counter() - t0
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    command = "nice .venv/bin/python benchmarks/ml100k.py " + " ".join(
+        [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}"]
+    )
+    write_section(args.results, render(results, command, started, wall))
+    print(f"wrote {args.results} and {args.json}")
+
+
+if __name__ == "__main__":
+    main()
