@@ -6,7 +6,8 @@ What it measures, in one run (so the floors share the machine's state with the s
 
 * floors doing the same numpy top-10 work per request (scores over an ML-100K-sized item matrix + argpartition):
   a plain Starlette app under uvicorn; a bare BentoML 1.4 service with default settings; the same bare service with
-  the settings recstack's service uses (GC freeze, async endpoint, access log off);
+  the settings recstack's service uses (GC freeze, async endpoint, 2 s traffic timeout, access log and per-request
+  tracing span off);
 * the recstack service (``recstack-serve``) over an ML-100K bundle, mixed known (80%) and unknown (20%) users,
   at concurrency 1 and 16 (``--duration`` seconds each), with 1 and 2 workers at c=16;
 * the pipeline in-process, without HTTP (ML-100K bundle, and a synthetic 1M-item catalogue with an IVF index);
@@ -98,7 +99,7 @@ class FreezeAfter:
                 gc.freeze()
 
 
-@bentoml.service(name="baretuned", logging={"access": {"enabled": False}})
+@bentoml.service(name="baretuned", logging={"access": {"enabled": False}}, traffic={"timeout": 2})
 class BareTuned:
     def __init__(self):
         gc.collect()

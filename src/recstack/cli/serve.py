@@ -32,6 +32,7 @@ ENV_KEYS = {
     "n_candidates": "RECSTACK_N_CANDIDATES",
     "ef_search": "RECSTACK_EF_SEARCH",
     "max_body_bytes": "RECSTACK_MAX_BODY_BYTES",
+    "request_timeout_s": "RECSTACK_REQUEST_TIMEOUT_S",
 }
 
 
