@@ -213,3 +213,14 @@ def test_ml100k_default_split(ml100k_split: PreparedSplit) -> None:
         assert f["user_idx"].dtype == np.int32 and f["item_idx"].dtype == np.int32
         assert (s.users["user_id"].to_numpy()[f["user_idx"]] == f["user_id"].to_numpy()).all()
         assert (s.items["item_id"].to_numpy()[f["item_idx"]] == f["item_id"].to_numpy()).all()
+
+
+@pytest.mark.parametrize("name", ["random", "chrono", "loo"])
+def test_row_order_in_the_files(name: str) -> None:
+    ds = random_dataset(50, 40, 800, seed=8)
+    for frame in frames(build_split(ds, CleanConfig(), SplitConfig(name=name))).values():
+        second = "item_idx" if name == "random" else "timestamp"
+        keys = frame[["user_idx", second]].to_numpy()
+        assert (np.diff(keys[:, 0]) >= 0).all()
+        same_user = np.diff(keys[:, 0]) == 0
+        assert (np.diff(keys[:, 1])[same_user] >= 0).all()

@@ -51,7 +51,17 @@ from recstack.data.idmap import (
 )
 from recstack.data.prepared import FORMAT_VERSION, PreparedSplit, is_complete, write_manifest, write_tables
 from recstack.data.schema import DataError, Dataset
-from recstack.data.split import DROPPED, TEST, TRAIN, VALID, SplitConfig, group_pairs, rows_in_order, split_pairs
+from recstack.data.split import (
+    DROPPED,
+    TEST,
+    TRAIN,
+    VALID,
+    SplitConfig,
+    group_pairs,
+    row_stages,
+    rows_in_order,
+    split_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,21 +184,21 @@ def split_indexed(
         enc, report = clean(enc, clean_cfg, dataset=name)
         enc = drop_unused_ids(enc)
     with steps.step("split"):
-        pairs = group_pairs(enc.user, enc.item, enc.timestamp, len(enc.item_ids), row=enc.row)
+        pairs = group_pairs(
+            enc.user, enc.item, enc.timestamp, len(enc.item_ids), row=enc.row, with_time=split_cfg.name != "random"
+        )
         result = split_pairs(pairs, len(enc.user_ids), split_cfg)
-        rows = rows_in_order(pairs, result.pair_order)
-        lengths = pairs.n_rows[result.pair_order]
-        row_stage = result.pair_stage[result.pair_order]
-        if not pairs.one_row_each:
-            row_stage = np.repeat(row_stage, lengths)
-        del pairs, lengths
+        rows = rows_in_order(pairs, result.pair_order)  # None: the rows' own order
+        row_stage = row_stages(pairs, result)
+        del pairs
     user_idx, item_idx, user_ids, item_ids = enc.user, enc.item, enc.user_ids, enc.item_ids
     dropped_rows = int((row_stage == DROPPED).sum())
     n_pairs = int((result.pair_stage != DROPPED).sum())
     if dropped_rows:
         # Only the time split drops (users without training data); keep indices contiguous, order unchanged.
         kept = row_stage != DROPPED
-        rows, row_stage = rows[kept], row_stage[kept]
+        rows = np.flatnonzero(kept) if rows is None else rows[kept]
+        row_stage = row_stage[kept]
         if len(rows) == 0:
             raise DataError(
                 f"{name}: split=time with valid_start={split_cfg.valid_start} left no user with "
@@ -204,7 +214,10 @@ def split_indexed(
         item_ids = item_ids.cast(pa.large_string())
         event_types = enc.event_types.cast(pa.large_string())
         columns = (user_idx, item_idx, enc.timestamp, enc.value, enc.event, user_ids, item_ids, event_types)
-        tables = {stage: _stage_table(rows[row_stage == code], *columns) for stage, code in STAGES}
+        tables = {}
+        for stage, code in STAGES:
+            selected = np.flatnonzero(row_stage == code)
+            tables[stage] = _stage_table(selected if rows is None else rows[selected], *columns)
         items = items_table(item_ids, item_meta)
         users = users_table(user_ids, user_meta)
     return BuiltSplit(

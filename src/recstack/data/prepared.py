@@ -9,8 +9,8 @@ Layout of ``data/processed/<dataset>/<config-hash>/``:
   Together they are the id maps, both ways.
 * ``manifest.json``: format version, dataset, source, the preparation config and its hash, counts.
 
-Rows of the three stage files are grouped by ``user_idx`` ascending, within a user in the split's order
-(chronological for chrono/loo/time splits, shuffled for the random split). :func:`write_prepared` writes the layout
+Rows of the three stage files are grouped by ``user_idx`` ascending; within a user in time order for the chrono,
+loo and time splits, by ``item_idx`` for the random split. :func:`write_prepared` writes the layout
 (``manifest.json`` last, so a folder with a manifest is complete); :mod:`recstack.data.prepare` builds it.
 """
 

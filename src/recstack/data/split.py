@@ -17,6 +17,9 @@ Strategies (``split.name``):
   Users whose first pair is after ``valid_start`` have no training data; their pairs are dropped (stage -1) and
   counted, since a model can neither learn nor be fairly evaluated on them.
 
+Rows come out grouped by user; within a user in time order for ``chrono``/``loo``/``time`` and in item order for
+``random`` (its random order only decides the stages).
+
 With ``random``/``chrono`` every user keeps at least one training pair (the train count is always >= 1), and with
 ``loo`` a user only gets valid/test pairs when it has training pairs, so "a user only in valid/test" cannot happen.
 """
@@ -77,12 +80,11 @@ class Pairs:
     """Unique (user, item) pairs of a set of rows, sorted by (user, item), with the rows that make them up."""
 
     user: np.ndarray  # int32, sorted ascending
-    item: np.ndarray  # int32
-    first_ts: np.ndarray  # int64: time of the pair's first row
-    first_row: np.ndarray  # int64: source row number of the pair's first row (tie-break for equal times)
     n_rows: np.ndarray  # int64: rows per pair
     start: np.ndarray  # int64: pair p owns rows row_order[start[p] : start[p] + n_rows[p]]
     row_order: np.ndarray | None  # int64 input positions sorted by pair; None when the input already was
+    first_ts: np.ndarray | None = None  # int64: time of the pair's first row (only computed when asked for)
+    first_row: np.ndarray | None = None  # int64: source row of the pair's first row (tie-break for equal times)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -93,26 +95,37 @@ class Pairs:
 
 
 def group_pairs(
-    user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_items: int, row: np.ndarray | None = None
+    user: np.ndarray,
+    item: np.ndarray,
+    timestamp: np.ndarray,
+    n_items: int,
+    row: np.ndarray | None = None,
+    *,
+    with_time: bool = True,
 ) -> Pairs:
     """Group rows into unique (user, item) pairs; rows already in pair order are not sorted again.
 
     ``row``: the source row number of each input row (default: its position), used to break ties in time.
+    ``with_time``: also compute each pair's first time and row (the random split needs neither: 17M pairs of
+    a 20M-row log save two 8-byte arrays).
     """
     key = user.astype(np.int64) * n_items + item
     order = None if is_sorted(key) else stable_argsort(key)
     start = group_starts(key if order is None else key[order])
     del key
     first = start if order is None else order[start]
-    ts_sorted = timestamp if order is None else timestamp[order]
+    first_ts = first_row = None
+    if with_time:
+        ts_sorted = timestamp if order is None else timestamp[order]
+        first_ts = np.minimum.reduceat(ts_sorted, start) if len(start) else np.empty(0, np.int64)
+        first_row = first if row is None else row[first]
     return Pairs(
         user=user[first],
-        item=item[first],
-        first_ts=np.minimum.reduceat(ts_sorted, start) if len(start) else np.empty(0, np.int64),
-        first_row=first if row is None else row[first],
         n_rows=np.diff(np.append(start, len(user))),
         start=start,
         row_order=order,
+        first_ts=first_ts,
+        first_row=first_row,
     )
 
 
@@ -164,6 +177,8 @@ def _stage_by_ratio(ordered_user: np.ndarray, n_users: int, ratios: Sequence[flo
 
 def _chronological_order(pairs: Pairs) -> np.ndarray:
     """Pairs by (user, time, source row)."""
+    if pairs.first_ts is None or pairs.first_row is None:
+        raise ValueError("time-based splits need pair times: group_pairs(..., with_time=True)")
     ts = pairs.first_ts - (pairs.first_ts.min() if len(pairs) else 0)
     user_bits = max(int(pairs.user.max()).bit_length(), 1) if len(pairs) else 1
     ts_bits = max(int(ts.max()).bit_length(), 1) if len(pairs) else 1
@@ -196,17 +211,23 @@ class SplitResult:
     """Stage per pair (``TRAIN``/``VALID``/``TEST``/``DROPPED``) and the pair order to write them in."""
 
     pair_stage: np.ndarray  # int8, indexed like Pairs
-    pair_order: np.ndarray  # int64: pairs grouped by user ascending, within a user in the split's order
+    pair_order: np.ndarray | None  # int64: pairs grouped by user, within a user by time; None: (user, item) order
     dropped_users: int = 0
 
 
 def split_pairs(pairs: Pairs, n_users: int, cfg: SplitConfig) -> SplitResult:
     """Assign every pair a stage with the strategy ``cfg.name`` (see the module docstring)."""
-    order = _random_order(pairs, cfg.seed) if cfg.name == "random" else _chronological_order(pairs)
+    if cfg.name == "random":
+        # ranks come from a random order; rows are written in (user, item) order: sequential, cheap to gather
+        order = _random_order(pairs, cfg.seed)
+        stage = np.empty(len(pairs), dtype=np.int8)
+        stage[order] = _stage_by_ratio(pairs.user[order], n_users, cfg.ratios)
+        return SplitResult(pair_stage=stage, pair_order=None)
+    order = _chronological_order(pairs)
     ordered_user = pairs.user[order]
     stage = np.empty(len(pairs), dtype=np.int8)
     dropped_users = 0
-    if cfg.name in ("random", "chrono"):
+    if cfg.name == "chrono":
         stage[order] = _stage_by_ratio(ordered_user, n_users, cfg.ratios)
     elif cfg.name == "loo":
         rank, counts = _rank_in_user(ordered_user, n_users)
@@ -232,8 +253,14 @@ def split_pairs(pairs: Pairs, n_users: int, cfg: SplitConfig) -> SplitResult:
     return SplitResult(pair_stage=stage, pair_order=order, dropped_users=dropped_users)
 
 
-def rows_in_order(pairs: Pairs, pair_order: np.ndarray) -> np.ndarray:
-    """Input row positions, pair by pair in ``pair_order`` (rows of one pair contiguous, in source order)."""
+def rows_in_order(pairs: Pairs, pair_order: np.ndarray | None) -> np.ndarray | None:
+    """Input row positions, pair by pair in ``pair_order`` (rows of one pair contiguous, in source order).
+
+    ``None`` for ``pair_order`` means the pairs' own (user, item) order; the result is then ``None`` too when the
+    input rows already were in that order (no gather needed).
+    """
+    if pair_order is None:
+        return pairs.row_order
     if pairs.one_row_each:
         return pairs.start[pair_order] if pairs.row_order is None else pairs.row_order[pairs.start[pair_order]]
     lengths = pairs.n_rows[pair_order]
@@ -241,3 +268,11 @@ def rows_in_order(pairs: Pairs, pair_order: np.ndarray) -> np.ndarray:
     positions = np.repeat(pairs.start[pair_order] - offsets, lengths)
     positions += np.arange(len(positions), dtype=np.int64)
     return positions if pairs.row_order is None else pairs.row_order[positions]
+
+
+def row_stages(pairs: Pairs, result: SplitResult) -> np.ndarray:
+    """Stage of each row, aligned with :func:`rows_in_order` (or with the input rows when that is ``None``)."""
+    if result.pair_order is None:
+        return result.pair_stage if pairs.one_row_each else np.repeat(result.pair_stage, pairs.n_rows)
+    ordered = result.pair_stage[result.pair_order]
+    return ordered if pairs.one_row_each else np.repeat(ordered, pairs.n_rows[result.pair_order])
