@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from handmade import make_dataset, random_dataset
+from scipy import stats
 
 from recstack.data.clean import CleanConfig
 from recstack.data.prepare import build_split
 from recstack.data.prepared import PreparedSplit
-from recstack.data.split import SplitConfig, ratio_counts
+from recstack.data.split import SplitConfig, ratio_counts, shuffle_within_groups
 
 
 def recbole_calcu_split_ids(tot: int, ratios: list[float]) -> list[int]:
@@ -224,3 +225,23 @@ def test_row_order_in_the_files(name: str) -> None:
         assert (np.diff(keys[:, 0]) >= 0).all()
         same_user = np.diff(keys[:, 0]) == 0
         assert (np.diff(keys[:, 1])[same_user] >= 0).all()
+
+
+@pytest.mark.parametrize("rand_bits", [None, 1, 3])
+def test_shuffle_within_groups_is_uniform_even_with_tied_keys(rand_bits: int | None) -> None:
+    # 30,000 groups of 3: each group's order is one of 6 permutations, all equally likely (rand_bits forces ties)
+    group = np.repeat(np.arange(30_000), 3)
+    order = shuffle_within_groups(group, np.random.default_rng(5), rand_bits=rand_bits)
+    assert sorted(order.tolist()) == list(range(len(group)))
+    assert (group[order] == group).all()  # nobody leaves its group
+    local = (order - np.repeat(np.arange(30_000) * 3, 3)).reshape(-1, 3)
+    codes = local[:, 0] * 3 + local[:, 1]  # identifies the permutation
+    counts = np.unique(codes, return_counts=True)[1]
+    assert len(counts) == 6
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_shuffle_within_groups_uneven_groups() -> None:
+    group = np.array([0, 0, 0, 0, 2, 5, 5, 7, 7, 7])
+    order = shuffle_within_groups(group, np.random.default_rng(0))
+    assert sorted(order.tolist()) == list(range(10)) and (group[order] == group).all()

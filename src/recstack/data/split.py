@@ -188,10 +188,56 @@ def _chronological_order(pairs: Pairs) -> np.ndarray:
     return stable_lexsort([pairs.first_row, ts, pairs.user])
 
 
+def shuffle_within_groups(group: np.ndarray, rng: np.random.Generator, *, rand_bits: int | None = None) -> np.ndarray:
+    """A uniformly random order of positions inside each run of a sorted ``group`` array; runs stay in place.
+
+    Each position gets a random key and one packed integer sort orders ``(group, key, offset in group)``; keys that
+    tie inside a group are redrawn among the tied positions only, so every within-group order is equally likely.
+    The result never leaves a group's run, so it is built without any random-access gather (those dominate at 17M
+    pairs). ``rand_bits`` (default: all bits left over) exists to let tests force ties.
+    """
+    n = len(group)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    counts = np.bincount(group).astype(np.int64)
+    offset = np.arange(n, dtype=np.int64)
+    offset -= np.repeat(np.cumsum(counts) - counts, counts)
+    off_bits = max(int(counts.max() - 1).bit_length(), 1)
+    group_bits = max(int(group[-1]).bit_length(), 1)
+    bits = 63 - group_bits - off_bits if rand_bits is None else rand_bits
+    if rand_bits is None and bits < 16:  # huge ids or groups: a global permutation and a stable regroup instead
+        perm = rng.permutation(n)
+        return perm[stable_argsort(group[perm])]
+    packed = rng.integers(0, 1 << bits, n, dtype=np.int64)
+    packed <<= off_bits
+    packed |= offset
+    packed |= group.astype(np.int64) << (bits + off_bits)
+    packed.sort()
+    off_mask = (1 << off_bits) - 1
+    hi = packed >> off_bits
+    tied = np.flatnonzero(hi[1:] == hi[:-1])
+    if len(tied):  # (group, key) ties: order each tied run by fresh keys, so every order stays equally likely
+        members = np.union1d(tied, tied + 1)
+        run = np.cumsum(np.concatenate(([True], hi[members[1:]] != hi[members[:-1]])))
+        while True:
+            fresh = rng.integers(0, 1 << 62, len(members), dtype=np.int64)
+            within = stable_lexsort([fresh, run])
+            f, r = fresh[within], run[within]
+            if not ((r[1:] == r[:-1]) & (f[1:] == f[:-1])).any():
+                break
+        offsets = packed[members] & off_mask
+        packed[members] = (packed[members] & ~off_mask) | offsets[within]
+    del hi
+    # within a group, sorted slot i takes the pair at offset (packed & off_mask): same run, so start + offset
+    order = np.arange(n, dtype=np.int64)
+    order -= offset
+    order += packed & off_mask
+    return order
+
+
 def _random_order(pairs: Pairs, seed: int) -> np.ndarray:
-    # A global shuffle, then a stable regroup by user: each user's pairs end up in a uniformly random order.
-    perm = np.random.default_rng(seed).permutation(len(pairs))
-    return perm[stable_argsort(pairs.user[perm])]
+    """Each user's pairs in a uniformly random order (RecBole: shuffle everything, then group by user)."""
+    return shuffle_within_groups(pairs.user, np.random.default_rng(seed))
 
 
 def _to_seconds(cut: str | float, times: np.ndarray, what: str) -> float:
@@ -221,7 +267,7 @@ def split_pairs(pairs: Pairs, n_users: int, cfg: SplitConfig) -> SplitResult:
         # ranks come from a random order; rows are written in (user, item) order: sequential, cheap to gather
         order = _random_order(pairs, cfg.seed)
         stage = np.empty(len(pairs), dtype=np.int8)
-        stage[order] = _stage_by_ratio(pairs.user[order], n_users, cfg.ratios)
+        stage[order] = _stage_by_ratio(pairs.user, n_users, cfg.ratios)  # order stays inside each user's run
         return SplitResult(pair_stage=stage, pair_order=None)
     order = _chronological_order(pairs)
     ordered_user = pairs.user[order]
