@@ -74,11 +74,22 @@ def duplicate_mask(enc: Encoded) -> np.ndarray:
     in_repeated = np.repeat(repeated, lengths)
     candidates = np.flatnonzero(in_repeated) if order is None else order[in_repeated]
     group = np.repeat(np.arange(int(repeated.sum()), dtype=np.int64), lengths[repeated])
+    # Most repeats are the same pair at another time: keep only rows sharing (pair, timestamp) with another row.
     ts = enc.timestamp[candidates]
+    ts -= ts.min()
+    o = stable_lexsort([ts, group])
+    same = (group[o][1:] == group[o][:-1]) & (ts[o][1:] == ts[o][:-1])
+    if not same.any():
+        return dup
+    keep = np.zeros(len(o), dtype=bool)
+    keep[1:] |= same
+    keep[:-1] |= same
+    chosen = np.sort(o[keep])  # back to (pair, source) order
+    candidates, group, ts = candidates[chosen], group[chosen], ts[chosen]
     keys = [
         enc.event[candidates].astype(np.int64),
         enc.value[candidates].view(np.uint32).astype(np.int64),  # exact: compares the bits, NaN included
-        ts - ts.min(),
+        ts,
         group,
     ]
     o = stable_lexsort(keys)
