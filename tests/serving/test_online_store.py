@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 from serving_support import free_port
 
@@ -14,6 +15,8 @@ from recstack.serving.online_store import (
     RedisOnlineStore,
     RedisStoreConfig,
 )
+
+pytestmark = pytest.mark.redis
 
 
 def test_record_and_read_newest_first_bounded(redis_prefix: str) -> None:
