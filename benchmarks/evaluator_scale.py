@@ -80,7 +80,10 @@ def main() -> None:
     parser.add_argument("--test-per-user", type=int, default=2)
     parser.add_argument("--max-memory-gb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a shared machine one thread can beat two that wait for each other
 
     split = synthetic_split(args.users, args.items, args.train_per_user, args.test_per_user, args.seed)
     model = RandomEmbeddings(args.users, args.items, args.dim, args.seed)
