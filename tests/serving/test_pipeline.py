@@ -82,3 +82,11 @@ def test_offline_topk_both_stages_score_with_the_evaluator(pipeline: Pipeline, s
     for topk in (reranked, retrieval):
         result = evaluator.evaluate_topk(topk, users, serving_split, "test", (10,))
         assert 0.0 <= result.metrics["ndcg@10"] <= 1.0
+
+
+def test_small_candidate_pool_still_fills_k(tiny_bundle: Path) -> None:
+    from recstack.serving.pipeline import PipelineConfig
+
+    small = Pipeline.from_bundle(Bundle.load(tiny_bundle), PipelineConfig(n_candidates=5))
+    assert len(small.recommend(Query(user_id="u1", k=20)).items) == 20
+    assert len(small.recommend(Query(user_id="nobody", k=20)).items) == 20

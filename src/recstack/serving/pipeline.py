@@ -211,10 +211,8 @@ class Pipeline:
             source = "segment_popularity" if segmented else "popularity"
             t2 = time.perf_counter()
             keep = self._keep(ranking, excluded, include, exclude_cats)
-            candidates, cand_scores = (
-                ranking[keep][: self.config.n_candidates],
-                pop_scores[keep][: self.config.n_candidates],
-            )
+            n = max(self.config.n_candidates, k)
+            candidates, cand_scores = ranking[keep][:n], pop_scores[keep][:n]
             observe("filter", time.perf_counter() - t2)
             stage = "popularity"
 
@@ -316,7 +314,8 @@ class Pipeline:
             if len(ids) >= k or n >= self.n_items or attempt == 3:
                 break
             n = min(n * self.config.widen_factor, self.n_items)
-        return ids[: self.config.n_candidates], scores[: self.config.n_candidates]
+        keep = max(self.config.n_candidates, k)  # never fewer candidates than the answer needs
+        return ids[:keep], scores[:keep]
 
     def _rerank(self, user: int, items: np.ndarray, hour: int, dow: int) -> np.ndarray:
         b = len(items)
