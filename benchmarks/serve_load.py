@@ -561,7 +561,7 @@ def render(results: dict) -> str:
             r = results[key]
             lines.append(
                 f"| {label} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | "
-                f"{r.get('cpu_p50_ms', float('nan')):.3f} | {r.get('cpu_p99_ms', float('nan')):.3f} |"
+                + (f"{r['cpu_p50_ms']:.3f} | {r['cpu_p99_ms']:.3f} |" if "cpu_p50_ms" in r else "– | – |")
             )
     b = results["ranker_batching"]
     lines += [
