@@ -125,3 +125,21 @@ def test_epoch_triples(tiny_split) -> None:
     assert len(users) == len(pos) == len(train) and neg.shape == (len(train), 4)
     assert sorted(zip(users, pos)) == sorted(zip(train["user_idx"], train["item_idx"]))
     assert not tiny_split.matrix("train").toarray().astype(bool)[users[:, None], neg].any()
+
+
+def test_cache_friendly_searchsorted_equals_numpy() -> None:
+    from recstack.data.sampling import _searchsorted
+
+    keys = np.arange(0, 2 * ((1 << 20) + 100), 2, dtype=np.int64)  # long enough for the sorted-query path
+    queries = np.random.default_rng(0).integers(-5, int(keys[-1]) + 5, size=(5000, 3))
+    for side in ("left", "right"):
+        np.testing.assert_array_equal(_searchsorted(keys, queries, side), np.searchsorted(keys, queries, side=side))
+
+
+def test_caller_matrix_is_not_modified() -> None:
+    m = sp.csr_matrix((np.ones(3), ([0, 0, 1], [2, 2, 0])), shape=(2, 4))  # a duplicate entry
+    before = (m.indptr.copy(), m.indices.copy(), m.data.copy())
+    neg = NegativeSampler(m).sample(np.array([0, 1]), 50, np.random.default_rng(0))
+    assert not (neg[0] == 2).any() and not (neg[1] == 0).any()
+    for a, b in zip(before, (m.indptr, m.indices, m.data)):
+        np.testing.assert_array_equal(a, b)
