@@ -5,9 +5,10 @@ The bundle comes from ``$RECSTACK_BUNDLE``: a bundle folder, or a BentoML model 
 Other settings come from ``RECSTACK_*`` environment variables (see :class:`ServeSettings`), which ``recstack-serve``
 sets from ``configs/serve.yaml``.
 
-Endpoints are ``async def`` on purpose: the work per request is ~0.5 ms of CPU plus one Redis round trip bounded by a
-20 ms timeout and a circuit breaker, so running it inline on the event loop is cheaper than BentoML's thread-pool hop
-for sync endpoints (measured in benchmarks/serve_load.py).
+Endpoints are ``async def`` on purpose: the pipeline is ~0.2 ms of CPU, cheaper inline on the event loop than
+BentoML's thread-pool hop for sync endpoints, and the one Redis read is awaited (async client, 20 ms timeout, circuit
+breaker) so a slow Redis never stalls the worker's other requests. The middlewares below exist because of measured
+BentoML behaviour; benchmarks/RESULTS.md has the figures.
 """
 
 from __future__ import annotations
