@@ -154,6 +154,21 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 def wrk_script(path: Path, bodies: list[str]) -> Path:
     quoted = ",\n".join("  [==[" + b + "]==]" for b in bodies)
     path.write_text(
@@ -219,8 +234,12 @@ def measure_server(
         run_wrk(url, script, 4, 3)  # warm-up (and past the service's GC freeze after 200 requests)
         for connections, duration in plan:
             load = loadavg()
+            cpu_before = tree_cpu_seconds(process.pid)
             row = run_wrk(url, script, connections, duration)
-            row.update(name=name, load_before=load)
+            cpu = tree_cpu_seconds(process.pid) - cpu_before
+            # CPU per request of the whole server (arbiter + workers): much less sensitive to a busy machine than
+            # latency, and what capacity on an idle machine follows from.
+            row.update(name=name, load_before=load, server_cpu_ms_per_request=1e3 * cpu / max(row["requests"], 1))
             print(json.dumps(row), flush=True)
             rows.append(row)
     finally:
@@ -540,13 +559,14 @@ def render(results: dict) -> str:
         "mixed known (80%) / unknown (20%) users, k=10. `load` is the 1-min load average before each run "
         "(the machine is shared).",
         "",
-        "| server | conns | req/s | p50 ms | p90 ms | p99 ms | errors | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | conns | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU ms/req | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["http"]:
         lines.append(
             f"| {r['name']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['errors']} | {r['load_before']} |"
+            f"{r['p99_ms']:.2f} | {r['errors']} | {r.get('server_cpu_ms_per_request', float('nan')):.2f} | "
+            f"{r['load_before']} |"
         )
     lines += ["", "In-process pipeline, per request, no HTTP (mixed known / cold / fold-in users, k=10, N=200):", ""]
     lines += [
