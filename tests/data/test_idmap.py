@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
-from recstack.data.idmap import compact, factorize, natural_order, recompact
+from recstack.data.idmap import compact, factorize, natural_order, recompact, users_table
 
 
 @pytest.mark.parametrize(
@@ -45,3 +46,19 @@ def test_compact_and_recompact_keep_order() -> None:
     assert lookup.tolist() == [2, 0, 1, -1]
     lookup2, kept2 = recompact(np.array([0, 2]), kept)  # "20" dropped
     assert kept2.to_pylist() == ["10", "30"] and lookup2.tolist() == [0, -1, 1]
+
+
+def test_users_table_takes_the_first_row_per_user_and_nulls_for_the_rest() -> None:
+    demographics = pd.DataFrame(
+        {
+            "user_id": pd.Series(["b", "a", "b"], dtype="str"),
+            "age": pd.Series(["30", "20", "99"], dtype="str"),
+            "score": pd.array([1, 2, 3], dtype="Int64"),
+        }
+    )
+    table = users_table(pa.array(["a", "b", "c"]), demographics)
+    assert table["user_idx"].tolist() == [0, 1, 2] and table["user_id"].tolist() == ["a", "b", "c"]
+    assert table["age"].tolist()[:2] == ["20", "30"] and pd.isna(table["age"].iloc[2])
+    assert str(table["score"].dtype) == "Int64" and table["score"].tolist()[:2] == [2, 1]
+    assert pd.isna(table["score"].iloc[2])
+    assert list(users_table(pa.array(["a"]), demographics.iloc[:0][["user_id"]]).columns) == ["user_idx", "user_id"]

@@ -134,6 +134,12 @@ def recompact(index: np.ndarray, ids: pa.Array) -> tuple[np.ndarray, pa.Array]:
     return lookup, ids.filter(pa.array(used))
 
 
+def _is_identity(row: np.ndarray) -> bool:
+    """True when ``row`` is ``0..n-1`` in order (as :func:`encode` makes it): then ``row[order]`` is ``order``."""
+    n = len(row)
+    return n == 0 or (int(row[0]) == 0 and int(row[-1]) == n - 1 and bool((np.diff(row) == 1).all()))
+
+
 def index_in_pair_order(enc: Encoded) -> Encoded:
     """Codes become contiguous indices (natural raw-id order); rows sorted by (user, item), source order within a pair.
 
@@ -155,7 +161,7 @@ def index_in_pair_order(enc: Encoded) -> Encoded:
         timestamp=enc.timestamp[order],
         value=enc.value[order],
         event=enc.event[order],
-        row=enc.row[order],
+        row=order if _is_identity(enc.row) else enc.row[order],
         user_ids=user_ids,
         item_ids=item_ids,
         event_types=enc.event_types,
@@ -181,28 +187,40 @@ def drop_unused_ids(enc: Encoded) -> Encoded:
     )
 
 
+def _rows_for(ids: pa.Array, table: pd.DataFrame, key: str) -> pd.DataFrame:
+    """``table``'s row for each of ``ids`` (the first one when ``key`` repeats), all-null where there is none.
+
+    One Arrow hash lookup instead of pandas' drop_duplicates + set_index + reindex (1M users: ~0.3 s vs ~2.5 s).
+    """
+    keys = _as_arrow_strings(table[key]) if len(table) else pa.array([], type=pa.string())
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    position = pc.index_in(ids.cast(keys.type), value_set=keys).to_numpy(zero_copy_only=False)  # NaN: no row
+    labels = np.where(np.isnan(position), -1, np.nan_to_num(position)).astype(np.int64)
+    body = table.drop(columns=[key]).reset_index(drop=True)
+    return body.reindex(labels).reset_index(drop=True)  # label -1 is absent: an all-null row
+
+
 def items_table(item_ids: pa.Array, metadata: pd.DataFrame) -> pd.DataFrame:
     """``items.parquet``: ``item_idx``, ``item_id`` and every metadata column, for the catalogue items in order.
 
     Items without metadata get an empty title, text and category list and a null year; metadata of items that are
     not in the catalogue (no interaction left after cleaning) is not kept.
     """
-    ids = pd.Series(item_ids.to_pandas(), dtype="str")
-    meta = metadata.drop_duplicates("item_id", keep="first").set_index("item_id")
-    meta = meta.reindex(pd.Index(ids, name="item_id")).reset_index()
+    meta = _rows_for(item_ids, metadata, "item_id")
     for column in ("title", "text"):
         meta[column] = meta[column].astype("str").where(meta[column].notna(), "")
     cats = meta["categories"]
     meta["categories"] = [list(c) if isinstance(c, list | tuple | np.ndarray) else [] for c in cats]
     meta["year"] = meta["year"].astype("Int64")
+    meta.insert(0, "item_id", pd.Series(item_ids.to_pandas(), dtype="str"))
     meta.insert(0, "item_idx", np.arange(len(meta), dtype=np.int32))
     return meta
 
 
 def users_table(user_ids: pa.Array, demographics: pd.DataFrame) -> pd.DataFrame:
     """``users.parquet``: ``user_idx``, ``user_id`` and the demographic columns (null where a user has none)."""
-    ids = pd.Series(user_ids.to_pandas(), dtype="str")
-    frame = demographics.drop_duplicates("user_id", keep="first").set_index("user_id")
-    frame = frame.reindex(pd.Index(ids, name="user_id")).reset_index()
+    frame = _rows_for(user_ids, demographics, "user_id")
+    frame.insert(0, "user_id", pd.Series(user_ids.to_pandas(), dtype="str"))
     frame.insert(0, "user_idx", np.arange(len(frame), dtype=np.int32))
     return frame
