@@ -41,6 +41,7 @@ def test_prepare_then_stats_on_an_event_log(tmp_path: Path) -> None:
     assert (tmp_path / "outputs" / "hydra" / "recstack-data").is_dir()
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     missing = cli("prepare", "data=events", cwd=tmp_path)
     assert missing.returncode == 2
