@@ -98,11 +98,11 @@ def test_random_split_is_uniform_within_a_user() -> None:
     # one user with 10 items: over seeds, every item should land in test about equally often (1 of 10 each time)
     ds = make_dataset(["u"] * 10 + ["v"], [f"i{k}" for k in range(10)] + ["i0"])
     hits = np.zeros(10)
-    for seed in range(250):
+    for seed in range(120):
         test = build_split(ds, CleanConfig(), SplitConfig(seed=seed)).test.to_pandas()
         hits[test.loc[test["user_id"] == "u", "item_idx"].to_numpy()] += 1
-    assert hits.sum() == 250
-    assert stats.chisquare(hits).pvalue > 1e-3  # expectation 25 each; a biased shuffle would pile up
+    assert hits.sum() == 120
+    assert stats.chisquare(hits).pvalue > 1e-3  # expectation 12 each; a biased shuffle would pile up
 
 
 def test_loo_latest_is_test_second_latest_valid() -> None:
