@@ -100,7 +100,12 @@ class FreezeAfter:
                 gc.freeze()
 
 
-@bentoml.service(name="baretuned", logging={"access": {"enabled": False}}, traffic={"timeout": 2})
+@bentoml.service(
+    name="baretuned",
+    logging={"access": {"enabled": False}},
+    traffic={"timeout": 2},
+    tracing={"excluded_urls": ["/"]},
+)
 class BareTuned:
     def __init__(self):
         gc.collect()
@@ -462,7 +467,6 @@ def main() -> None:
     tuned_env = {
         **env,
         "BENTOML_DO_NOT_TRACK": "True",
-        "BENTOML_CONFIG_OVERRIDES": json.dumps({"tracing": {"excluded_urls": ["/"]}}),
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
     }

@@ -19,9 +19,9 @@ def test_serve_command_from_config(tmp_path: Path) -> None:
     assert env["RECSTACK_WORKERS"] == "2" and env["RECSTACK_REDIS_URL"] == "redis://10.0.0.1:6380/3"
     assert env["RECSTACK_REDIS_TIMEOUT_S"] == "0.02" and env["RECSTACK_N_CANDIDATES"] == "200"
     assert env["OMP_NUM_THREADS"] == "1" and env["BENTOML_DO_NOT_TRACK"] == "True"
-    assert "excluded_urls" in env["BENTOML_CONFIG_OVERRIDES"]
+    assert env["RECSTACK_TRACING"] == "0" and env["RECSTACK_ACCESS_LOG"] == "0"
     _, traced = serve_command(compose("serve", [f"bundle={bundle}", "tracing=true"]), base_env={})
-    assert "BENTOML_CONFIG_OVERRIDES" not in traced
+    assert traced["RECSTACK_TRACING"] == "1"
     assert (Path(env["PYTHONPATH"].split(":")[0]) / "serving" / "service.py").is_file()
 
 

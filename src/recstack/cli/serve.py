@@ -7,7 +7,6 @@ container's PID 1 is the server).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ from omegaconf import DictConfig
 from recstack.config import config_dir
 
 SERVICE = "serving.service:Recommender"
-TRACING_OFF_VAR = "BENTOML_CONFIG_OVERRIDES"
 
 # configs/serve.yaml key -> environment variable read by serving/service.py
 ENV_KEYS = {
@@ -62,9 +60,7 @@ def serve_command(cfg: DictConfig, base_env: dict[str, str] | None = None) -> tu
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    if not cfg.get("tracing", False) and TRACING_OFF_VAR not in env:
-        # BentoML wraps every request in an OpenTelemetry span even with no exporter; excluding all paths skips it.
-        env[TRACING_OFF_VAR] = json.dumps({"tracing": {"excluded_urls": ["/"]}})
+    env["RECSTACK_TRACING"] = "1" if cfg.get("tracing", False) else "0"
     if cfg.get("bentoml_config"):
         env["BENTOML_CONFIG"] = str(Path(str(cfg.bentoml_config)).resolve())
     root = project_root()
