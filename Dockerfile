@@ -2,8 +2,8 @@
 # Consistent with serving/bentofile.yaml (same Python, same packages, same RECSTACK_* settings).
 #
 #   docker build -t recstack-serve .                                   # bundle mounted at run time:
-#   docker run -p 3000:3000 -v $PWD/outputs/bundles/ml100k:/bundle:ro -e RECSTACK_REDIS_URL=redis://host:6379/0 recstack-serve
-#   docker build -t recstack-serve:ml100k --target baked --build-context bundle=outputs/bundles/ml100k .   # baked in
+#   docker run -p 3000:3000 -v $PWD/data/bundles/ml100k-mf:/bundle:ro -e RECSTACK_REDIS_URL=redis://host:6379/0 recstack-serve
+#   docker build -t recstack-serve:ml100k --target baked --build-context bundle=data/bundles/ml100k-mf .   # baked in
 #
 # Redis is optional at run time: without it the service answers from the bundle alone and /readyz says "degraded".
 
