@@ -18,7 +18,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 def _start_redis(port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--enable-debug-command",
+            "yes",  # DEBUG SLEEP: a Redis that is up but slow
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -90,5 +102,27 @@ def test_redis_down_mid_test_degrades_without_errors(private_redis: int, tiny_bu
                 restarted.kill()
                 restarted.wait()
         assert "Traceback" not in server.log.read_text()
+    finally:
+        stop_server(server)
+
+
+def test_slow_redis_times_out_to_degraded_answers(private_redis: int, tiny_bundle: Path, tmp_path: Path) -> None:
+    port = private_redis
+    server = start_server(
+        tiny_bundle, tmp_path / "bentoml.log", redis_url=f"redis://127.0.0.1:{port}/0", redis_prefix="slow:"
+    )
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=2.0) as http:
+            before = http.post("/recommend", json={"user_id": "u7", "k": 5}).json()
+            assert before["degraded"] is False
+            # Redis accepts connections but answers nothing for 3 s.
+            sleeper = subprocess.Popen(["redis-cli", "-p", str(port), "debug", "sleep", "3"], stdout=subprocess.DEVNULL)
+            time.sleep(0.2)
+            answers = [http.post("/recommend", json={"user_id": "u7", "k": 5}) for _ in range(20)]
+            sleeper.wait(timeout=10)
+        # A hang would have hit the client's 2 s timeout (the whole loop ran inside Redis' 3 s sleep).
+        assert all(a.status_code == 200 for a in answers)
+        assert all(a.json()["degraded"] for a in answers)
+        assert all(a.json()["items"] == before["items"] for a in answers)
     finally:
         stop_server(server)
