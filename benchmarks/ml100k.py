@@ -38,10 +38,12 @@ TARGETS = {"mf": 0.305, "lightgcn": 0.320}
 START, END = "<!-- recstack:deep-models:start -->", "<!-- recstack:deep-models:end -->"
 
 
-def run_model(model: str, seeds: list[int], runs_root: Path) -> list[dict]:
+def run_model(model: str, seeds: list[int], runs_root: Path, overrides: list[str]) -> list[dict]:
     out = []
     for seed in seeds:
-        cfg = compose("train", [f"model={model}", f"seed={seed}", "progress=false", f"runs_root={runs_root}"])
+        cfg = compose(
+            "train", [f"model={model}", f"seed={seed}", "progress=false", f"runs_root={runs_root}", *overrides]
+        )
         load_before = os.getloadavg()[0]
         result = train(cfg)
         m = result.metrics
@@ -71,14 +73,17 @@ def spread(values: list[float]) -> str:
     return f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
 
 
-def render(results: dict[str, list[dict]], command: str, started: str, wall: float) -> str:
+def render(results: dict[str, list[dict]], commands: list[dict]) -> str:
+    ran = "; ".join(f"`{c['command']}` (started {c['started']}, {c['minutes']} min)" for c in commands)
     lines = [
         START,
         "## Deep models and baselines on ML-100K (`benchmarks/ml100k.py`)",
         "",
-        f"Command: `{command}` (started {started}, {wall / 60:.1f} min in all). Machine: {os.cpu_count()} CPU cores "
+        f"Commands: {ran}. Machine: {os.cpu_count()} CPU cores "
         f"shared with other jobs (1-min load average recorded per run below), {platform.processor() or 'CPU'}, "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads, no GPU.",
+        f"torch {torch.__version__}, no GPU; training threads: "
+        f"{next((o.split('=')[1] for c in commands for o in c['command'].split() if o.startswith('torch_threads=')), torch.get_num_threads())} "
+        "(`torch_threads=1`: under this load torch's default 2 threads ran ~15x slower per batch).",
         "",
         "Protocol: the default split (`data=ml100k split=random`: per user a random 0.8/0.1/0.1, every rating a positive), "
         "full ranking over all items minus the user's training (and, for test, validation) items, RecBole-1.2 metric "
@@ -86,8 +91,8 @@ def render(results: dict[str, list[dict]], command: str, started: str, wall: flo
         "the validation split only; the checkpoint with the best validation NDCG@10 is restored and the test split read "
         "once. Figures: mean ± sd over seeds; training time includes the per-epoch validation.",
         "",
-        "| model | seeds | test NDCG@10 | Recall@10 | MAP@10 | train s | epochs (best) | s / epoch | load |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | seeds | test NDCG@10 | Recall@10 | MAP@10 | train s | ≈ s to best epoch | epochs (best) | s / epoch | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, runs in results.items():
         nd = [r["test"]["ndcg@10"] for r in runs]
@@ -96,10 +101,11 @@ def render(results: dict[str, list[dict]], command: str, started: str, wall: flo
         ts = [r["train_seconds"] for r in runs]
         ep = "/".join(f"{r['epochs']} ({r['best_epoch']})" for r in runs)
         spe = mean([r["seconds_per_epoch"] for r in runs])
+        to_best = mean([r["seconds_per_epoch"] * ((r["best_epoch"] or 0) + 1) for r in runs])
         load = max(max(r["load_1min"]) for r in runs)
         lines.append(
             f"| {model} | {len(runs)} | {mean(nd):.3f}{spread(nd)} | {mean(rc):.3f} | {mean(mp):.3f} | "
-            f"{mean(ts):.1f} | {ep} | {spe:.2f} | ≤ {load:.1f} |"
+            f"{mean(ts):.1f} | {to_best:.1f} | {ep} | {spe:.2f} | ≤ {load:.1f} |"
         )
     lines += ["", "Against RecBole 1.2.1 (same machine, same protocol; figures from the deep-models issue):", ""]
     lines += [
@@ -140,6 +146,7 @@ def main() -> None:
     ap.add_argument("--runs-root", type=Path, default=Path("benchmarks/out/runs"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/RESULTS.md"))
     ap.add_argument("--json", type=Path, default=Path("benchmarks/out/ml100k.json"))
+    ap.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides for every run, e.g. torch_threads=1")
     args = ap.parse_args()
     available = {p.stem for p in (config_dir() / "model").glob("*.yaml")}
     missing = [m for m in args.models if m not in available]
@@ -150,14 +157,22 @@ def main() -> None:
 
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.perf_counter()
-    results = {m: run_model(m, args.seeds if m in DEEP else args.seeds[:1], args.runs_root) for m in args.models}
+    fresh = {
+        m: run_model(m, args.seeds if m in DEEP else args.seeds[:1], args.runs_root, args.overrides)
+        for m in args.models
+    }
     wall = time.perf_counter() - t0
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
     command = "nice .venv/bin/python benchmarks/ml100k.py " + " ".join(
         [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}"]
+        + ([f"--overrides {' '.join(args.overrides)}"] if args.overrides else [])
     )
-    write_section(args.results, render(results, command, started, wall))
+    # Invocations accumulate (e.g. the deep models, then the baselines); a model's latest runs replace its older ones.
+    saved = json.loads(args.json.read_text()) if args.json.is_file() else {"results": {}, "commands": []}
+    saved["results"].update(fresh)
+    saved["commands"].append({"command": command, "started": started, "minutes": round(wall / 60, 1)})
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(saved, indent=2) + "\n")
+    write_section(args.results, render(saved["results"], saved["commands"]))
     print(f"wrote {args.results} and {args.json}")
 
 

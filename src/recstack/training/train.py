@@ -87,11 +87,19 @@ def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
 
     ``split``: an already prepared split to use instead of preparing ``cfg.data`` / ``cfg.split`` (tests, notebooks).
     """
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    threads = torch.get_num_threads()
     if cfg.get("torch_threads"):
-        # On a CPU shared with other jobs, 2 spinning intra-op threads can run ~10x slower than 1 (measured on the
-        # 2-core dev machine under load); null keeps torch's default.
+        # On a CPU shared with other jobs, 2 spinning intra-op threads ran ~15x slower than 1 (measured on the 2-core
+        # dev machine at load 7); null keeps torch's default. Restored afterwards: it is process-wide.
         torch.set_num_threads(int(cfg.torch_threads))
+    try:
+        return _train(cfg, split)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: DictConfig, split: PreparedSplit | None) -> TrainResult:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     if split is None:
         from recstack.data.prepare import prepare
 
