@@ -53,7 +53,8 @@ def top_n_similarity(
     centred = np.maximum(squares - sums**2 / d, 0.0) if similarity == "pearson" else squares
     norms = np.sqrt(centred)
     at = a.T.tocsc()
-    block = int(max(1, min(n, block_bytes // (n * 4 * 4))))
+    # Per block cell: float64 dot and denominator, float32 similarity, int64 partition indices (~32 bytes).
+    block = int(max(1, min(n, block_bytes // (n * 32))))
     out_rows, out_cols, out_vals = [], [], []
     for start in range(0, n, block):
         stop = min(n, start + block)
