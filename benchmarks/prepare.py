@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-SECTION = "## Data preparation (benchmarks/prepare.py)"
+SECTION = "## Data preparation (`benchmarks/prepare.py`)"
 
 CHILD = """
 import json, resource, sys, time
@@ -105,7 +105,7 @@ def render(args: argparse.Namespace, ml: dict | None, syn: dict | None, env: str
     lines = [
         SECTION,
         "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {env} (at the end: {env_after.split(', ', 1)[1]}); "
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {env} (at the end: {env_after.split('load average ', 1)[1]}); "
         f"Python {platform.python_version()}, numpy {numpy.__version__}, pandas {pandas.__version__}, "
         f"pyarrow {pyarrow.__version__}. The machine is shared with other jobs, so wall times vary with the load; "
         "CPU time is the steadier figure.",
