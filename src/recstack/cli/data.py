@@ -53,7 +53,7 @@ def _message(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(USAGE, file=sys.stdout if args else sys.stderr)
         sys.exit(0 if args else 2)
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
