@@ -21,7 +21,7 @@ Exclusions (e.g. a user's training items): by default each query runs with
 ``SearchParameters(sel=IDSelectorNot(IDSelectorBatch(excluded)))`` (one FAISS call per query), so excluded ids are
 skipped inside the search. ``exclusion="overfetch"`` instead asks one batched call for ``k + len(exclude)`` neighbours
 and drops excluded ids afterwards. ``benchmarks/retrieval.py`` measures both for 100 excluded ids (figures in
-``benchmarks/RESULTS.md``): for single HNSW queries the selector was about twice as fast, because over-fetching
+``benchmarks/RESULTS.md``): for single HNSW queries the selector was about 1.5x as fast at 1M items, because over-fetching
 raises HNSW's effective ``efSearch`` to ``k + 100``; for exact search they cost the same. Serving searches one user
 at a time, so the selector is the default.
 """
