@@ -120,7 +120,7 @@ def _train(cfg: DictConfig, split: PreparedSplit | None) -> TrainResult:
     module = RecommenderModule(model, optimizer=instantiate(cfg.optimizer), split=split, ks=tuple(cfg.ks))
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
