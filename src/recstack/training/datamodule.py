@@ -27,8 +27,13 @@ class EpochBatches:
         self.dm = datamodule
         self._epochs_started = 0
 
+    def _world(self) -> tuple[int, int]:
+        trainer = self.dm.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def __len__(self) -> int:
-        return math.ceil(len(self.dm.users) / self.dm.batch_size)
+        _, world = self._world()
+        return math.ceil(len(self.dm.users) // world / self.dm.batch_size)
 
     def __iter__(self) -> Iterator[InteractionBatch]:
         trainer = self.dm.trainer
@@ -37,6 +42,9 @@ class EpochBatches:
         self._epochs_started += 1
         rng = np.random.default_rng([self.dm.seed, epoch])
         order = rng.permutation(len(self.dm.users)) if self.dm.shuffle else np.arange(len(self.dm.users))
+        rank, world = self._world()
+        if world > 1:  # DDP: every rank draws the same permutation and takes an equal-sized, disjoint share of it
+            order = order[: len(order) // world * world][rank::world]
         users = self.dm.users[order]
         negatives = self.dm.sampler.sample(users, self.dm.negatives, rng)
         t = torch.from_numpy
