@@ -111,9 +111,9 @@ def render(results: dict[str, list[dict]], commands: list[dict]) -> str:
         )
     lines += ["", "Against RecBole 1.2.1 (same machine, same protocol; figures from the deep-models issue):", ""]
     lines += [
-        "| recstack | RecBole | RecBole NDCG@10 | RecBole train s | recstack NDCG@10 | target | recstack train s | ≤ ¼ RecBole time |"
+        "| recstack | RecBole | RecBole NDCG@10 | RecBole train s | recstack NDCG@10 | NDCG target | recstack train s |"
     ]
-    lines += ["|---|---|---|---|---|---|---|---|"]
+    lines += ["|---|---|---|---|---|---|---|"]
     for model, peer in PEER.items():
         if model not in results:
             continue
@@ -122,10 +122,9 @@ def render(results: dict[str, list[dict]], commands: list[dict]) -> str:
         ts = mean([r["train_seconds"] for r in runs])
         target = TARGETS.get(model)
         verdict = f"{target:.3f} {'met' if nd >= target else 'NOT met'}" if target else "-"
-        quarter = peer["seconds"] / 4
         lines.append(
             f"| {model} | {peer['name']} | {peer['ndcg@10']:.3f} | {peer['seconds']:.0f} | {nd:.3f} | {verdict} | "
-            f"{ts:.1f} | {'yes' if ts <= quarter else 'no'} ({quarter:.0f} s) |"
+            f"{ts:.1f} |"
         )
     budgeted = {m.removesuffix("@budget"): r for m, r in results.items() if m.endswith("@budget")}
     if budgeted:
@@ -145,7 +144,18 @@ def render(results: dict[str, list[dict]], commands: list[dict]) -> str:
                 f"| {model} | {peer['seconds'] / 4:.0f} | {'/'.join(str(r['epochs']) for r in runs)} | "
                 f"{mean(nd):.3f}{spread(nd)} | {peer['ndcg@10']:.3f} | {reached} |"
             )
-    lines += ["", END]
+    lines += [
+        "",
+        "Notes. Wall times move with the machine's load: at load 7 (earlier the same afternoon) the same MF and LightGCN "
+        "configurations took 2-4x longer per epoch, so compare times only within one table. With torch's default 2 "
+        "threads on the loaded machine a batch took ~15x longer than with 1, hence `torch_threads=1`. MF with 32 "
+        "negatives (the previous default) scored test NDCG@10 0.312 ± 0.003 in 41 s; the default is 16 for time "
+        "(validation 0.262 vs 0.266). LightGCN misses its 0.320 target: validation tuning stopped at lr 1e-2, 8 "
+        "negatives, L2 3e-4. Wide & Deep ran one seed (it is the serving re-ranker; its own full-ranking figure is "
+        "informative only). RecBole's figures are the issue's; they were not re-measured here.",
+        "",
+        END,
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -168,6 +178,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=Path("benchmarks/out/ml100k.json"))
     ap.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides for every run, e.g. torch_threads=1")
     ap.add_argument("--budget", action="store_true", help="train MF / LightGCN for 1/4 of RecBole's training time")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the RESULTS.md section from the saved JSON")
     args = ap.parse_args()
     available = {p.stem for p in (config_dir() / "model").glob("*.yaml")}
     missing = [m for m in args.models if m not in available]
@@ -176,6 +187,10 @@ def main() -> None:
             f"no config for model(s) {missing} in {config_dir() / 'model'}; available: {sorted(available)}"
         )
 
+    if args.render_only:
+        saved = json.loads(args.json.read_text())
+        write_section(args.results, render(saved["results"], saved["commands"]))
+        return
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.perf_counter()
     if args.budget:
