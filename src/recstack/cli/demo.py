@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def _free_port(preferred: int) -> int:
 def _train(model: str, out: Path, overrides: Sequence[str], split: object) -> object:
     from recstack.training.train import train
 
+    # Lightning sets its loggers to INFO when imported; the demo prints its own summary line per run instead.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     run_dir = out / "runs" / model
     if run_dir.exists():  # the demo's own folder: a rerun starts clean rather than mixing checkpoints
         shutil.rmtree(run_dir)
@@ -161,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data, e.g. data=ml1m")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The demo prints its own summary per step; Lightning's info lines and advisory warnings would bury it.
+    warnings.filterwarnings("ignore", module=r"lightning(\..*)?")
+    warnings.filterwarnings("ignore", category=UserWarning)
     sys.exit(run(args.out, args.port, args.overrides, serve=not args.no_serve))
 
 

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 
 from recstack.serving.fallbacks import PopularityFallback
 from recstack.serving.metrics import StageObserver, null_observer
@@ -179,8 +180,17 @@ class Pipeline:
 
     # -- the pipeline ---------------------------------------------------------------------------------------------
 
-    def recommend(self, query: Query, recent: Sequence[Event] = (), observe: StageObserver = null_observer) -> Ranked:
-        """Top-``query.k`` items for one user; ``recent`` is the user's newest-first activity from the online store."""
+    def recommend(
+        self,
+        query: Query,
+        recent: Sequence[Event] = (),
+        observe: StageObserver = null_observer,
+        exclude_items: np.ndarray | None = None,
+    ) -> Ranked:
+        """Top-``query.k`` items for one user; ``recent`` is the user's newest-first activity from the online store.
+
+        ``exclude_items``: item indices never to return besides the seen ones (offline evaluation on the test stage
+        passes the user's validation items, as the full-ranking evaluator masks them)."""
         t0 = time.perf_counter()
         k = query.k
         if not 1 <= k <= self.n_items:
@@ -192,6 +202,8 @@ class Pipeline:
         user_row = self.user_index.get(query.user_id)
         recent_items, recent_weights = self._recent_items(recent)
         excluded = self._excluded(user_row, recent_items) if query.exclude_seen else np.empty(0, np.int64)
+        if exclude_items is not None and len(exclude_items):
+            excluded = np.union1d(excluded, exclude_items).astype(np.int64)
         vector: np.ndarray | None
         if user_row is not None:
             vector, source = self.user_embeddings[user_row], "trained"
@@ -354,17 +366,23 @@ def offline_topk(
     hour: int = 12,
     dow: int = 0,
     exclude_seen: bool = True,
+    extra_exclude: sp.csr_matrix | None = None,
 ) -> np.ndarray:
     """The served pipeline over many users, for ``evaluate_topk``: ``(len(users), k)`` item indices, -1 padded.
 
     ``users`` are user indices of the bundle; no online store is involved (offline users have no recent activity).
+    ``extra_exclude``: a users x items matrix of further items to drop per user (on the test stage: the validation
+    items, so the pipeline is judged exactly as the full-ranking evaluator judges a model).
     """
     pipeline = source if isinstance(source, Pipeline) else Pipeline.from_bundle(source)
     ids_by_row = _user_ids_by_row(pipeline)
     out = np.full((len(users), k), -1, dtype=np.int64)
     for row, user in enumerate(np.asarray(users, dtype=np.int64)):
         query = Query(user_id=ids_by_row[user], k=k, hour=hour, dow=dow, exclude_seen=exclude_seen, rerank=rerank)
-        ranked = pipeline.recommend(query)
+        extra = None
+        if extra_exclude is not None:
+            extra = extra_exclude.indices[extra_exclude.indptr[user] : extra_exclude.indptr[user + 1]]
+        ranked = pipeline.recommend(query, exclude_items=extra)
         out[row, : len(ranked.items)] = ranked.items
     return out
 
