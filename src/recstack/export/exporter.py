@@ -150,6 +150,13 @@ def export_run(
             metrics=metrics,
         )
     log.info("bundle written to %s", out)
+    if ranker_run is not None:
+        from recstack.export.bundle import Bundle
+        from recstack.export.rerank_blend import record_blend_weight, tune_blend_weight
+
+        tuning = tune_blend_weight(Bundle.load(out), split)
+        record_blend_weight(out, tuning)
+        log.info("re-ranker blend weight %.1f (%s %s)", tuning.weight, tuning.metric, tuning.scores)
     if store:
         from recstack.export.model_store import save_to_store
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,6 +63,10 @@ class PipelineConfig:
     """Top-N retrieved before filtering and re-ranking."""
     rerank: bool = True
     """Default for queries that do not say; False gives retrieval order (the ablation)."""
+    rerank_weight: float | None = None
+    """Share of the ranker in the final order, 0..1: ``(1 - w) * z(retrieval) + w * z(ranker)``, both z-scored over
+    the candidates. None: the value tuned on the validation split at export (``manifest.ranker.blend_weight``),
+    else 1 (the ranker alone)."""
     max_recent: int = 50
     """Recent events read for fold-in and exclusion."""
     event_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_EVENT_WEIGHTS)
@@ -151,6 +155,9 @@ class Pipeline:
     def from_bundle(cls, bundle: Bundle, config: PipelineConfig = PipelineConfig(), *, ranker: Any = None) -> Pipeline:
         """Precompute everything from a loaded bundle; ``ranker`` overrides the bundle's ONNX session (tests)."""
         items = bundle.items.sort_values("item_idx")
+        if config.rerank_weight is None:
+            tuned = (bundle.manifest.ranker or {}).get("blend_weight")
+            config = replace(config, rerank_weight=1.0 if tuned is None else float(tuned))
         if ranker is None and bundle.ranker_path is not None:
             ranker = ranker_session(bundle.ranker_path)
         popularity_counts = (
@@ -232,7 +239,9 @@ class Pipeline:
         # out-of-vocabulary row and replace the fold-in or segment signal with one global order.
         if rerank and self.ranker is not None and user_row is not None and len(candidates):
             t3 = time.perf_counter()
-            cand_scores = self._rerank(user_row, candidates, query.hour, query.dow)
+            ranked = self._rerank(user_row, candidates, query.hour, query.dow)
+            w = 1.0 if self.config.rerank_weight is None else self.config.rerank_weight
+            cand_scores = ranked if w >= 1.0 else (1.0 - w) * _zscore(cand_scores) + w * _zscore(ranked)
             stage = "rerank"
             observe("rerank", time.perf_counter() - t3)
 
@@ -355,6 +364,11 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
         part = np.argpartition(-scores, k - 1)[:k]
         return part[np.lexsort((part, -scores[part]))]
     return np.argsort(-scores, kind="stable")[:k]
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return (x - x.mean()) / max(float(x.std()), 1e-6)
 
 
 def offline_topk(
