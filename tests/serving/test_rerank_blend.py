@@ -36,3 +36,17 @@ def test_weight_zero_keeps_the_retrieval_order(tiny_bundle: Path) -> None:
     retrieval = offline_topk(Pipeline.from_bundle(bundle), users, 5, rerank=False)
     blended = offline_topk(Pipeline.from_bundle(bundle, PipelineConfig(rerank_weight=0.0)), users, 5, rerank=True)
     np.testing.assert_array_equal(retrieval, blended)
+
+
+def test_evaluate_bundle_scores_retrieval_and_rerank_on_the_same_users(
+    tiny_bundle: Path, serving_split: PreparedSplit
+) -> None:
+    from recstack.evaluation.served_pipeline import evaluate_bundle
+
+    retrieval, reranked = evaluate_bundle(tiny_bundle, serving_split, "test", (5, 10), name="tiny")
+    assert (retrieval.name, reranked.name) == ("tiny: retrieval", "tiny: retrieval + re-rank")
+    assert retrieval.result.n_users_evaluated == reranked.result.n_users_evaluated > 0
+    # Validation items are masked on test, as the full-ranking evaluator masks them for a model.
+    valid = serving_split.matrix("valid")
+    for user, row in zip(retrieval.result.per_user.users, retrieval.result.per_user.topk, strict=True):
+        assert not set(row[row >= 0]) & set(valid.indices[valid.indptr[user] : valid.indptr[user + 1]])

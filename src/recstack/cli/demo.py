@@ -65,7 +65,7 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
 
     from recstack.data.prepare import prepare
     from recstack.data.warehouse import format_stats, stats
-    from recstack.evaluation.evaluator import evaluate, evaluate_topk
+    from recstack.evaluation.evaluator import evaluate
     from recstack.evaluation.report import RunEvaluation, write_report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,6 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
 
     _banner(3, "export: bundle = MF embeddings + HNSW index + ONNX Wide & Deep (parity-checked) + id maps")
     from recstack.cli.export import export_from_config
-    from recstack.export.bundle import Bundle
 
     bundle_dir = out / "bundle"
     if bundle_dir.exists():
@@ -104,17 +103,13 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
         )
         for name, result in runs.items()
     ]
-    from recstack.serving.pipeline import Pipeline, offline_topk
+    from recstack.evaluation.served_pipeline import evaluate_bundle
 
-    pipeline = Pipeline.from_bundle(Bundle.load(bundle_dir))
-    test_users = np.flatnonzero(np.diff(split.matrix("test").indptr) > 0)
-    for label, rerank in (("pipeline: HNSW retrieval", False), ("pipeline: HNSW + W&D re-rank", True)):
-        topk = offline_topk(pipeline, test_users, max(ks), rerank=rerank, extra_exclude=split.matrix("valid"))
-        evaluations.append(RunEvaluation(label, evaluate_topk(topk, test_users, split, "test", ks, keep_per_user=True)))
+    evaluations += evaluate_bundle(bundle_dir, split, "test", ks, name="pipeline (HNSW)")
     paths = write_report(evaluations, split, out / "report", title="recstack demo: MovieLens-100K")
     for ev in evaluations:
         m = ev.result.metrics
-        print(f"  {ev.name:<30} ndcg@10 {m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  map@10 {m['map@10']:.4f}")
+        print(f"  {ev.name:<38} ndcg@10 {m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  map@10 {m['map@10']:.4f}")
     print(f"\n  report: {paths.html}  (also {paths.markdown.name}, {paths.metrics_json.name})", flush=True)
 
     if not serve:

@@ -2,6 +2,7 @@
 
     recstack-evaluate models=[pop,itemknn,userknn] data=ml100k split=random
     recstack-evaluate runs=[outputs/runs/a,outputs/runs/b] models=[pop]
+    recstack-evaluate runs=[outputs/runs/mf-...] bundles=[data/bundles/mf-...]   # + the served pipeline
 
 :func:`evaluate_models` is the plain function (tests and notebooks call it with a composed config); :func:`main` is
 the Hydra wrapper around ``configs/evaluate.yaml``.
@@ -70,10 +71,12 @@ def evaluate_models(cfg: DictConfig) -> ReportPaths:
     """Everything ``recstack-evaluate`` does, from a composed ``evaluate`` config; returns the report's paths."""
     models = list(cfg.get("models") or [])
     run_dirs = [Path(str(d)) for d in (cfg.get("runs") or [])]
-    if not models and not run_dirs:
+    bundle_dirs = [Path(str(d)) for d in (cfg.get("bundles") or [])]
+    if not models and not run_dirs and not bundle_dirs:
         raise ValueError(
-            "nothing to evaluate: pass models=[pop,itemknn,userknn] (fitted here) and/or "
-            "runs=[outputs/runs/<run>,...] (trained by recstack-train)"
+            "nothing to evaluate: pass models=[pop,itemknn,userknn] (fitted here), "
+            "runs=[outputs/runs/<run>,...] (trained by recstack-train) and/or bundles=[data/bundles/<name>,...] "
+            "(the served pipeline, exported by recstack-export)"
         )
     stage = str(cfg.stage)
     table_ks = [int(k) for k in cfg.table_ks]
@@ -103,7 +106,7 @@ def evaluate_models(cfg: DictConfig) -> ReportPaths:
                 recorded = {}
             info = {k: recorded[k] for k in INFO_KEYS if k in recorded}
             entries.append((_unique(loaded.name, names), loaded.model, info))
-    if models:
+    if models or bundle_dirs:
         if split is None:
             from recstack.data.prepare import prepare
 
@@ -133,6 +136,13 @@ def evaluate_models(cfg: DictConfig) -> ReportPaths:
         evaluations.append(RunEvaluation(name, result, info))
         if progress:
             print(f"{name}: {headline} = {result.metrics[headline]:.4f}")
+    for bundle_dir in bundle_dirs:
+        from recstack.evaluation.served_pipeline import evaluate_bundle
+
+        for evaluation in evaluate_bundle(bundle_dir, split, stage, ks):  # type: ignore[arg-type]
+            evaluations.append(evaluation)
+            if progress:
+                print(f"{evaluation.name}: {headline} = {evaluation.result.metrics[headline]:.4f}")
     paths = write_report(
         evaluations,
         split,

@@ -237,12 +237,17 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+# Bump whenever a cleaning or splitting algorithm changes its output for the same config: the hash must name one
+# split, or a cached folder and a fresh preparation would differ under the same name.
+ALGORITHM_VERSION = 2
+
+
 def hashed_config(data: dict[str, Any], split: dict[str, Any]) -> dict[str, Any]:
-    """What the folder hash covers: format version, data config minus ``source.data_home``, split config."""
+    """What the folder hash covers: format and algorithm versions, data config minus ``source.data_home``, split."""
     data = json.loads(json.dumps(data, default=str))
     if isinstance(data.get("source"), dict):
         data["source"].pop("data_home", None)
-    return {"format_version": FORMAT_VERSION, "data": data, "split": split}
+    return {"format_version": FORMAT_VERSION, "algorithm_version": ALGORITHM_VERSION, "data": data, "split": split}
 
 
 def config_hash(data: dict[str, Any], split: dict[str, Any]) -> str:

@@ -1,0 +1,49 @@
+"""The served two-stage pipeline judged offline by the same metrics as every model.
+
+The bundle's :class:`~recstack.serving.pipeline.Pipeline` (the very code the service runs) ranks each user's items
+with and without the re-ranker; :func:`~recstack.evaluation.evaluator.evaluate_topk` scores both lists, so a report
+shows retrieval-only beside retrieval + re-ranking on the same split. On the test stage the user's validation items
+are excluded too, exactly as the full-ranking evaluator masks them for a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from recstack.data.prepared import PreparedSplit
+from recstack.evaluation.evaluator import EvalStage, evaluate_topk
+from recstack.evaluation.report import RunEvaluation
+
+
+def evaluate_bundle(
+    bundle_dir: str | Path,
+    split: PreparedSplit,
+    stage: EvalStage = "test",
+    ks: Sequence[int] = (10, 20),
+    *,
+    name: str | None = None,
+) -> list[RunEvaluation]:
+    """``[retrieval only, retrieval + re-rank]`` evaluations of the bundle's pipeline (the second only with a ranker)."""
+    from recstack.export.bundle import Bundle
+    from recstack.serving.pipeline import Pipeline, offline_topk
+
+    bundle = Bundle.load(bundle_dir)
+    if bundle.manifest.split_hash and bundle.manifest.split_hash != split.config_hash:
+        raise ValueError(
+            f"bundle {bundle_dir} was exported from split {bundle.manifest.split_hash}, not {split.config_hash} "
+            f"({split!r}); evaluate it on the split its run was trained on"
+        )
+    pipeline = Pipeline.from_bundle(bundle)
+    users = np.flatnonzero(np.diff(split.matrix(stage).indptr) > 0)
+    extra = split.matrix("valid") if stage == "test" else None
+    label = name or Path(bundle_dir).name
+    modes = [("retrieval", False)] + ([("retrieval + re-rank", True)] if pipeline.ranker is not None else [])
+    out = []
+    for mode, rerank in modes:
+        topk = offline_topk(pipeline, users, max(ks), rerank=rerank, extra_exclude=extra)
+        result = evaluate_topk(topk, users, split, stage, ks, keep_per_user=True)
+        out.append(RunEvaluation(f"{label}: {mode}", result, {"index": bundle.manifest.index.get("kind", "")}))
+    return out
