@@ -21,7 +21,8 @@ from torch import nn
 from torch_geometric.nn.models import LightGCN as PygLightGCN
 
 from recstack.models.base import Recommender
-from recstack.models.losses import bpr_loss, in_batch_negative_scores, l2_regularisation, sampled_softmax_loss
+from recstack.models.losses import embedding_loss, l2_regularisation
+from recstack.models.text_input import attach_text_input
 from recstack.training.batches import InteractionBatch
 
 
@@ -83,14 +84,7 @@ class LightGCN(nn.Module, Recommender):
         self.register_buffer("adjacency", normalized_adjacency(train_matrix), persistent=False)
         self.text_projection: nn.Linear | None = None
         if item_text_vectors is not None:
-            if item_text_vectors.shape[0] != n_items:
-                raise ValueError(
-                    f"item_text_vectors has {item_text_vectors.shape[0]} rows but there are {n_items} items; "
-                    "encode the split's items table (recstack.models.text_encoder.encode_items(split.items))"
-                )
-            self.register_buffer("item_text", torch.as_tensor(item_text_vectors, dtype=torch.float32))
-            self.text_projection = nn.Linear(item_text_vectors.shape[1], embedding_dim, bias=False)
-            nn.init.normal_(self.text_projection.weight, std=0.1 / item_text_vectors.shape[1] ** 0.5)
+            self.text_projection = attach_text_input(self, item_text_vectors, n_items, embedding_dim, 0.1)
 
     def _ego(self) -> torch.Tensor:
         x = self.gcn.embedding.weight
@@ -128,14 +122,15 @@ class LightGCN(nn.Module, Recommender):
         user_vecs, item_vecs = self.propagate()
         u = user_vecs[batch.users]
         pos = item_vecs[batch.items]
-        pos_scores = (u * pos).sum(-1)
-        neg_scores = (u.unsqueeze(1) * item_vecs[batch.negatives]).sum(-1)
-        if self.loss_name == "bpr":
-            main = bpr_loss(pos_scores, neg_scores)
-        else:
-            if self.in_batch_negatives:
-                neg_scores = torch.cat([neg_scores, in_batch_negative_scores(u, pos, batch.items)], dim=1)
-            main = sampled_softmax_loss(pos_scores, neg_scores, self.temperature)
+        main = embedding_loss(
+            self.loss_name,
+            u,
+            pos,
+            item_vecs[batch.negatives],
+            batch.items,
+            temperature=self.temperature,
+            in_batch_negatives=self.in_batch_negatives,
+        )
         # L2 on the layer-0 (ego) rows of this batch only, as in the LightGCN paper and pyg's example.
         emb = self.gcn.embedding.weight
         reg = l2_regularisation(

@@ -47,3 +47,24 @@ def l2_regularisation(*rows: torch.Tensor) -> torch.Tensor:
     BPR): only the rows a batch touches are pulled towards zero, never the whole table."""
     batch = rows[0].shape[0]
     return sum(r.pow(2).sum() for r in rows) / max(batch, 1)
+
+
+def embedding_loss(
+    kind: str,
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    items: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    in_batch_negatives: bool = False,
+) -> torch.Tensor:
+    """BPR or sampled-softmax loss of dot-product scores: ``users``/``positives`` ``(B, d)``, ``negatives``
+    ``(B, n, d)``, ``items`` the positives' indices (to drop a user's own positive from in-batch negatives)."""
+    pos_scores = (users * positives).sum(-1)
+    neg_scores = (users.unsqueeze(1) * negatives).sum(-1)  # not einsum: its small-bmm path is several times slower
+    if kind == "bpr":
+        return bpr_loss(pos_scores, neg_scores)
+    if in_batch_negatives:
+        neg_scores = torch.cat([neg_scores, in_batch_negative_scores(users, positives, items)], dim=1)
+    return sampled_softmax_loss(pos_scores, neg_scores, temperature)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recstack.models.base import Recommender
-from recstack.models.losses import bpr_loss, in_batch_negative_scores, l2_regularisation, sampled_softmax_loss
+from recstack.models.losses import embedding_loss, l2_regularisation
+from recstack.models.text_input import attach_text_input
 from recstack.training.batches import InteractionBatch
 
 MFLoss = Literal["bpr", "softmax"]
@@ -54,14 +55,7 @@ class MatrixFactorization(nn.Module, Recommender):
         nn.init.normal_(self.item_embedding.weight, std=init_std)
         self.text_projection: nn.Linear | None = None
         if item_text_vectors is not None:
-            if item_text_vectors.shape[0] != n_items:
-                raise ValueError(
-                    f"item_text_vectors has {item_text_vectors.shape[0]} rows but there are {n_items} items; "
-                    "encode the split's items table (recstack.models.text_encoder.encode_items(split.items))"
-                )
-            self.register_buffer("item_text", torch.as_tensor(item_text_vectors, dtype=torch.float32))
-            self.text_projection = nn.Linear(item_text_vectors.shape[1], embedding_dim, bias=False)
-            nn.init.normal_(self.text_projection.weight, std=init_std / item_text_vectors.shape[1] ** 0.5)
+            self.text_projection = attach_text_input(self, item_text_vectors, n_items, embedding_dim, init_std)
 
     def _items(self, items: torch.Tensor) -> torch.Tensor:
         vecs = self.item_embedding(items)
@@ -94,14 +88,15 @@ class MatrixFactorization(nn.Module, Recommender):
         u = self._users(batch.users)
         pos = self._items(batch.items)
         neg = self._items(batch.negatives)  # (B, n, d)
-        pos_scores = (u * pos).sum(-1)
-        neg_scores = (u.unsqueeze(1) * neg).sum(-1)  # not einsum: its small-bmm path is several times slower on CPU
-        if self.loss_name == "bpr":
-            main = bpr_loss(pos_scores, neg_scores)
-        else:
-            if self.in_batch_negatives:
-                neg_scores = torch.cat([neg_scores, in_batch_negative_scores(u, pos, batch.items)], dim=1)
-            main = sampled_softmax_loss(pos_scores, neg_scores, self.temperature)
+        main = embedding_loss(
+            self.loss_name,
+            u,
+            pos,
+            neg,
+            batch.items,
+            temperature=self.temperature,
+            in_batch_negatives=self.in_batch_negatives,
+        )
         # Regularise the id rows only: the text projection is shared by all items and has its own small scale.
         reg = l2_regularisation(u, self.item_embedding(batch.items), self.item_embedding(batch.negatives).flatten(0, 1))
         return main + self.reg_weight * reg
