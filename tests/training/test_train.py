@@ -63,6 +63,28 @@ def test_same_seed_same_metrics(tiny_split: PreparedSplit, tmp_path: Path, text_
     assert runs[0].metrics["test"] == runs[1].metrics["test"]
 
 
+@pytest.mark.parametrize("model", ["mf", "pop"])
+def test_tuning_never_reads_the_test_split(
+    model: str, tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recstack.evaluation.evaluator as evaluator
+
+    stages: list[str] = []
+    real = evaluator.evaluate
+
+    def spy(model_, split, stage, *args, **kwargs):
+        stages.append(stage)
+        return real(model_, split, stage, *args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "evaluate", spy)
+    result = train(
+        config(tmp_path, text_cache, f"model={model}", "experiment=smoke", "evaluate_test=false"), split=tiny_split
+    )
+    assert stages and set(stages) == {"valid"}
+    assert result.metrics["test"] is None
+    assert json.loads((result.run_dir / "metrics.json").read_text())["test"] is None
+
+
 def test_resume_from_last_checkpoint(tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path) -> None:
     first = train(config(tmp_path, text_cache, "model=mf", "model.max_epochs=1"), split=tiny_split)
     last = first.run_dir / "checkpoints" / "last.ckpt"

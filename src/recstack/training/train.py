@@ -72,7 +72,7 @@ def _fit_baseline(cfg: DictConfig, model: Recommender, split: PreparedSplit, run
     seconds = time.perf_counter() - start
     metrics = {
         "valid": dict(evaluate(model, split, "valid", ks).metrics),
-        "test": dict(evaluate(model, split, "test", ks).metrics),
+        "test": dict(evaluate(model, split, "test", ks).metrics) if cfg.get("evaluate_test", True) else None,
         "train_seconds": seconds,
         "epochs": 1,
         "seconds_per_epoch": seconds,
@@ -132,12 +132,15 @@ def _train(cfg: DictConfig, split: PreparedSplit | None) -> TrainResult:
     best_epoch = None
     if best_path:
         best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"])
-    # The test split is read once, with the best weights restored (without checkpoints: the last weights).
-    trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+    if cfg.get("evaluate_test", True):
+        # The test split is read once, with the best weights restored (without checkpoints: the last weights).
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+    elif best_path:  # tuning: restore the best weights, never look at the test split
+        module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"])
     module.to(torch.device("cpu"))
     metrics = {
         "valid": module.evaluate("valid"),
-        "test": module.last_metrics["test"],
+        "test": module.last_metrics.get("test"),
         "train_seconds": train_seconds,
         "epochs": epochs,
         "seconds_per_epoch": train_seconds / epochs,
@@ -145,5 +148,6 @@ def _train(cfg: DictConfig, split: PreparedSplit | None) -> TrainResult:
     }
     if trainer.is_global_zero:
         runs.write_metrics(run_dir, metrics)
-    log.info("test %s", {k: round(v, 4) for k, v in metrics["test"].items()})
+    if metrics["test"] is not None:
+        log.info("test %s", {k: round(v, 4) for k, v in metrics["test"].items()})
     return TrainResult(run_dir=run_dir, metrics=metrics, model=model.eval())
