@@ -6,7 +6,8 @@ propagation is ``torch.sparse`` matmul: no pyg-lib, torch-sparse or torch-scatte
 node embedding table, its ``LGConv`` layers (with ``normalize=False``, since the adjacency is already normalised) and
 the layer weights ``alpha``; we propagate with them ourselves so the optional text side-input can join the item rows
 before propagation, and so the L2 penalty covers only the batch rows (pyg's ``recommendation_loss`` covers the whole
-table).
+table). With the text side-input, an item without training interactions starts with a zero id row: its ego vector is
+its text projection alone.
 """
 
 from __future__ import annotations
@@ -84,7 +85,15 @@ class LightGCN(nn.Module, Recommender):
         self.register_buffer("adjacency", normalized_adjacency(train_matrix), persistent=False)
         self.text_projection: nn.Linear | None = None
         if item_text_vectors is not None:
-            self.text_projection = attach_text_input(self, item_text_vectors, n_items, embedding_dim, 0.1)
+            self.text_projection = attach_text_input(
+                self,
+                item_text_vectors,
+                n_items,
+                embedding_dim,
+                0.1,
+                item_id_rows=self.gcn.embedding.weight[n_users:],
+                train_matrix=train_matrix,
+            )
 
     def _ego(self) -> torch.Tensor:
         x = self.gcn.embedding.weight

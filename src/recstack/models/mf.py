@@ -4,13 +4,15 @@ Trained with BPR over ``n`` sampled negatives per positive, or with a sampled so
 ones plus (optionally) the other positives of the batch. With ``normalize`` the vectors are unit length (cosine
 scores, the usual companion of a softmax with a temperature); the exported embeddings are then the normalised ones. With ``item_text_vectors`` (the BERT item vectors of
 :mod:`recstack.models.text_encoder`) an item's vector is its id embedding plus a learned projection of its text vector,
-so an item never seen in training still gets a vector from its text alone.
+so an item never seen in training still gets a vector from its text alone: given ``train_matrix`` (as
+:func:`recstack.training.build.build_model` does), the id rows of items without a training interaction start at zero.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +40,7 @@ class MatrixFactorization(nn.Module, Recommender):
         item_text_vectors: torch.Tensor | None = None,
         init_std: float = 0.1,
         normalize: bool = False,
+        train_matrix: sp.spmatrix | None = None,
     ) -> None:
         super().__init__()
         if loss not in ("bpr", "softmax"):
@@ -55,7 +58,15 @@ class MatrixFactorization(nn.Module, Recommender):
         nn.init.normal_(self.item_embedding.weight, std=init_std)
         self.text_projection: nn.Linear | None = None
         if item_text_vectors is not None:
-            self.text_projection = attach_text_input(self, item_text_vectors, n_items, embedding_dim, init_std)
+            self.text_projection = attach_text_input(
+                self,
+                item_text_vectors,
+                n_items,
+                embedding_dim,
+                init_std,
+                item_id_rows=self.item_embedding.weight,
+                train_matrix=train_matrix,
+            )
 
     def _items(self, items: torch.Tensor) -> torch.Tensor:
         vecs = self.item_embedding(items)

@@ -4,7 +4,8 @@
 constructor may ask, by argument name, for inputs that come from the data rather than the config:
 
 * ``n_users``, ``n_items``: always given;
-* ``train_matrix``: the training user x item CSR matrix (LightGCN's graph);
+* ``train_matrix``: the training user x item CSR matrix (LightGCN's graph; with the text side-input, MF and LightGCN
+  start the id rows of items without training interactions at zero);
 * ``features``: :class:`~recstack.models.features.WideDeepFeatures` of the split and its item text vectors;
 * ``item_text_vectors``: the BERT item vectors, only when the config sets ``text_side_input: true`` (MF, LightGCN).
 
