@@ -63,6 +63,14 @@ def test_same_seed_same_metrics(tiny_split: PreparedSplit, tmp_path: Path, text_
     assert runs[0].metrics["test"] == runs[1].metrics["test"]
 
 
+def test_a_run_folder_with_checkpoints_is_not_reused_silently(
+    tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path
+) -> None:
+    first = train(config(tmp_path, text_cache, "model=mf", "model.max_epochs=1"), split=tiny_split)
+    with pytest.raises(ValueError, match=r"already holds checkpoints.*ckpt_path="):
+        train(config(tmp_path, text_cache, "model=mf", f"run_dir={first.run_dir}"), split=tiny_split)
+
+
 @pytest.mark.parametrize("model", ["mf", "pop"])
 def test_tuning_never_reads_the_test_split(
     model: str, tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path, monkeypatch: pytest.MonkeyPatch

@@ -63,6 +63,18 @@ def _save_config(cfg: DictConfig, run_dir: Path, split: PreparedSplit) -> None:
     OmegaConf.save(resolved, run_dir / runs.CONFIG_FILE)
 
 
+def _refuse_silent_resume(run_dir: Path, ckpt_path: str | None) -> None:
+    """A run folder that already holds checkpoints is only reused to resume, and then explicitly: Lightning would
+    otherwise pick the newest of ``last.ckpt`` / ``interrupted.ckpt`` on its own, or overwrite the earlier run."""
+    existing = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    if existing and not ckpt_path:
+        raise ValueError(
+            f"run_dir={run_dir} already holds checkpoints {existing}. To resume it, pass "
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'} (the last finished epoch); to start afresh, choose "
+            "another run_dir (or leave run_dir unset for a new timestamped folder)"
+        )
+
+
 def _fit_baseline(cfg: DictConfig, model: Recommender, split: PreparedSplit, run_dir: Path) -> TrainResult:
     from recstack.evaluation.evaluator import evaluate
 
@@ -105,6 +117,7 @@ def _train(cfg: DictConfig, split: PreparedSplit | None) -> TrainResult:
 
         split = prepare(cfg, progress=cfg.get("progress", True))
     run_dir = _run_dir(cfg, split)
+    _refuse_silent_resume(run_dir, cfg.get("ckpt_path"))
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
     with open_dict(cfg):
