@@ -78,3 +78,22 @@ def test_session_options_are_deliberate(tmp_path: Path) -> None:
         session_options(optimization="max")
     with pytest.raises(FileNotFoundError, match="recstack-export"):
         make_session(tmp_path / "absent.onnx")
+
+
+def test_served_graph_with_precomputed_tables_matches_the_model(ranker: WideAndDeep, tmp_path: Path) -> None:
+    from recstack.models.wide_deep_frozen import FrozenWideAndDeep
+
+    frozen = FrozenWideAndDeep(ranker)
+    users = torch.tensor([0, 5, 30, 29, 30])  # 30 is the OOV user
+    items = torch.tensor([0, 39, 7, 12, 3])
+    hours, dows = torch.tensor([0, 23, 12, 5, 20]), torch.tensor([6, 0, 3, 1, 5])
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(users, items, hours, dows), ranker(users, items, hours, dows))
+    report = export_ranker(ranker, tmp_path / "ranker.onnx", n_users=30, n_items=40, graph=frozen)
+    assert report.ok and report.max_abs_diff <= 1e-5
+    # A serving form that is not the model fails the export: parity is checked against the model, not the graph.
+    with torch.no_grad():
+        frozen.i_bias.add_(1e-2)
+    with pytest.raises(ExportParityError):
+        export_ranker(ranker, tmp_path / "bad.onnx", n_users=30, n_items=40, graph=frozen)
+    assert not (tmp_path / "bad.onnx").exists()

@@ -18,6 +18,8 @@ import torch
 
 from recstack.export.bundle import write_bundle
 from recstack.export.onnx_export import export_ranker
+from recstack.models.wide_deep import WideAndDeep
+from recstack.models.wide_deep_frozen import FrozenWideAndDeep
 from recstack.retrieval.index import IndexConfig
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,7 @@ def export_run(
             report = export_ranker(
                 ranker.model,  # type: ignore[arg-type]
                 onnx_path,
+                graph=FrozenWideAndDeep(ranker.model) if isinstance(ranker.model, WideAndDeep) else None,
                 n_users=split.n_users,
                 n_items=split.n_items,
                 parity_samples=parity_samples,

@@ -123,13 +123,19 @@ def export_ranker(
     parity_samples: int = 1000,
     atol: float = 1e-5,
     seed: int = 0,
+    graph: nn.Module | None = None,
 ) -> ParityReport:
     """Export the ranker to ``out_path`` (contract in the module docstring) and check parity; on a failed check the
-    file is removed and :class:`ExportParityError` raised."""
+    file is removed and :class:`ExportParityError` raised.
+
+    ``graph``: the module actually traced, when it is a serving form of ``model`` (e.g.
+    :class:`~recstack.models.wide_deep_frozen.FrozenWideAndDeep`, with per-user and per-item parts precomputed);
+    parity is always checked against ``model`` itself, so a wrong serving form fails the export."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
+    traced = model if graph is None else graph
+    was_training = traced.training
+    traced.eval()
     example = parity_inputs(n_users, n_items, 8, seed)
     args = tuple(torch.from_numpy(example[name]) for name in RANKER_INPUTS)
     buffer = io.BytesIO()
@@ -139,7 +145,7 @@ def export_ranker(
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=FutureWarning)
             torch.onnx.export(
-                model,
+                traced,
                 args,
                 buffer,
                 dynamo=False,
@@ -150,7 +156,7 @@ def export_ranker(
                 do_constant_folding=True,
             )
     finally:
-        model.train(was_training)
+        traced.train(was_training)
     out_path.write_bytes(buffer.getvalue())
     try:
         return check_parity(
