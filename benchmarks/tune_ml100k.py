@@ -41,9 +41,15 @@ def main() -> None:
     ap.add_argument("--overrides", nargs="*", default=[], help="fixed Hydra overrides for every run")
     ap.add_argument("--runs-root", type=Path, default=Path("benchmarks/out/tune-runs"))
     ap.add_argument("--log", type=Path, default=None, help="default benchmarks/out/tune-<model>.jsonl")
+    ap.add_argument(
+        "--summarise", action="store_true", help="print every logged run of --model as a table, no training"
+    )
     args = ap.parse_args()
     log_path = args.log or Path(f"benchmarks/out/tune-{args.model}.jsonl")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.summarise:
+        print(summary([json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]))
+        return
 
     rows = []
     for point in grid_points(args.grid):
@@ -79,16 +85,24 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
 
+    print("\n" + summary(rows))
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown table of runs grouped by their overrides (fixed + grid point), best mean valid NDCG@10 first."""
     by_point: dict[str, list[dict]] = {}
     for r in rows:
-        by_point.setdefault(" ".join(r["point"]) or "(defaults)", []).append(r)
-    print(f"\n| {args.model} grid point | seeds | valid NDCG@10 | best epochs | s |\n|---|---|---|---|---|")
+        settings = [o for o in [*r["fixed"], *r["point"]] if not o.startswith(("torch_threads=", "model.max_epochs="))]
+        by_point.setdefault(" ".join(sorted(settings)) or "(defaults)", []).append(r)
+    lines = ["| overrides (valid split only) | seeds | valid NDCG@10 | best epoch / epochs run | s per run |"]
+    lines.append("|---|---|---|---|---|")
     for key, rs in sorted(by_point.items(), key=lambda kv: -statistics.fmean(r["valid"]["ndcg@10"] for r in kv[1])):
         nd = [r["valid"]["ndcg@10"] for r in rs]
         sd = f" ± {statistics.stdev(nd):.4f}" if len(nd) > 1 else ""
-        epochs = "/".join(str(r["best_epoch"]) for r in rs)
+        epochs = ", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs)
         secs = statistics.fmean(r["seconds"] for r in rs)
-        print(f"| {key} | {len(rs)} | {statistics.fmean(nd):.4f}{sd} | {epochs} | {secs:.0f} |")
+        lines.append(f"| `{key}` | {len(rs)} | {statistics.fmean(nd):.4f}{sd} | {epochs} | {secs:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

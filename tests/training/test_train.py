@@ -123,7 +123,7 @@ def test_fast_dev_run_on_gpu(tiny_split: PreparedSplit, tmp_path: Path, text_cac
 @pytest.mark.slow
 def test_two_epochs_of_mf_on_ml100k_beat_random(ml100k_split: PreparedSplit, tmp_path: Path, text_cache: Path) -> None:
     """Random scores give a validation NDCG@10 near 0.006 on ML-100K; two seeded epochs of MF clear 0.08 (about 0.12
-    is typical; 8 negatives rather than the default 32 keep the test short)."""
+    is typical; 8 negatives rather than the default 16 keep the test short)."""
     overrides = ["model=mf", "model.max_epochs=2", "model.negatives=8", "seed=0", "torch_threads=1", "logger={}"]
     result = train(config(tmp_path, text_cache, *overrides), split=ml100k_split)
     assert result.metrics["valid"]["ndcg@10"] > 0.08
