@@ -229,7 +229,7 @@ async def _send_json(send, status: int, body: dict) -> None:  # type: ignore[no-
 
 @bentoml.service(
     name="recstack",
-    workers=int(os.environ.get("RECSTACK_WORKERS", "1")),
+    workers=int(os.environ.get("RECSTACK_WORKERS", "2")),  # configs/serve.yaml says why 2
     # BentoML's TimeoutMiddleware never cancels its per-request timer: each request's timer, future and trace context
     # stay alive for `timeout` seconds, so full GC passes walk rps x timeout requests' objects (60 s by default: the
     # p99 tail grew with uptime, 8 -> 124 ms per pass in 20 s at ~350 req/s). Answers take milliseconds; 2 s is ample.

@@ -1,4 +1,4 @@
-"""``recstack-serve bundle=<tag-or-path> [port=3000 host=127.0.0.1 redis_url=... workers=1]``.
+"""``recstack-serve bundle=<tag-or-path> [port=3000 host=127.0.0.1 redis_url=... workers=2]``.
 
 A thin Hydra app over ``configs/serve.yaml``: it turns the config into ``RECSTACK_*`` environment variables and
 replaces itself with ``bentoml serve serving.service:Recommender`` (exec, so SIGTERM reaches BentoML directly and a
