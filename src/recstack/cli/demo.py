@@ -76,7 +76,7 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
     print(f"  {split!r}\n  folder: {split.root}\n")
     print(format_stats(stats(split.root)), flush=True)
 
-    _banner(2, "train: popularity baseline, MF-BPR (retrieval) and Wide & Deep (re-ranker) on the CPU")
+    _banner(2, "train: popularity baseline, MF (retrieval) and Wide & Deep (re-ranker) on the CPU")
     runs = {name: _train(name, out, data_overrides, split) for name in ("pop", "mf", "wide_deep")}
 
     _banner(3, "export: bundle = MF embeddings + HNSW index + ONNX Wide & Deep (parity-checked) + id maps")
