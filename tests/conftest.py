@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,13 @@ def write_tiny_split(root: Path, n_users: int = 30, n_items: int = 40, per_user:
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_split_writer() -> Callable[..., Path]:
+    """:func:`write_tiny_split` for tests that need another size or folder (test folders are not packages, so they
+    cannot import it from here)."""
+    return write_tiny_split
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +15,6 @@ from recstack.export.bundle import Bundle
 from recstack.export.exporter import ExportError, export_run
 from recstack.export.onnx_runtime import make_session, score_ranker
 from recstack.retrieval.index import IndexConfig
-
-
-def write_tiny_split(root: Path) -> Path:
-    """The shared tiny split of tests/conftest.py, loaded by path (test folders are not packages here)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "recstack_tests_root_conftest", Path(__file__).parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_tiny_split(root)
 
 
 def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
@@ -47,9 +35,9 @@ def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_split_writer: Callable[..., Path]) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
-    split = PreparedSplit.load(write_tiny_split(root / "tiny"))
+    split = PreparedSplit.load(tiny_split_writer(root / "tiny"))
     return {m: train_tiny(m, split, root) for m in ("mf", "lightgcn", "wide_deep")}
 
 

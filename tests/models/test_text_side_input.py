@@ -4,7 +4,7 @@ random id rows."""
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,23 +97,13 @@ def test_without_text_no_row_is_zeroed(tiny_split: PreparedSplit) -> None:
     assert torch.all(gcn.gcn.embedding.weight.abs().sum(dim=1) > 0)
 
 
-def _split_with_cold_items(root: Path) -> PreparedSplit:
-    """tests/conftest.py's tiny split with 80 items (some of them only in valid / test), loaded by path."""
-    spec = importlib.util.spec_from_file_location(
-        "recstack_tests_root_conftest", Path(__file__).parents[1] / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return PreparedSplit.load(module.write_tiny_split(root, n_items=80))
-
-
 @pytest.mark.parametrize("model_name", ["mf", "lightgcn"])
 def test_build_model_zeroes_cold_rows_with_text_side_input(
-    model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_split_writer: Callable[..., Path]
 ) -> None:
     """build_model hands the training matrix to both models, so the config path gets the same start."""
-    split = _split_with_cold_items(tmp_path / "tiny80")
+    # The tiny split with 80 items: some of them occur only in valid / test.
+    split = PreparedSplit.load(tiny_split_writer(tmp_path / "tiny80", n_items=80))
     cold = cold_items(split.matrix("train"))
     assert len(cold) > 0
     rng = np.random.default_rng(0)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from serving_support import Server, start_server, stop_server, write_test_bundle, write_tiny_split
+from serving_support import Server, start_server, stop_server, write_test_bundle
 
 from recstack.data.prepared import PreparedSplit
 
@@ -22,9 +22,9 @@ def _delete_prefix(prefix: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def serving_split(tmp_path_factory: pytest.TempPathFactory) -> PreparedSplit:
+def serving_split(tmp_path_factory: pytest.TempPathFactory, tiny_split_writer: Callable[..., Path]) -> PreparedSplit:
     # 60 users so both genders pass the popularity segment's minimum of 20 users.
-    return PreparedSplit.load(write_tiny_split(tmp_path_factory.mktemp("split") / "tiny", n_users=60, n_items=48))
+    return PreparedSplit.load(tiny_split_writer(tmp_path_factory.mktemp("split") / "tiny", n_users=60, n_items=48))
 
 
 @pytest.fixture(scope="session")

@@ -20,17 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 BENTOML = Path(sys.executable).with_name("bentoml")
 
 
-def write_tiny_split(root: Path, **kwargs: int) -> Path:
-    """The shared tiny split of tests/conftest.py (loaded by path: test folders are not packages here)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("recstack_tests_root_conftest", REPO / "tests" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_tiny_split(root, **kwargs)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
