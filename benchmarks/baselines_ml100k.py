@@ -16,8 +16,7 @@ import time
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from recstack.config import config_dir
-from recstack.data.prepare import prepare_named
+from recstack.config import config_dir, prepare_named
 from recstack.data.prepared import PreparedSplit
 from recstack.evaluation.evaluator import evaluate
 from recstack.models.item_knn import ItemKNN

@@ -6,7 +6,7 @@ The model is the real :class:`recstack.models.wide_deep.WideAndDeep`. With ``--r
 without, it is built for the ML-100K split (943 users, 1,682 items) with its default hyper-parameters and random
 384-d item text vectors: the same shapes and operations, so the same latency (latency does not depend on the
 weights' values). The ONNX file comes from :func:`recstack.export.onnx_export.export_ranker` (parity-checked) and
-runs in the serving session of :func:`recstack.export.onnx_runtime.make_session`.
+runs in the serving session of :func:`recstack.bundle.session.make_session`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from recstack.bundle.contract import score_ranker
+from recstack.bundle.session import make_session
 from recstack.export.onnx_export import export_ranker
-from recstack.export.onnx_runtime import make_session, score_ranker
 
 
 def build_model(run: str | None) -> torch.nn.Module:
@@ -31,7 +32,7 @@ def build_model(run: str | None) -> torch.nn.Module:
         from recstack.training.runs import load_run
 
         return load_run(run).model  # type: ignore[return-value]
-    from recstack.data.prepare import prepare_named
+    from recstack.config import prepare_named
     from recstack.models.wide_deep import WideAndDeep
 
     data_home = os.environ.get("RECSTACK_DATA_HOME")

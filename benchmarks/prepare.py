@@ -31,7 +31,7 @@ SECTION = "## Data preparation (`benchmarks/prepare.py`)"
 CHILD = """
 import json, resource, sys, time
 start = time.perf_counter()
-from recstack.data.prepare import prepare_named
+from recstack.config import prepare_named
 imported = time.perf_counter()
 cpu = time.process_time()
 users, items, n, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -67,7 +67,7 @@ def machine() -> str:
 
 
 def bench_ml100k(repeats: int, out: Path) -> dict:
-    from recstack.data.prepare import prepare_named
+    from recstack.config import prepare_named
 
     prepare_named("ml100k", "random", out_root=out, force=True)  # warm-up: imports, first calls
     times = []

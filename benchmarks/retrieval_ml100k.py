@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recstack.bundle.reader import Bundle
 from recstack.evaluation.evaluator import evaluate, evaluate_topk
-from recstack.export.bundle import Bundle
 from recstack.export.exporter import export_run
 from recstack.retrieval.index import IndexConfig
 

@@ -298,8 +298,8 @@ def export_ranker(path: Path, user_factors: np.ndarray, item_factors: np.ndarray
 def build_ml100k_bundle(out: Path, dim: int = 32) -> Path:
     from scipy.sparse.linalg import svds
 
-    from recstack.data.prepare import prepare_named
-    from recstack.export.bundle import write_bundle
+    from recstack.bundle.writer import write_bundle
+    from recstack.config import prepare_named
 
     split = prepare_named("ml100k", "random", out_root=out / "processed")
     train = split.matrix("train").astype(np.float64)
@@ -430,7 +430,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="recstack-serve-load-"))
     bundle_path = args.bundle or build_ml100k_bundle(work)
-    from recstack.export.bundle import Bundle
+    from recstack.bundle.reader import Bundle
     from recstack.serving.pipeline import Pipeline
 
     bundle = Bundle.load(bundle_path)

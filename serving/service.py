@@ -249,7 +249,7 @@ class Recommender:
     bundle_model = bentoml.models.BentoModel(_BUNDLE_REF) if _is_tag(_BUNDLE_REF) else None
 
     def __init__(self) -> None:
-        from recstack.export.bundle import Bundle
+        from recstack.bundle.reader import Bundle
 
         self.settings = ServeSettings.from_env()
         if self.bundle_model is not None:

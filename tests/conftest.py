@@ -93,6 +93,6 @@ def ml100k_split(tmp_path_factory: pytest.TempPathFactory) -> PreparedSplit:
     """The real ML-100K, default preparation (per-user random 0.8/0.1/0.1, every rating a positive)."""
     if not (data_home() / "ml-100k").is_dir():
         pytest.fail(f"ML-100K not found under RECSTACK_DATA_HOME={data_home()} (CI sets it to ../shared/data)")
-    from recstack.data.prepare import prepare_named
+    from recstack.config import prepare_named
 
     return prepare_named("ml100k", "random", out_root=tmp_path_factory.mktemp("processed"))

@@ -57,7 +57,7 @@ def main() -> None:
     if args.split_dir:
         split = PreparedSplit.load(args.split_dir)
     else:
-        from recstack.data.prepare import prepare_named
+        from recstack.config import prepare_named
 
         split = prepare_named(args.data, args.split, out_root=args.processed_root)
     counts = write_atomic(split, args.out, args.name)

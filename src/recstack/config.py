@@ -1,4 +1,5 @@
-"""Where the Hydra config tree lives, and composing it from Python (tests, notebooks, the demo).
+"""Where the Hydra config tree lives, composing it from Python (tests, notebooks, the demo), and turning a composed
+config into the plain typed arguments of the layers below (:func:`split_spec`): Hydra objects stop here and in cli/.
 
 The tree is the repository's top-level ``configs/`` folder. An installed copy elsewhere can be pointed at with
 ``RECSTACK_CONFIG_DIR``.
@@ -9,8 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from recstack.data.build_split import SplitSpec
+    from recstack.data.prepared import PreparedSplit
 
 
 def config_dir() -> Path:
@@ -34,3 +40,48 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def split_spec(cfg: DictConfig) -> SplitSpec:
+    """The typed :class:`~recstack.data.build_split.SplitSpec` of a composed config's ``data`` and ``split`` groups
+    (``configs/prepare.yaml``, ``configs/train.yaml``, ...); ``data.source`` is instantiated only when the split has
+    to be built."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from recstack.data.build_split import SplitSpec
+
+    if "data" not in cfg or "split" not in cfg:
+        raise ValueError("prepare needs a config with `data` and `split` groups (compose configs/prepare.yaml)")
+    if "source" not in cfg.data:
+        raise ValueError(
+            "data.source is missing: it must name a loader, e.g. _target_: recstack.data.sources.load_dataset"
+        )
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    split = OmegaConf.to_container(cfg.split, resolve=True)
+    assert isinstance(data, dict) and isinstance(split, dict)
+    source = cfg.data.source
+    return SplitSpec.from_config(data, split, load=lambda: instantiate(source, _convert_="all"))  # type: ignore[arg-type]
+
+
+def prepare_from_config(
+    cfg: DictConfig, *, out_root: str | Path | None = None, force: bool = False, progress: bool = True
+) -> PreparedSplit:
+    """:func:`~recstack.data.build_split.prepare` the split a composed config describes, under ``out_root`` (else the
+    config's ``processed_root``, else ``data/processed``)."""
+    from recstack.data.build_split import DEFAULT_ROOT, prepare
+
+    root = out_root if out_root is not None else cfg.get("processed_root") or DEFAULT_ROOT
+    return prepare(split_spec(cfg), out_root=root, force=force, progress=progress)
+
+
+def prepare_named(
+    data: str = "ml100k",
+    split: str = "random",
+    overrides: Sequence[str] = (),
+    out_root: str | Path | None = None,
+    force: bool = False,
+) -> PreparedSplit:
+    """Compose ``configs/prepare.yaml`` with ``data=<data> split=<split> *overrides`` and prepare it."""
+    cfg = compose("prepare", [f"data={data}", f"split={split}", *overrides])
+    return prepare_from_config(cfg, out_root=out_root, force=force or bool(cfg.get("force", False)))

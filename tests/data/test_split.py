@@ -8,8 +8,8 @@ import pytest
 from handmade import make_dataset, random_dataset
 from scipy import stats
 
+from recstack.data.build_split import build_split
 from recstack.data.clean import CleanConfig
-from recstack.data.prepare import build_split
 from recstack.data.prepared import PreparedSplit
 from recstack.data.split import SplitConfig, ratio_counts, shuffle_within_groups
 

@@ -6,22 +6,18 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from recstack.bundle.layout import ITEM_EMB, MANIFEST, BundleError, sha256_file
+from recstack.bundle.manifest import FORMAT_VERSION, Blend, BundleManifest
+from recstack.bundle.reader import Bundle
+from recstack.bundle.writer import record_blend, write_bundle
 from recstack.data.prepared import PreparedSplit
-from recstack.export.bundle import (
-    FORMAT_VERSION,
-    ITEM_EMB,
-    MANIFEST,
-    Bundle,
-    BundleError,
-    BundleManifest,
-    write_bundle,
-)
 from recstack.retrieval.index import IndexConfig
 
 
@@ -55,7 +51,7 @@ def test_round_trip(tiny_split: PreparedSplit, bundle_dir: Path) -> None:
     assert (m.format_version, m.model_kind, m.embedding_dim, m.n_users, m.n_items) == (FORMAT_VERSION, "mf", 8, 30, 40)
     assert m.text_dim == 384 and m.ranker is None and m.split_hash == "tiny0000"
     assert m.metrics == {"val/ndcg@10": pytest.approx(0.25)}
-    assert m.index["factory"] == "HNSW32,Flat" and "numpy" in m.versions
+    assert (m.index.kind, m.index.factory) == ("hnsw", "HNSW32,Flat") and "numpy" in m.versions
     assert MANIFEST not in m.files and len(m.files) == 8
     np.testing.assert_array_equal(bundle.user_embeddings, inputs["user_embeddings"])
     np.testing.assert_array_equal(bundle.item_embeddings, inputs["item_embeddings"])
@@ -116,32 +112,55 @@ def edit_manifest(bundle_dir: Path, **changes) -> None:
     (bundle_dir / MANIFEST).write_text(json.dumps(raw))
 
 
+def test_edited_manifest_is_a_digest_mismatch(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, n_items=41)
+    with pytest.raises(
+        BundleError,
+        match=r"manifest\.json: digest mismatch, manifest records [0-9a-f]{64}, its content hashes to [0-9a-f]{64}",
+    ):
+        Bundle.load(bundle_dir)
+
+
 def test_dimension_mismatch_is_named(bundle_dir: Path) -> None:
     edit_manifest(bundle_dir, embedding_dim=16)
     with pytest.raises(BundleError, match=r"user_embeddings\.npy: dimension mismatch, shape \(30, 8\), .* \(30, 16\)"):
-        Bundle.load(bundle_dir)
+        Bundle.load(bundle_dir, verify=False)  # without the digest check: the shapes still give it away
 
 
 def test_text_dimension_mismatch_is_named(bundle_dir: Path) -> None:
     edit_manifest(bundle_dir, text_dim=768)
     with pytest.raises(BundleError, match=r"item_text_embeddings\.npy: dimension mismatch"):
-        Bundle.load(bundle_dir)
+        Bundle.load(bundle_dir, verify=False)
 
 
 def test_unknown_format_version(bundle_dir: Path) -> None:
     edit_manifest(bundle_dir, format_version=FORMAT_VERSION + 1)
-    with pytest.raises(BundleError, match=rf"unknown format_version {FORMAT_VERSION + 1}"):
+    with pytest.raises(BundleError, match=rf"format_version {FORMAT_VERSION + 1} is unknown"):
         Bundle.load(bundle_dir)
 
 
-def test_pickled_array_is_refused(bundle_dir: Path) -> None:
-    from recstack.export.bundle import sha256_file
+def test_older_format_version_says_export_again(bundle_dir: Path) -> None:
+    edit_manifest(bundle_dir, format_version=1)
+    with pytest.raises(
+        BundleError, match=r"format_version 1 was written by an older recstack.*export the bundle again"
+    ):
+        Bundle.load(bundle_dir)
 
+
+def test_blend_needs_a_ranker_and_a_weight_from_its_grid(bundle_dir: Path) -> None:
+    blend = Blend(weight=0.3, metric="valid/ndcg@10", grid=((0.0, 0.1), (0.3, 0.2), (1.0, 0.15)))
+    with pytest.raises(BundleError, match="no ranker"):  # the fixture bundle has none
+        record_blend(bundle_dir, blend)
+    with pytest.raises(ValueError, match="not one of the grid"):
+        Blend(weight=0.5, metric="valid/ndcg@10", grid=((0.0, 0.1),))
+
+
+def test_pickled_array_is_refused(bundle_dir: Path) -> None:
     path = bundle_dir / ITEM_EMB
     np.save(path, np.array([{"evil": 1}] * 40, dtype=object), allow_pickle=True)
-    edit_manifest(
-        bundle_dir, files=json.loads((bundle_dir / MANIFEST).read_text())["files"] | {ITEM_EMB: sha256_file(path)}
-    )
+    # A manifest made consistent with the swapped file (hash and digest): only the pickle refusal is left to catch it.
+    m = BundleManifest.from_json((bundle_dir / MANIFEST).read_text())
+    (bundle_dir / MANIFEST).write_text(replace(m, files=m.files | {ITEM_EMB: sha256_file(path)}).to_json())
     with pytest.raises(BundleError, match="without pickle"):
         Bundle.load(bundle_dir)
 
@@ -162,7 +181,7 @@ def test_bad_inputs_are_refused(tiny_split: PreparedSplit, tmp_path: Path) -> No
 
 def test_rewrite_replaces_existing_bundle(tiny_split: PreparedSplit, bundle_dir: Path) -> None:
     write_bundle(bundle_dir, index_config={"kind": "flat"}, **bundle_inputs(tiny_split, seed=1))
-    assert Bundle.load(bundle_dir).manifest.index["factory"] == "Flat"
+    assert Bundle.load(bundle_dir).manifest.index.factory == "Flat"
     assert sorted(p.name for p in bundle_dir.parent.iterdir()) == ["bundle", "tiny"]
 
 
@@ -171,12 +190,16 @@ def test_manifest_json_round_trip(bundle_dir: Path) -> None:
     assert BundleManifest.from_json(manifest.to_json()) == manifest
 
 
-def test_reader_never_imports_torch(bundle_dir: Path) -> None:
+def test_bundle_package_never_imports_torch(bundle_dir: Path) -> None:
     code = (
-        "import sys; from recstack.export.bundle import Bundle; import recstack.export.onnx_runtime;"
-        f"Bundle.load({str(bundle_dir)!r}); assert 'torch' not in sys.modules and 'lightning' not in sys.modules"
+        "import sys; import recstack.bundle.layout, recstack.bundle.contract, recstack.bundle.manifest, "
+        "recstack.bundle.writer, recstack.bundle.session; from recstack.bundle.reader import Bundle; "
+        f"Bundle.load({str(bundle_dir)!r}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning', 'pytorch_lightning') "
+        "or m.startswith(('recstack.models', 'recstack.training', 'recstack.export'))))"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_pandas_frame_untouched(tiny_split: PreparedSplit, tmp_path: Path) -> None:

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from recstack.bundle.contract import score_ranker
+from recstack.bundle.reader import Bundle
+from recstack.bundle.session import make_session
 from recstack.config import compose
 from recstack.data.prepared import PreparedSplit
-from recstack.export.bundle import Bundle
 from recstack.export.exporter import ExportError, export_run
-from recstack.export.onnx_runtime import make_session, score_ranker
 from recstack.retrieval.index import IndexConfig
 
 
@@ -53,7 +54,11 @@ def test_export_each_retrieval_model(kind: str, runs: dict[str, Path], tmp_path:
     m = bundle.manifest
     assert (m.model_kind, m.n_users, m.n_items, m.embedding_dim, m.text_dim) == (kind, 30, 40, 64, 384)
     assert m.split_hash == "tiny0000" and "valid" in m.metrics["retrieval"] and "test" in m.metrics["ranker"]
-    assert m.ranker["oov_user_index"] == 30 and m.metrics["ranker_parity_max_abs_diff"] <= 1e-5
+    assert (
+        m.ranker is not None
+        and m.ranker.contract.oov_user_index == 30
+        and m.metrics["ranker_parity_max_abs_diff"] <= 1e-5
+    )
     # The bundle scores what the model scores (LightGCN: after propagation).
     model = load_run(runs[kind]).model
     expected = model.score_all(torch.arange(30)).detach().numpy()
@@ -93,12 +98,13 @@ def test_cli_and_bentoml_store(runs: dict[str, Path], tmp_path: Path, monkeypatc
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     from recstack.cli.export import export_from_config
 
-    cfg = compose(
-        "export",
-        [f"run={runs['lightgcn']}", "index=ivf_flat", f"out={tmp_path / 'bundle'}", "store=true", "text=false"],
-    )
-    out = export_from_config(cfg)
-    assert Bundle.load(out).manifest.index["factory"] == "IVF1,Flat"  # nlist capped for 40 items
+    overrides = [f"run={runs['lightgcn']}", f"ranker_run={runs['wide_deep']}", "index=ivf_flat", "store=true"]
+    out = export_from_config(compose("export", [*overrides, f"out={tmp_path / 'bundle'}", "text=false"]))
+    manifest = Bundle.load(out).manifest
+    assert manifest.index.factory == "IVF1,Flat"  # nlist capped for 40 items
+    # The CLI tuned the ranker's blend weight on validation after writing the bundle, before storing it.
+    assert manifest.ranker is not None and manifest.ranker.blend is not None
+    assert manifest.ranker.blend.metric == "valid/ndcg@10" and len(manifest.ranker.blend.grid) == 11
 
     import bentoml
 
@@ -108,6 +114,7 @@ def test_cli_and_bentoml_store(runs: dict[str, Path], tmp_path: Path, monkeypatc
     assert len(stored) == 1
     model = stored[0]
     assert model.info.labels["model_kind"] == "lightgcn" and model.info.metadata["n_items"] == 40
+    assert Bundle.load(Path(model.path)).manifest == manifest  # the stored copy has the blend weight
     tag = save_to_store(out)
     assert tag.startswith("recstack:") and tag != str(model.tag)
     loaded = Bundle.load(bundle_path(tag))

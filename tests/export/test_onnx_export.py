@@ -9,9 +9,10 @@ import onnx
 import pytest
 import torch
 
+from recstack.bundle.contract import score_ranker
+from recstack.bundle.session import make_session, session_options
 from recstack.data.prepared import PreparedSplit
 from recstack.export.onnx_export import OPSET, ExportParityError, check_parity, export_ranker
-from recstack.export.onnx_runtime import make_session, score_ranker, session_options
 from recstack.models.wide_deep import WideAndDeep
 
 

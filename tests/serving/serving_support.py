@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from recstack.bundle.contract import INPUT_NAMES, SCORE
 from recstack.data.prepared import PreparedSplit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,14 +56,13 @@ def export_tiny_ranker(path: Path, n_users: int, n_items: int, item_groups: np.n
     model = TinyRanker().eval()
     b = 5
     args = tuple(torch.zeros(b, dtype=torch.long) for _ in range(4))
-    names = ["user_idx", "item_idx", "hour", "dow"]
     torch.onnx.export(
         model,
         args,
         str(path),
-        input_names=names,
-        output_names=["score"],
-        dynamic_axes={n: {0: "batch"} for n in [*names, "score"]},
+        input_names=list(INPUT_NAMES),
+        output_names=[SCORE],
+        dynamic_axes={n: {0: "batch"} for n in [*INPUT_NAMES, SCORE]},
         dynamo=False,
     )
     return path
@@ -70,7 +70,7 @@ def export_tiny_ranker(path: Path, n_users: int, n_items: int, item_groups: np.n
 
 def write_test_bundle(out: Path, split: PreparedSplit, *, seed: int = 0, text: bool = True) -> Path:
     """A bundle from the tiny split: group-structured embeddings, popularity, seen = train, a real ONNX ranker."""
-    from recstack.export.bundle import write_bundle
+    from recstack.bundle.writer import write_bundle
 
     rng = np.random.default_rng(seed)
     n_users, n_items, d = split.n_users, split.n_items, 8

@@ -13,7 +13,7 @@ from serving_support import REPO
 PROBE = """
 import json, sys
 import serving.service
-from recstack.export.bundle import Bundle
+from recstack.bundle.reader import Bundle
 from recstack.serving.pipeline import Pipeline, Query
 pipeline = Pipeline.from_bundle(Bundle.load(sys.argv[1]))
 pipeline.recommend(Query(user_id="u1", k=3))

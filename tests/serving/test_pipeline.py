@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recstack.bundle.reader import Bundle
 from recstack.data.prepared import PreparedSplit
-from recstack.export.bundle import Bundle
+from recstack.offline.topk import offline_topk
 from recstack.serving.online_store import Event
-from recstack.serving.pipeline import BadQuery, Pipeline, Query, UnknownItem, offline_topk
+from recstack.serving.pipeline import BadQuery, Pipeline, Query, UnknownItem
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The re-ranker's blend weight: tuned on validation, recorded in the manifest, read by the pipeline."""
+"""The re-ranker's blend weight (tuned on validation, recorded in the manifest, read by the pipeline) and the served
+pipeline's offline report."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from recstack.bundle.layout import MANIFEST, BundleError
+from recstack.bundle.reader import Bundle
+from recstack.bundle.writer import write_bundle
 from recstack.data.prepared import PreparedSplit
-from recstack.export.bundle import Bundle
-from recstack.export.rerank_blend import DEFAULT_GRID, record_blend_weight, tune_blend_weight
-from recstack.serving.pipeline import Pipeline, PipelineConfig, offline_topk
+from recstack.offline.blend import DEFAULT_GRID, tune_and_record, tune_blend_weight
+from recstack.offline.report import evaluate_bundle
+from recstack.offline.topk import offline_topk
+from recstack.serving.pipeline import Pipeline, PipelineConfig
 
 
 def test_tuned_weight_is_the_best_on_validation_and_serving_reads_it(
@@ -18,16 +24,27 @@ def test_tuned_weight_is_the_best_on_validation_and_serving_reads_it(
 ) -> None:
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle_dir)
-    tuning = tune_blend_weight(Bundle.load(bundle_dir), serving_split)
-    assert set(tuning.scores) == set(DEFAULT_GRID)
-    assert tuning.scores[tuning.weight] == max(tuning.scores.values())
+    tuned = tune_blend_weight(Bundle.load(bundle_dir), serving_split)
+    assert set(tuned.scores) == set(DEFAULT_GRID)
+    assert tuned.scores[tuned.weight] == max(tuned.scores.values())
 
-    record_blend_weight(bundle_dir, tuning)
-    reloaded = Bundle.load(bundle_dir)  # the manifest edit keeps every hashed file intact
-    assert reloaded.manifest.ranker["blend_weight"] == tuning.weight
-    assert Pipeline.from_bundle(reloaded).config.rerank_weight == tuning.weight
+    recorded = tune_and_record(bundle_dir, serving_split)
+    assert recorded == tuned
+    reloaded = Bundle.load(bundle_dir)  # digest and file hashes still verify after the sanctioned update
+    assert reloaded.manifest.ranker is not None and reloaded.manifest.ranker.blend == tuned
+    assert Pipeline.from_bundle(reloaded).config.rerank_weight == tuned.weight
     # An explicit weight in the config wins over the manifest.
     assert Pipeline.from_bundle(reloaded, PipelineConfig(rerank_weight=0.5)).config.rerank_weight == 0.5
+
+
+def test_a_hand_edited_blend_weight_is_refused(tiny_bundle: Path, serving_split: PreparedSplit, tmp_path: Path) -> None:
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle_dir)
+    tune_and_record(bundle_dir, serving_split)
+    path = bundle_dir / MANIFEST
+    path.write_text(path.read_text().replace('"weight": ', '"weight": 0.0, "was": ', 1))
+    with pytest.raises(BundleError, match=r"manifest\.json: digest mismatch"):
+        Bundle.load(bundle_dir)
 
 
 def test_weight_zero_keeps_the_retrieval_order(tiny_bundle: Path) -> None:
@@ -41,8 +58,6 @@ def test_weight_zero_keeps_the_retrieval_order(tiny_bundle: Path) -> None:
 def test_evaluate_bundle_scores_retrieval_and_rerank_on_the_same_users(
     tiny_bundle: Path, serving_split: PreparedSplit
 ) -> None:
-    from recstack.evaluation.served_pipeline import evaluate_bundle
-
     retrieval, reranked = evaluate_bundle(tiny_bundle, serving_split, "test", (5, 10), name="tiny")
     assert (retrieval.name, reranked.name) == ("tiny: retrieval", "tiny: retrieval + re-rank")
     assert retrieval.result.n_users_evaluated == reranked.result.n_users_evaluated > 0
@@ -50,3 +65,23 @@ def test_evaluate_bundle_scores_retrieval_and_rerank_on_the_same_users(
     valid = serving_split.matrix("valid")
     for user, row in zip(retrieval.result.per_user.users, retrieval.result.per_user.topk, strict=True):
         assert not set(row[row >= 0]) & set(valid.indices[valid.indptr[user] : valid.indptr[user + 1]])
+
+
+def test_report_names_the_index_kind(tiny_bundle: Path, serving_split: PreparedSplit, tmp_path: Path) -> None:
+    tiny = Bundle.load(tiny_bundle)
+    assert tiny.ranker_path is not None
+    hnsw_dir = write_bundle(  # the same bundle with an HNSW index
+        tmp_path / "hnsw",
+        model_kind=tiny.manifest.model_kind,
+        users=tiny.users,
+        items=tiny.items,
+        user_embeddings=tiny.user_embeddings,
+        item_embeddings=tiny.item_embeddings,
+        seen=tiny.seen,
+        index_config={"kind": "hnsw"},
+        ranker_onnx=tiny.ranker_path,
+        split_hash=tiny.manifest.split_hash,
+    )
+    for bundle_dir, kind in ((tiny_bundle, "flat"), (hnsw_dir, "hnsw")):
+        evaluations = evaluate_bundle(bundle_dir, serving_split, "valid", (10,))
+        assert [e.info["index"] for e in evaluations] == [kind, kind]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from serving_support import Server
 
-from recstack.export.bundle import Bundle
-from recstack.serving.pipeline import Pipeline, Query, offline_topk
+from recstack.bundle.reader import Bundle
+from recstack.offline.topk import offline_topk
+from recstack.serving.pipeline import Pipeline, Query
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

@@ -31,10 +31,10 @@ _CLEAR_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, OmegaConfBa
 
 def run(command: str, cfg: DictConfig) -> str:
     """Do ``command`` for a composed prepare config and return what to print (testable without the CLI)."""
-    from recstack.data.prepare import prepare
+    from recstack.config import prepare_from_config
     from recstack.data.warehouse import format_stats, stats
 
-    split = prepare(cfg, force=bool(cfg.get("force", False)))
+    split = prepare_from_config(cfg, force=bool(cfg.get("force", False)))
     if command == "stats":
         return format_stats(stats(split.root))
     return f"{split!r}\n{split.root}"

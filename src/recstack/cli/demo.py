@@ -63,7 +63,7 @@ def _train(model: str, out: Path, overrides: Sequence[str], split: object) -> ob
 def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = True) -> int:
     import numpy as np
 
-    from recstack.data.prepare import prepare
+    from recstack.config import prepare_from_config
     from recstack.data.warehouse import format_stats, stats
     from recstack.evaluation.evaluator import evaluate
     from recstack.evaluation.report import RunEvaluation, write_report
@@ -72,7 +72,7 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
     started = time.perf_counter()
 
     _banner(1, "data: prepare MovieLens-100K (dedup, implicit, per-user random 0.8/0.1/0.1) and describe it in SQL")
-    split = prepare(compose("prepare", list(data_overrides)))
+    split = prepare_from_config(compose("prepare", list(data_overrides)))
     print(f"  {split!r}\n  folder: {split.root}\n")
     print(format_stats(stats(split.root)), flush=True)
 
@@ -103,7 +103,7 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
         )
         for name, result in runs.items()
     ]
-    from recstack.evaluation.served_pipeline import evaluate_bundle
+    from recstack.offline.report import evaluate_bundle
 
     evaluations += evaluate_bundle(bundle_dir, split, "test", ks, name="pipeline (HNSW)")
     paths = write_report(evaluations, split, out / "report", title="recstack demo: MovieLens-100K")

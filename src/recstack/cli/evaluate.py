@@ -108,9 +108,9 @@ def evaluate_models(cfg: DictConfig) -> ReportPaths:
             entries.append((_unique(loaded.name, names), loaded.model, info))
     if models or bundle_dirs:
         if split is None:
-            from recstack.data.prepare import prepare
+            from recstack.config import prepare_from_config
 
-            split = prepare(cfg, out_root=cfg.get("processed_root"), progress=progress)
+            split = prepare_from_config(cfg, progress=progress)
         for name in models:
             model, seconds = fit_baseline(str(name), split)
             entries.append((_unique(str(name), names), model, {"train_seconds": seconds}))
@@ -137,7 +137,7 @@ def evaluate_models(cfg: DictConfig) -> ReportPaths:
         if progress:
             print(f"{name}: {headline} = {result.metrics[headline]:.4f}")
     for bundle_dir in bundle_dirs:
-        from recstack.evaluation.served_pipeline import evaluate_bundle
+        from recstack.offline.report import evaluate_bundle
 
         for evaluation in evaluate_bundle(bundle_dir, split, stage, ks):  # type: ignore[arg-type]
             evaluations.append(evaluation)

@@ -10,8 +10,9 @@ Layout of ``data/processed/<dataset>/<config-hash>/``:
 * ``manifest.json``: format version, dataset, source, the preparation config and its hash, counts.
 
 Rows of the three stage files are grouped by ``user_idx`` ascending; within a user in time order for the chrono,
-loo and time splits, by ``item_idx`` for the random split. :func:`write_prepared` writes the layout
-(``manifest.json`` last, so a folder with a manifest is complete); :mod:`recstack.data.prepare` builds it.
+loo and time splits, by ``item_idx`` for the random split. :func:`write_tables` then :func:`write_manifest` write
+the layout (``manifest.json`` last, so a folder with a manifest is complete); :mod:`recstack.data.build_split` builds
+it.
 """
 
 from __future__ import annotations
@@ -146,18 +147,3 @@ def write_manifest(root: str | Path, manifest: dict[str, Any]) -> dict[str, Any]
     text = json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, default=str) + "\n"
     (Path(root) / MANIFEST).write_text(text)
     return json.loads(text)
-
-
-def write_prepared(
-    root: str | Path,
-    *,
-    train: pa.Table | pd.DataFrame,
-    valid: pa.Table | pd.DataFrame,
-    test: pa.Table | pd.DataFrame,
-    items: pd.DataFrame,
-    users: pd.DataFrame,
-    manifest: dict[str, Any],
-) -> None:
-    """Write the whole layout into an existing folder; the manifest goes last (it marks the folder complete)."""
-    write_tables(root, train=train, valid=valid, test=test, items=items, users=users)
-    write_manifest(root, manifest)

@@ -4,6 +4,10 @@ From the retrieval run (MF or LightGCN, best checkpoint): the final user and ite
 done here, once), checked against the model's own ``score_all``. From the split: the id maps, item metadata and
 popularity, the training interactions (to filter seen items). The MiniLM item text vectors (from the text encoder's
 disk cache when present). From an optional Wide & Deep run on the same split: ``ranker.onnx``, parity-checked.
+
+The bundle is written through :func:`recstack.bundle.writer.write_bundle`. Tuning the ranker's blend weight needs the
+served pipeline, which sits above this package: ``recstack-export`` runs it afterwards
+(:func:`recstack.offline.blend.tune_and_record`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from recstack.export.bundle import write_bundle
+from recstack.bundle.contract import INPUT_NAMES
+from recstack.bundle.writer import write_bundle
 from recstack.export.onnx_export import export_ranker
 from recstack.models.wide_deep import WideAndDeep
 from recstack.models.wide_deep_frozen import FrozenWideAndDeep
@@ -64,11 +69,8 @@ def retrieval_vectors(model: Any, *, check_users: int = 64) -> tuple[np.ndarray,
 
 def item_text_vectors(split: Any, cache_dir: str | Path) -> np.ndarray | None:
     """MiniLM vectors of the items (cached on disk by the text encoder), or None when the encoder is unavailable."""
-    try:
-        from recstack.training.build import item_text_vectors as encode
-    except ImportError as exc:  # pragma: no cover - the train extra always has it
-        log.warning("item text vectors skipped (%s); the bundle will have none", exc)
-        return None
+    from recstack.training.build import item_text_vectors as encode
+
     try:
         return encode(split, cache_dir, progress=False)
     except (ImportError, OSError) as exc:
@@ -82,13 +84,11 @@ def export_run(
     *,
     index_config: IndexConfig,
     ranker_run: str | Path | None = None,
-    store: bool = False,
-    store_name: str = "recstack",
     text: bool = True,
     parity_samples: int = 1000,
     seed: int = 0,
 ) -> Path:
-    """Export ``run_dir`` (and ``ranker_run``) as a bundle at ``out_dir``; optionally save it to the BentoML store.
+    """Export ``run_dir`` (and ``ranker_run``) as a bundle at ``out_dir`` (no blend weight yet, see the module docstring).
 
     Returns the bundle folder. The same runs exported twice give bundles with identical search results (the index
     build is seeded and single-threaded; see :mod:`recstack.retrieval.index`).
@@ -120,7 +120,7 @@ def export_run(
                     f"{split.config_hash} ({split.n_users}, {split.n_items}); their indices would not agree: train "
                     "both on the same data/split config"
                 )
-            if not {"hour", "dow"} <= set(_forward_args(ranker.model)):
+            if _forward_args(ranker.model) != list(INPUT_NAMES):
                 raise ExportError(f"ranker run {ranker_run} is a {model_kind(ranker.config)}, not a Wide & Deep run")
             onnx_path = Path(tmp) / "ranker.onnx"
             report = export_ranker(
@@ -153,18 +153,6 @@ def export_run(
             metrics=metrics,
         )
     log.info("bundle written to %s", out)
-    if ranker_run is not None:
-        from recstack.export.bundle import Bundle
-        from recstack.export.rerank_blend import record_blend_weight, tune_blend_weight
-
-        tuning = tune_blend_weight(Bundle.load(out), split)
-        record_blend_weight(out, tuning)
-        log.info("re-ranker blend weight %.1f (%s %s)", tuning.weight, tuning.metric, tuning.scores)
-    if store:
-        from recstack.export.model_store import save_to_store
-
-        tag = save_to_store(out, name=store_name)
-        log.info("bundle saved to the BentoML model store as %s", tag)
     return out
 
 

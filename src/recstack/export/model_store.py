@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from recstack.export.bundle import MANIFEST, Bundle, sha256_file
+from recstack.bundle.layout import MANIFEST, sha256_file
+from recstack.bundle.reader import Bundle
 
 DEFAULT_NAME = "recstack"
 
@@ -44,7 +45,8 @@ def save_to_store(bundle_dir: str | Path, name: str = DEFAULT_NAME) -> str:
         "embedding_dim": m.embedding_dim,
         "n_users": m.n_users,
         "n_items": m.n_items,
-        "index_factory": str(m.index["factory"]),
+        "index_factory": m.index.factory,
+        "index_kind": m.index.kind,
         "created_at": m.created_at,
         "manifest_sha256": sha256_file(bundle_dir / MANIFEST),
         **_flat_metrics(m.metrics),

@@ -11,9 +11,8 @@ Exporter pinned: ``torch.onnx.export(..., dynamo=False)``, the TorchScript-based
 The TorchScript exporter is deprecated upstream; when it goes, switch to ``dynamo=True`` and add ``onnxscript`` to the
 ``train`` extra. The parity check below is what tells us either exporter is still right.
 
-Input contract (recorded in the bundle manifest): four int64 tensors of shape ``(B,)`` named ``user_idx`` (0..n_users,
-where n_users is the unknown user), ``item_idx`` (0..n_items-1), ``hour`` (0..23), ``dow`` (0..6, Monday = 0); one
-float32 output ``score`` of shape ``(B,)`` (a logit). All feature lookups happen inside the graph.
+The graph's inputs, output and value ranges are the ranker contract of :mod:`recstack.bundle.contract` (recorded in
+the bundle manifest); this module only traces a model to it and checks it.
 """
 
 from __future__ import annotations
@@ -27,11 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from recstack.export.onnx_runtime import RANKER_INPUTS, make_session, score_ranker
+from recstack.bundle.contract import USER_IDX, RankerContract, ranker_contract, score_ranker
+from recstack.bundle.session import make_session
 
 OPSET = 17
-HOURS = 24
-DAYS = 7
 
 
 class ExportParityError(RuntimeError):
@@ -54,25 +52,25 @@ class ParityReport:
         return self.max_abs_diff <= self.atol
 
 
-def parity_inputs(n_users: int, n_items: int, n: int, seed: int) -> dict[str, np.ndarray]:
-    """``n`` random valid inputs; about 5% of users are the OOV index ``n_users`` so that row is always covered."""
+def parity_inputs(contract: RankerContract, n: int, seed: int) -> dict[str, np.ndarray]:
+    """``n`` random inputs over each input's whole contract range; about 5% of users are the OOV row so that row is
+    always covered."""
     rng = np.random.default_rng(seed)
-    users = rng.integers(0, n_users, n)
-    users[rng.random(n) < 0.05] = n_users
+    out = {}
+    for spec in contract.inputs:
+        assert spec.low is not None and spec.high is not None, f"input {spec.name} has no range in the contract"
+        out[spec.name] = rng.integers(spec.low, spec.high + 1, n).astype(np.int64)
+    users = out[USER_IDX]
+    users[rng.random(n) < 0.05] = contract.oov_user_index
     if n:
-        users[0] = n_users
-    return {
-        "user_idx": users.astype(np.int64),
-        "item_idx": rng.integers(0, n_items, n).astype(np.int64),
-        "hour": rng.integers(0, HOURS, n).astype(np.int64),
-        "dow": rng.integers(0, DAYS, n).astype(np.int64),
-    }
+        users[0] = contract.oov_user_index
+    return out
 
 
 @torch.no_grad()
 def torch_scores(model: nn.Module, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    tensors = [torch.from_numpy(inputs[name]) for name in RANKER_INPUTS]
-    return model(*tensors).detach().cpu().float().numpy().reshape(-1)
+    """The model's scores on ``inputs`` (passed positionally in contract order)."""
+    return model(*(torch.from_numpy(a) for a in inputs.values())).detach().cpu().float().numpy().reshape(-1)
 
 
 def check_parity(
@@ -93,11 +91,11 @@ def check_parity(
     was_training = model.training
     model.eval()
     try:
-        inputs = parity_inputs(n_users, n_items, samples, seed)
+        inputs = parity_inputs(ranker_contract(n_users, n_items), samples, seed)
         expected = torch_scores(model, inputs)
         session = make_session(onnx_path)
-        got = score_ranker(session, *(inputs[name] for name in RANKER_INPUTS))
-        single = [score_ranker(session, *(inputs[name][i : i + 1] for name in RANKER_INPUTS)) for i in range(3)]
+        got = score_ranker(session, *inputs.values())
+        single = [score_ranker(session, *(a[i : i + 1] for a in inputs.values())) for i in range(3)]
     finally:
         model.train(was_training)
     if got.shape != expected.shape:
@@ -136,8 +134,9 @@ def export_ranker(
     traced = model if graph is None else graph
     was_training = traced.training
     traced.eval()
-    example = parity_inputs(n_users, n_items, 8, seed)
-    args = tuple(torch.from_numpy(example[name]) for name in RANKER_INPUTS)
+    contract = ranker_contract(n_users, n_items)
+    names = [*contract.input_names, contract.output.name]
+    args = tuple(torch.from_numpy(a) for a in parity_inputs(contract, 8, seed).values())
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
@@ -150,9 +149,9 @@ def export_ranker(
                 buffer,
                 dynamo=False,
                 opset_version=OPSET,
-                input_names=list(RANKER_INPUTS),
-                output_names=["score"],
-                dynamic_axes={name: {0: "batch"} for name in [*RANKER_INPUTS, "score"]},
+                input_names=list(contract.input_names),
+                output_names=[contract.output.name],
+                dynamic_axes={name: {0: "batch"} for name in names},
                 do_constant_folding=True,
             )
     finally:

@@ -21,14 +21,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 
+from recstack.bundle.contract import score_ranker
 from recstack.serving.fallbacks import PopularityFallback
 from recstack.serving.metrics import StageObserver, null_observer
 from recstack.serving.online_store import Event
 
 if TYPE_CHECKING:
-    from recstack.export.bundle import Bundle
+    from recstack.bundle.reader import Bundle
 
 Stage = Literal["rerank", "retrieval", "popularity"]
 UserSource = Literal["trained", "recent_activity", "popularity", "segment_popularity"]
@@ -65,7 +65,7 @@ class PipelineConfig:
     """Default for queries that do not say; False gives retrieval order (the ablation)."""
     rerank_weight: float | None = None
     """Share of the ranker in the final order, 0..1: ``(1 - w) * z(retrieval) + w * z(ranker)``, both z-scored over
-    the candidates. None: the value tuned on the validation split at export (``manifest.ranker.blend_weight``),
+    the candidates. None: the value tuned on the validation split at export (``manifest.ranker.blend.weight``),
     else 1 (the ranker alone)."""
     max_recent: int = 50
     """Recent events read for fold-in and exclusion."""
@@ -156,8 +156,9 @@ class Pipeline:
         """Precompute everything from a loaded bundle; ``ranker`` overrides the bundle's ONNX session (tests)."""
         items = bundle.items.sort_values("item_idx")
         if config.rerank_weight is None:
-            tuned = (bundle.manifest.ranker or {}).get("blend_weight")
-            config = replace(config, rerank_weight=1.0 if tuned is None else float(tuned))
+            ranker_info = bundle.manifest.ranker
+            tuned = None if ranker_info is None or ranker_info.blend is None else ranker_info.blend.weight
+            config = replace(config, rerank_weight=1.0 if tuned is None else tuned)
         if ranker is None and bundle.ranker_path is not None:
             ranker = ranker_session(bundle.ranker_path)
         popularity_counts = (
@@ -340,19 +341,13 @@ class Pipeline:
 
     def _rerank(self, user: int, items: np.ndarray, hour: int, dow: int) -> np.ndarray:
         b = len(items)
-        feeds = {
-            "user_idx": np.full(b, user, dtype=np.int64),
-            "item_idx": items.astype(np.int64, copy=False),
-            "hour": np.full(b, hour, dtype=np.int64),
-            "dow": np.full(b, dow, dtype=np.int64),
-        }
-        return np.asarray(self.ranker.run(["score"], feeds)[0], dtype=np.float32).reshape(-1)
+        return score_ranker(self.ranker, np.full(b, user), items, np.full(b, hour), np.full(b, dow))
 
 
 def ranker_session(path: Any) -> Any:
     """The ranker's ONNX Runtime session with one intra-op thread: a request scores <= N rows, where thread hand-offs
     cost more than they save, and worker processes (not threads) use the other cores."""
-    from recstack.export.onnx_runtime import make_session
+    from recstack.bundle.session import make_session
 
     return make_session(path, intra_op_threads=1, inter_op_threads=1)
 
@@ -369,40 +364,3 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def _zscore(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return (x - x.mean()) / max(float(x.std()), 1e-6)
-
-
-def offline_topk(
-    source: Bundle | Pipeline,
-    users: np.ndarray,
-    k: int,
-    *,
-    rerank: bool,
-    hour: int = 12,
-    dow: int = 0,
-    exclude_seen: bool = True,
-    extra_exclude: sp.csr_matrix | None = None,
-) -> np.ndarray:
-    """The served pipeline over many users, for ``evaluate_topk``: ``(len(users), k)`` item indices, -1 padded.
-
-    ``users`` are user indices of the bundle; no online store is involved (offline users have no recent activity).
-    ``extra_exclude``: a users x items matrix of further items to drop per user (on the test stage: the validation
-    items, so the pipeline is judged exactly as the full-ranking evaluator judges a model).
-    """
-    pipeline = source if isinstance(source, Pipeline) else Pipeline.from_bundle(source)
-    ids_by_row = _user_ids_by_row(pipeline)
-    out = np.full((len(users), k), -1, dtype=np.int64)
-    for row, user in enumerate(np.asarray(users, dtype=np.int64)):
-        query = Query(user_id=ids_by_row[user], k=k, hour=hour, dow=dow, exclude_seen=exclude_seen, rerank=rerank)
-        extra = None
-        if extra_exclude is not None:
-            extra = extra_exclude.indices[extra_exclude.indptr[user] : extra_exclude.indptr[user + 1]]
-        ranked = pipeline.recommend(query, exclude_items=extra)
-        out[row, : len(ranked.items)] = ranked.items
-    return out
-
-
-def _user_ids_by_row(pipeline: Pipeline) -> np.ndarray:
-    ids = np.empty(pipeline.n_users, dtype=object)
-    for user_id, row in pipeline.user_index.items():
-        ids[row] = user_id
-    return ids

@@ -66,9 +66,9 @@ def load_split(cfg: DictConfig) -> PreparedSplit:
     root = cfg.get("prepared_split")
     if root and (Path(root) / "manifest.json").is_file():
         return PreparedSplit.load(root)
-    from recstack.data.prepare import prepare
+    from recstack.config import prepare_from_config
 
-    return prepare(cfg, progress=False)
+    return prepare_from_config(cfg, progress=False)
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = BEST_CHECKPOINT, device: str = "cpu") -> LoadedRun:

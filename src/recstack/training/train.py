@@ -113,9 +113,9 @@ def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
 def _train(cfg: DictConfig, split: PreparedSplit | None) -> TrainResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if split is None:
-        from recstack.data.prepare import prepare
+        from recstack.config import prepare_from_config
 
-        split = prepare(cfg, progress=cfg.get("progress", True))
+        split = prepare_from_config(cfg, progress=cfg.get("progress", True))
     run_dir = _run_dir(cfg, split)
     _refuse_silent_resume(run_dir, cfg.get("ckpt_path"))
     run_dir.mkdir(parents=True, exist_ok=True)

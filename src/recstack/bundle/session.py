@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions for the re-ranker, with the options chosen on purpose. Torch-free (serving imports it).
+"""ONNX Runtime sessions for the re-ranker, with the options chosen on purpose (scoring: :mod:`recstack.bundle.contract`).
 
 Choices, for a latency-bound server that runs one session per worker process:
 
@@ -8,7 +8,7 @@ Choices, for a latency-bound server that runs one session per worker process:
 * ``inter_op_threads=1`` with ``ORT_SEQUENTIAL`` execution: the graph is a chain, there is no branch parallelism
   worth a thread pool.
 * ``optimization="all"`` (``ORT_ENABLE_ALL``): constant folding, node fusions (Gemm+Relu, ...) and layout
-  optimisations; the parity check of :mod:`recstack.export.onnx_export` runs against exactly this setting.
+  optimisations; the export's parity check (:mod:`recstack.export.onnx_export`) runs against exactly this setting.
 * CPU execution provider only: the serving image is CPU-only.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 OPTIMIZATION_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
@@ -26,7 +25,6 @@ OPTIMIZATION_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-RANKER_INPUTS: tuple[str, ...] = ("user_idx", "item_idx", "hour", "dow")
 
 
 def session_options(
@@ -56,14 +54,3 @@ def make_session(
         intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, optimization=optimization
     )
     return ort.InferenceSession(os.fspath(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def score_ranker(
-    session: ort.InferenceSession, user_idx: np.ndarray, item_idx: np.ndarray, hour: np.ndarray, dow: np.ndarray
-) -> np.ndarray:
-    """Run the re-ranker on equal-length 1-D arrays (cast to int64 here); returns float32 scores ``(B,)``."""
-    arrays = [np.ascontiguousarray(np.asarray(a, dtype=np.int64).ravel()) for a in (user_idx, item_idx, hour, dow)]
-    if len({len(a) for a in arrays}) != 1:
-        raise ValueError(f"ranker inputs must have equal lengths, got {[len(a) for a in arrays]}")
-    (scores,) = session.run(["score"], dict(zip(RANKER_INPUTS, arrays, strict=True)))
-    return np.asarray(scores, dtype=np.float32).reshape(-1)

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from recstack.bundle.reader import Bundle
 from recstack.data.prepared import PreparedSplit
 from recstack.evaluation.evaluator import EvalStage, evaluate_topk
 from recstack.evaluation.report import RunEvaluation
+from recstack.offline.topk import offline_topk
+from recstack.serving.pipeline import Pipeline
 
 
 def evaluate_bundle(
@@ -26,10 +29,9 @@ def evaluate_bundle(
     *,
     name: str | None = None,
 ) -> list[RunEvaluation]:
-    """``[retrieval only, retrieval + re-rank]`` evaluations of the bundle's pipeline (the second only with a ranker)."""
-    from recstack.export.bundle import Bundle
-    from recstack.serving.pipeline import Pipeline, offline_topk
+    """``[retrieval only, retrieval + re-rank]`` evaluations of the bundle's pipeline (the second only with a ranker).
 
+    Each evaluation's details name the bundle's index kind (``flat``, ``hnsw``, ...)."""
     bundle = Bundle.load(bundle_dir)
     if bundle.manifest.split_hash and bundle.manifest.split_hash != split.config_hash:
         raise ValueError(
@@ -45,5 +47,5 @@ def evaluate_bundle(
     for mode, rerank in modes:
         topk = offline_topk(pipeline, users, max(ks), rerank=rerank, extra_exclude=extra)
         result = evaluate_topk(topk, users, split, stage, ks, keep_per_user=True)
-        out.append(RunEvaluation(f"{label}: {mode}", result, {"index": bundle.manifest.index.get("kind", "")}))
+        out.append(RunEvaluation(f"{label}: {mode}", result, {"index": bundle.manifest.index.kind}))
     return out

@@ -1,4 +1,4 @@
-"""prepare(): the folder layout and manifest, reuse by config hash, atomic writes, races, errors."""
+"""prepare() of a SplitSpec: the folder layout and manifest, reuse by config hash, atomic writes, races, errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from handmade import write_events_csv
 
-from recstack.config import compose
-from recstack.data.prepare import _install, _Steps, config_hash, prepare, prepare_named, split_root
+from recstack.config import compose, prepare_from_config, prepare_named, split_spec
+from recstack.data.build_split import SplitSpec, _install, _Steps, config_hash, prepare, split_root
 from recstack.data.prepared import SPLIT_FILES, PreparedSplit, is_complete
 from recstack.data.schema import DataError
 
@@ -25,8 +25,8 @@ def events_csv(tmp_path: Path) -> Path:
     return write_events_csv(tmp_path / "events.csv")
 
 
-def events_cfg(csv: Path, *overrides: str):
-    return compose("prepare", ["data=events", f"data.source.path={csv}", *overrides])
+def events_cfg(csv: Path, *overrides: str) -> SplitSpec:
+    return split_spec(compose("prepare", ["data=events", f"data.source.path={csv}", *overrides]))
 
 
 def leftovers(parent: Path) -> list[str]:
@@ -72,13 +72,21 @@ def test_hash_follows_content_not_location(events_csv: Path) -> None:
 
 
 def test_processed_root_comes_from_the_config(events_csv: Path, tmp_path: Path) -> None:
-    split = prepare(events_cfg(events_csv, f"processed_root={tmp_path / 'p'}"), progress=False)
+    cfg = compose("prepare", ["data=events", f"data.source.path={events_csv}", f"processed_root={tmp_path / 'p'}"])
+    split = prepare_from_config(cfg, progress=False)
     assert split.root.parent.parent == tmp_path / "p"
+
+
+def test_typed_spec_keeps_the_folder_hash_of_the_config() -> None:
+    # The hash names a split in READMEs and run folders: the typed spec must not change it (ML-100K, random 80/10/10).
+    spec = split_spec(compose("prepare", ["data=ml100k", "split=random"]))
+    assert spec.config_hash == "f7b18edcd4a8"
+    assert (spec.name, spec.split.ratios, spec.clean.dedup) == ("ml-100k", (0.8, 0.1, 0.1), True)
 
 
 def test_crash_while_writing_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(HERE))
-    cfg = compose("prepare", ["data=synthetic", "data.source._target_=handmade.broken_items_source"])
+    cfg = split_spec(compose("prepare", ["data=synthetic", "data.source._target_=handmade.broken_items_source"]))
     target = split_root(cfg, tmp_path)
     with pytest.raises(Exception, match="Conversion failed for column odd"):
         prepare(cfg, out_root=tmp_path, progress=False)
@@ -101,7 +109,7 @@ def test_losing_a_race_keeps_the_winners_folder(events_csv: Path, tmp_path: Path
 def test_two_processes_racing_both_get_a_complete_folder(tmp_path: Path) -> None:
     csv = write_events_csv(tmp_path / "events.csv", n_users=3000, n_items=500, per_user=20)
     code = (
-        "import sys; from recstack.data.prepare import prepare_named; "
+        "import sys; from recstack.config import prepare_named; "
         "s = prepare_named('events', overrides=[f'data.source.path={sys.argv[1]}'], out_root=sys.argv[2]); "
         "print(s.root)"
     )

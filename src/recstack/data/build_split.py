@@ -1,7 +1,12 @@
-"""Source -> cleaned, indexed, split Parquet folder: ``prepare(cfg)`` and ``prepare_named("ml100k", "random")``.
+"""Builds the prepared split folder (source -> cleaned, indexed, split Parquet): :func:`prepare` of a
+:class:`SplitSpec`. :mod:`recstack.data.prepared` reads the folder back.
+
+Plain typed arguments only: the Hydra side (``configs/prepare.yaml`` -> :class:`SplitSpec`) is
+:func:`recstack.config.split_spec`, and ``recstack.config.prepare_named("ml100k", "random")`` composes and prepares in
+one call.
 
 The folder is ``<processed_root>/<dataset>/<config-hash>/`` (layout in :mod:`recstack.data.prepared`). The hash
-covers the resolved ``data`` and ``split`` config minus ``data.source.data_home`` (a location, not content), so the
+covers the spec's plain ``data`` and ``split`` config minus ``data.source.data_home`` (a location, not content), so the
 same config reuses the folder without recomputing, and any change of content gets a new folder. Source files are
 not hashed (that would read gigabytes per call); their sizes and mtimes are recorded in the manifest instead.
 
@@ -21,9 +26,9 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +36,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 try:
     import resource
-except ImportError:  # Windows
+except ImportError:  # Windows has no `resource`: preparing data works there, only the peak-RSS figures are skipped
     resource = None  # type: ignore[assignment]
 
 from recstack.data.clean import CleanConfig, CleanReport, clean
@@ -67,6 +71,42 @@ log = logging.getLogger(__name__)
 
 STAGES: tuple[tuple[str, int], ...] = (("train", TRAIN), ("valid", VALID), ("test", TEST))
 PROGRESS_MIN_ROWS = 500_000  # below this the whole run takes about a second: a bar would only be noise
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """What :func:`prepare` builds, as plain typed values.
+
+    ``load`` reads the source (called only when the folder has to be built). ``data_config`` and ``split_config`` are
+    the plain config the spec came from (``configs/data/*.yaml``, ``configs/split/*.yaml``): the folder hash covers
+    them and the manifest records them, so a split is named by its configuration. Build a spec with
+    :meth:`from_config` so that ``clean`` and ``split`` are parsed from exactly that config.
+    """
+
+    name: str
+    load: Callable[[], Dataset] = field(compare=False)
+    clean: CleanConfig
+    split: SplitConfig
+    data_config: Mapping[str, Any]
+    split_config: Mapping[str, Any]
+
+    @classmethod
+    def from_config(
+        cls, data_config: Mapping[str, Any], split_config: Mapping[str, Any], load: Callable[[], Dataset]
+    ) -> SplitSpec:
+        data, split = json.loads(json.dumps(data_config, default=str)), dict(split_config)
+        return cls(
+            name=str(data.get("name", "dataset")),
+            load=load,
+            clean=CleanConfig.from_mapping(data.get("clean")),
+            split=SplitConfig.from_mapping(split),
+            data_config=data,
+            split_config=split,
+        )
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.data_config, self.split_config)
 
 
 @dataclass(frozen=True)
@@ -233,16 +273,13 @@ def split_indexed(
     )
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
 # Bump whenever a cleaning or splitting algorithm changes its output for the same config: the hash must name one
 # split, or a cached folder and a fresh preparation would differ under the same name.
 ALGORITHM_VERSION = 2
+DEFAULT_ROOT = Path("data/processed")
 
 
-def hashed_config(data: dict[str, Any], split: dict[str, Any]) -> dict[str, Any]:
+def hashed_config(data: Mapping[str, Any], split: Mapping[str, Any]) -> dict[str, Any]:
     """What the folder hash covers: format and algorithm versions, data config minus ``source.data_home``, split."""
     data = json.loads(json.dumps(data, default=str))
     if isinstance(data.get("source"), dict):
@@ -250,9 +287,9 @@ def hashed_config(data: dict[str, Any], split: dict[str, Any]) -> dict[str, Any]
     return {"format_version": FORMAT_VERSION, "algorithm_version": ALGORITHM_VERSION, "data": data, "split": split}
 
 
-def config_hash(data: dict[str, Any], split: dict[str, Any]) -> str:
+def config_hash(data: Mapping[str, Any], split: Mapping[str, Any]) -> str:
     """12 hex digits of the SHA-256 of the canonical JSON of :func:`hashed_config`."""
-    canonical = json.dumps(hashed_config(data, split), sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps(hashed_config(data, dict(split)), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -283,23 +320,13 @@ def _safe_name(name: str) -> str:
     return cleaned or "dataset"
 
 
-def split_root(cfg: DictConfig, out_root: str | Path | None = None) -> Path:
-    """Where ``prepare(cfg)`` writes (or finds) the folder, without preparing anything."""
-    if "data" not in cfg or "split" not in cfg:
-        raise ValueError("prepare needs a config with `data` and `split` groups (compose configs/prepare.yaml)")
-    base = Path(out_root if out_root is not None else cfg.get("processed_root", None) or "data/processed")
-    data, split = _plain(cfg.data), _plain(cfg.split)
-    return base / _safe_name(str(data.get("name", "dataset"))) / config_hash(data, split)
+def split_root(spec: SplitSpec, out_root: str | Path = DEFAULT_ROOT) -> Path:
+    """Where ``prepare(spec, out_root=...)`` writes (or finds) the folder, without preparing anything."""
+    return Path(out_root) / _safe_name(spec.name) / spec.config_hash
 
 
-def _load_source(cfg: DictConfig) -> Dataset:
-    from hydra.utils import instantiate
-
-    if "source" not in cfg.data:
-        raise ValueError(
-            "data.source is missing: it must name a loader, e.g. _target_: recstack.data.sources.load_dataset"
-        )
-    dataset = instantiate(cfg.data.source, _convert_="all")
+def _load_source(spec: SplitSpec) -> Dataset:
+    dataset = spec.load()
     if not isinstance(dataset, Dataset):
         raise TypeError(f"data.source returned {type(dataset).__name__}, expected recstack.data.schema.Dataset")
     return dataset
@@ -326,21 +353,18 @@ def _install(tmp: Path, root: Path, replace: bool) -> bool:
 
 
 def prepare(
-    cfg: DictConfig, *, out_root: str | Path | None = None, force: bool = False, progress: bool = True
+    spec: SplitSpec, *, out_root: str | Path = DEFAULT_ROOT, force: bool = False, progress: bool = True
 ) -> PreparedSplit:
-    """Prepare (or reuse) the split that ``cfg.data`` + ``cfg.split`` describe; see the module docstring."""
-    root = split_root(cfg, out_root)
+    """Prepare (or reuse) the split ``spec`` describes under ``out_root``; see the module docstring."""
+    root = split_root(spec, out_root)
     if not force and is_complete(root):
         log.info("prepare: reusing %s", root)
         return PreparedSplit.load(root)
-    data, split = _plain(cfg.data), _plain(cfg.split)
-    clean_cfg = CleanConfig.from_mapping(data.get("clean"))
-    split_cfg = SplitConfig.from_mapping(split)
     started = time.perf_counter()
     steps = _Steps(total=7)
     try:
         with steps.step("load"):
-            dataset = _load_source(cfg)
+            dataset = _load_source(spec)
         if progress and len(dataset.interactions) >= PROGRESS_MIN_ROWS:
             steps.show_bar()
         with steps.step("encode"):
@@ -349,7 +373,7 @@ def prepare(
         del dataset  # the raw string frames are the largest objects at 20M rows: free them before the heavy steps
         with steps.step("index"):
             enc = index_in_pair_order(enc)
-        built = split_indexed(enc, clean_cfg=clean_cfg, split_cfg=split_cfg, steps=steps, **meta)
+        built = split_indexed(enc, clean_cfg=spec.clean, split_cfg=spec.split, steps=steps, **meta)
         del enc
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
@@ -359,7 +383,7 @@ def prepare(
                 write_tables(
                     tmp, train=built.train, valid=built.valid, test=built.test, items=built.items, users=built.users
                 )
-            manifest = write_manifest(tmp, _manifest(data, split, built, steps.timing, started, steps.peak_rss_mib))
+            manifest = write_manifest(tmp, _manifest(spec, built, steps.timing, started, steps.peak_rss_mib))
             ours = _install(tmp, root, replace=root.exists())
         finally:
             if tmp.exists():
@@ -382,8 +406,7 @@ def prepare(
 
 
 def _manifest(
-    data: dict[str, Any],
-    split: dict[str, Any],
+    spec: SplitSpec,
     built: BuiltSplit,
     timing: dict[str, float],
     started: float,
@@ -393,11 +416,11 @@ def _manifest(
     n_interactions = sum(counts.values())
     cells = built.n_users * built.n_items
     return {
-        "dataset": str(data.get("name", built.dataset)),
+        "dataset": spec.name,
         "source": built.source,
         "source_files": _source_files(built.source),
-        "config": {"data": data, "split": split},
-        "config_hash": config_hash(data, split),
+        "config": {"data": spec.data_config, "split": spec.split_config},
+        "config_hash": spec.config_hash,
         "n_users": built.n_users,
         "n_items": built.n_items,
         "n_interactions": n_interactions,
@@ -411,17 +434,3 @@ def _manifest(
         "timing_s": {**timing, "total": round(time.perf_counter() - started, 4)},
         "peak_rss_mib": peak_rss,
     }
-
-
-def prepare_named(
-    data: str = "ml100k",
-    split: str = "random",
-    overrides: Sequence[str] = (),
-    out_root: str | Path | None = None,
-    force: bool = False,
-) -> PreparedSplit:
-    """Compose ``configs/prepare.yaml`` with ``data=<data> split=<split> *overrides`` and :func:`prepare` it."""
-    from recstack.config import compose
-
-    cfg = compose("prepare", [f"data={data}", f"split={split}", *overrides])
-    return prepare(cfg, out_root=out_root, force=force or bool(cfg.get("force", False)))

@@ -1,0 +1,180 @@
+"""``manifest.json``: what a bundle holds and how to check it, as typed, frozen dataclasses.
+
+The manifest lists every other file with its sha256 and carries a ``digest``: the sha256 of its own canonical JSON
+(sorted keys, no whitespace, the ``digest`` key left out), so an edited manifest is caught like an edited file. Only
+:func:`recstack.bundle.writer.write_bundle` and :func:`recstack.bundle.writer.record_blend` write it.
+
+Format history: 1 had untyped ``index`` / ``ranker`` dicts and no digest; 2 (this) is the typed layout below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from recstack.bundle.contract import RankerContract
+from recstack.bundle.layout import MANIFEST, RANKER, BundleError
+from recstack.retrieval.index import IndexConfig
+
+FORMAT_VERSION = 2
+DIGEST_KEY = "digest"
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """The retrieval index: the config it was built with and its FAISS factory string."""
+
+    config: IndexConfig
+    factory: str
+
+    @property
+    def kind(self) -> str:
+        """``flat`` / ``hnsw`` / ``ivf_flat`` / ``ivf_pq``."""
+        return self.config.kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"factory": self.factory, "config": self.config.to_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> IndexInfo:
+        return cls(config=IndexConfig.from_mapping(raw["config"]), factory=str(raw["factory"]))
+
+
+@dataclass(frozen=True)
+class Blend:
+    """How much the ranker counts in the served order, ``(1 - w) * z(retrieval) + w * z(ranker)``, and the validation
+    grid it was chosen on: ``(weight, metric value)`` per weight tried."""
+
+    weight: float
+    metric: str
+    grid: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"blend weight {self.weight} must be in [0, 1]")
+        if self.grid and self.weight not in {w for w, _ in self.grid}:
+            raise ValueError(f"blend weight {self.weight} is not one of the grid's weights {[w for w, _ in self.grid]}")
+
+    @property
+    def scores(self) -> dict[float, float]:
+        return dict(self.grid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight, "metric": self.metric, "grid": [[w, s] for w, s in self.grid]}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Blend:
+        grid = tuple((float(w), float(s)) for w, s in raw.get("grid", ()))
+        return cls(weight=float(raw["weight"]), metric=str(raw["metric"]), grid=grid)
+
+
+@dataclass(frozen=True)
+class RankerInfo:
+    """The optional re-ranker: its file, its contract and, once tuned, its blend weight."""
+
+    contract: RankerContract
+    blend: Blend | None = None
+    file: str = RANKER
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            **self.contract.to_dict(),
+            "blend": None if self.blend is None else self.blend.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RankerInfo:
+        blend = raw.get("blend")
+        return cls(
+            contract=RankerContract.from_dict(raw),
+            blend=None if blend is None else Blend.from_dict(blend),
+            file=str(raw.get("file", RANKER)),
+        )
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    """What a bundle holds and how to check it (``manifest.json``)."""
+
+    format_version: int
+    model_kind: str
+    embedding_dim: int
+    n_users: int
+    n_items: int
+    dataset: str
+    split_hash: str
+    metrics: dict[str, Any]
+    created_at: str
+    versions: dict[str, str]
+    files: dict[str, str]
+    index: IndexInfo
+    ranker: RankerInfo | None = None
+    text_dim: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["index"] = self.index.to_dict()
+        out["ranker"] = None if self.ranker is None else self.ranker.to_dict()
+        return out
+
+    def digest(self) -> str:
+        return content_digest(self.to_dict())
+
+    def to_json(self) -> str:
+        return json.dumps({**self.to_dict(), DIGEST_KEY: self.digest()}, indent=2, sort_keys=True) + "\n"
+
+    def with_blend(self, blend: Blend) -> BundleManifest:
+        if self.ranker is None:
+            raise BundleError(f"{MANIFEST}: the bundle has no ranker, so there is no blend weight to record")
+        return replace(self, ranker=replace(self.ranker, blend=blend))
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = MANIFEST, verify: bool = True) -> BundleManifest:
+        """Parse and check a manifest; ``verify`` also checks its digest (an edited manifest is refused)."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{source}: not valid JSON ({exc}); export the bundle again") from exc
+        if not isinstance(raw, dict):
+            raise BundleError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+        version = raw.get("format_version")
+        if version != FORMAT_VERSION:
+            older = isinstance(version, int) and version < FORMAT_VERSION
+            raise BundleError(
+                f"{source}: format_version {version!r} "
+                + ("was written by an older recstack" if older else "is unknown")
+                + f"; this recstack reads format_version {FORMAT_VERSION}: export the bundle again "
+                "(`recstack-export run=<run-dir>`)"
+            )
+        recorded = raw.pop(DIGEST_KEY, None)
+        if verify:
+            actual = content_digest(raw)
+            if recorded != actual:
+                raise BundleError(
+                    f"{source}: digest mismatch, manifest records {recorded}, its content hashes to {actual}; "
+                    "the manifest was edited after export: export the bundle again"
+                )
+        optional = {"ranker", "text_dim"}
+        missing = sorted(f.name for f in fields(cls) if f.name not in raw and f.name not in optional)
+        if missing:
+            raise BundleError(f"{source}: missing field(s) {missing}; export the bundle again")
+        values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+        try:
+            values["index"] = IndexInfo.from_dict(values["index"])
+            if values.get("ranker") is not None:
+                values["ranker"] = RankerInfo.from_dict(values["ranker"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(
+                f"{source}: malformed index or ranker section ({exc!r}); export the bundle again"
+            ) from exc
+        return cls(**values)
+
+
+def content_digest(content: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``content`` (sorted keys, no whitespace)."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

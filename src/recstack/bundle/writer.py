@@ -1,0 +1,217 @@
+"""Writing a bundle (layout in :mod:`recstack.bundle.layout`): export calls :func:`write_bundle`, blend tuning calls
+:func:`record_blend`. Nothing else writes into a bundle folder."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recstack.bundle.contract import ranker_contract
+from recstack.bundle.layout import (
+    INDEX,
+    ITEM_COLUMNS,
+    ITEM_EMB,
+    ITEMS,
+    MANIFEST,
+    RANKER,
+    SEEN_INDICES,
+    SEEN_INDPTR,
+    TEXT_EMB,
+    USER_COLUMNS,
+    USER_EMB,
+    USERS,
+    BundleError,
+    check_table,
+    sha256_file,
+)
+from recstack.bundle.manifest import FORMAT_VERSION, Blend, BundleManifest, IndexInfo, RankerInfo
+from recstack.retrieval.index import IndexConfig, build_index
+
+# Packages whose versions the manifest records; read from installed metadata, so torch is never imported here.
+VERSION_PACKAGES: tuple[str, ...] = (
+    "recstack",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "faiss-cpu",
+    "onnxruntime",
+    "onnx",
+    "torch",
+    "lightning",
+)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of :data:`VERSION_PACKAGES` (absent ones are skipped) plus Python's."""
+    out = {"python": platform.python_version()}
+    for name in VERSION_PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def float32_matrix(array: np.ndarray, rows: int, what: str, dim: int | None = None) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+    if x.ndim != 2 or x.shape[0] != rows or (dim is not None and x.shape[1] != dim):
+        want = f"({rows}, {dim if dim is not None else 'd'})"
+        raise BundleError(f"{what}: shape {x.shape}, expected {want}")
+    if not np.isfinite(x).all():
+        raise BundleError(f"{what}: contains NaN or infinite values; check the training run")
+    return x
+
+
+def _json_safe(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Metrics as plain JSON (nested mappings kept; numpy scalars turned into Python numbers)."""
+    out: dict[str, Any] = {}
+    for key, value in dict(values or {}).items():
+        if isinstance(value, Mapping):
+            out[str(key)] = _json_safe(value)
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            out[str(key)] = value
+        elif hasattr(value, "item"):
+            out[str(key)] = value.item()
+        else:
+            out[str(key)] = str(value)
+    return out
+
+
+def _ranker_info(path: Path, n_users: int, n_items: int) -> RankerInfo:
+    """Check the ONNX file against the contract for this catalogue; the manifest records that contract."""
+    from recstack.bundle.session import make_session  # ONNX Runtime only for bundles that have a ranker
+
+    try:
+        session = make_session(path)
+    except Exception as exc:  # ORT raises its own exception types for a corrupt file
+        raise BundleError(f"{RANKER}: ONNX Runtime cannot load it ({exc}); export the ranker again") from exc
+    contract = ranker_contract(n_users, n_items)
+    try:
+        contract.check(session, source=RANKER)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from exc
+    return RankerInfo(contract=contract)
+
+
+def _write_manifest(folder: Path, manifest: BundleManifest) -> None:
+    """Replace ``manifest.json`` atomically (a reader sees the old or the new one, never half of one)."""
+    tmp = folder / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(manifest.to_json())
+    os.replace(tmp, folder / MANIFEST)
+
+
+def write_bundle(
+    out_dir: str | Path,
+    *,
+    model_kind: str,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    user_embeddings: np.ndarray,
+    item_embeddings: np.ndarray,
+    seen: sp.csr_matrix,
+    index_config: Mapping[str, Any] | IndexConfig,
+    item_text_embeddings: np.ndarray | None = None,
+    ranker_onnx: Path | bytes | None = None,
+    dataset: str = "",
+    split_hash: str = "",
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a bundle to ``out_dir`` and return its path.
+
+    Written into a sibling temporary folder and renamed into place, so a reader never sees half a bundle. An existing
+    bundle at ``out_dir`` is replaced; any other non-empty folder there is refused.
+    """
+    out_dir = Path(out_dir)
+    n_users, n_items = len(users), len(items)
+    check_table(users, USER_COLUMNS, "user_idx", n_users, USERS)
+    check_table(items, ITEM_COLUMNS, "item_idx", n_items, ITEMS)
+    user_emb = float32_matrix(user_embeddings, n_users, "user_embeddings")
+    dim = user_emb.shape[1]
+    item_emb = float32_matrix(item_embeddings, n_items, "item_embeddings", dim)
+    text = None if item_text_embeddings is None else float32_matrix(item_text_embeddings, n_items, "item_text")
+    seen = sp.csr_matrix(seen)
+    if seen.shape != (n_users, n_items):
+        raise BundleError(f"seen: shape {seen.shape}, expected ({n_users}, {n_items})")
+    seen.sort_indices()
+    config = index_config if isinstance(index_config, IndexConfig) else IndexConfig.from_mapping(index_config)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+        raise BundleError(f"{out_dir} exists and is not a bundle; choose another output folder or empty it")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        users.reset_index(drop=True).to_parquet(tmp / USERS, index=False)
+        item_table = items.reset_index(drop=True).copy()
+        item_table["popularity"] = item_table["popularity"].astype(np.int64)
+        item_table.to_parquet(tmp / ITEMS, index=False)
+        np.save(tmp / USER_EMB, user_emb, allow_pickle=False)
+        np.save(tmp / ITEM_EMB, item_emb, allow_pickle=False)
+        if text is not None:
+            np.save(tmp / TEXT_EMB, text, allow_pickle=False)
+        np.save(tmp / SEEN_INDPTR, seen.indptr.astype(np.int64), allow_pickle=False)
+        np.save(tmp / SEEN_INDICES, seen.indices.astype(np.int32), allow_pickle=False)
+        index = build_index(item_emb, config)
+        index.save(tmp / INDEX)
+        ranker = None
+        if ranker_onnx is not None:
+            if isinstance(ranker_onnx, bytes):
+                (tmp / RANKER).write_bytes(ranker_onnx)
+            else:
+                shutil.copyfile(ranker_onnx, tmp / RANKER)
+            ranker = _ranker_info(tmp / RANKER, n_users, n_items)
+        # Hashes last, over exactly the files written above.
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = BundleManifest(
+            format_version=FORMAT_VERSION,
+            model_kind=model_kind,
+            embedding_dim=int(dim),
+            n_users=n_users,
+            n_items=n_items,
+            dataset=dataset,
+            split_hash=split_hash,
+            metrics=_json_safe(metrics),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            versions=library_versions(),
+            files=files,
+            index=IndexInfo(config=index.config, factory=index.config.factory_string()),
+            ranker=ranker,
+            text_dim=None if text is None else int(text.shape[1]),
+        )
+        _write_manifest(tmp, manifest)
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def record_blend(bundle_dir: str | Path, blend: Blend) -> BundleManifest:
+    """Record the tuned blend weight in the bundle's manifest (its digest follows); returns the new manifest.
+
+    The manifest is read with its digest verified first, so an edited manifest is never re-signed here."""
+    folder = Path(bundle_dir)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; {folder} is not a bundle (run `recstack-export run=...`)")
+    manifest = BundleManifest.from_json(path.read_text(), source=str(path)).with_blend(blend)
+    _write_manifest(folder, manifest)
+    return manifest
