@@ -8,7 +8,8 @@
 * ``hour``: 0..23 (UTC hour of day); ``dow``: 0..6 (day of week, Monday = 0).
 
 Export builds its ONNX graph and parity inputs from :func:`ranker_contract`, the bundle writer checks the file against
-it and records it in the manifest, and serving scores through :func:`ranker_feeds` / :meth:`RankerContract.check`.
+it (:meth:`RankerContract.check`) and records it in the manifest, and serving and parity checks score through
+:func:`score_ranker`.
 """
 
 from __future__ import annotations
