@@ -1,6 +1,6 @@
 """Data preparation benchmark: ML-100K prepare time, and a 20M-interaction synthetic prepare (wall time, peak RSS).
 
-    RECSTACK_DATA_HOME=/path/to/data .venv/bin/python benchmarks/prepare.py [--write]
+    RECSTACK_DATA_HOME=../shared/data .venv/bin/python benchmarks/prepare.py [--write]
 
 (a) ML-100K: the full ``prepare`` (load, clean, index, split, write Parquet), forced, after a warm-up run so that
     imports and first-call costs are out; min and median of ``--repeats`` runs. Target <= 3 s.
@@ -8,7 +8,8 @@
     peak RSS (``ru_maxrss``) is the preparation's alone. Generation is part of the wall time (it is the source's
     "load"); the manifest's per-step timing shows it apart. Targets <= 60 s and <= 4 GiB.
 
-``--write`` replaces this benchmark's section of ``benchmarks/RESULTS.md`` (other sections are left alone).
+``--write`` replaces this benchmark's section of ``benchmarks/RESULTS.md`` (other sections are left alone). The figures
+and the command it was really run with also go to ``benchmarks/results/prepare-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+
+from invocation import command_line, results_path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -113,7 +117,7 @@ def render(args: argparse.Namespace, ml: dict | None, syn: dict | None, env: str
         "Command:",
         "",
         "```",
-        f"RECSTACK_DATA_HOME=/work/shared/data .venv/bin/python benchmarks/prepare.py {' '.join(sys.argv[1:])}".rstrip(),
+        command_line(),
         "```",
         "",
         "| measure | result | target |",
@@ -180,12 +184,32 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--write", action="store_true", help=f"write the section into {RESULTS}")
     args = parser.parse_args()
+    started = datetime.now(UTC)
     env = machine()  # before the runs: the load we ran under, not the load we caused
     with tempfile.TemporaryDirectory(prefix="recstack-bench-") as tmp:
         ml = None if args.skip_ml100k else bench_ml100k(args.repeats, Path(tmp) / "ml")
         syn = None if args.skip_synthetic else bench_synthetic(args.users, args.items, args.interactions, Path(tmp))
-    text = render(args, ml, syn, env, machine())
+    env_after = machine()
+    text = render(args, ml, syn, env, env_after)
     print(text)
+    out = results_path("prepare", started)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "command": command_line(),
+                "started_utc": f"{started:%Y-%m-%d %H:%M:%S UTC}",
+                "machine_before": env,
+                "machine_after": env_after,
+                "ml100k": ml,
+                "synthetic": syn,
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
+    print(f"wrote {out}")
     if args.write:
         write_section(text)
         print(f"wrote {RESULTS}")

@@ -1,20 +1,25 @@
 """Serving load benchmark: the recstack service under wrk on loopback, beside two floors, plus in-process timings.
 
-    .venv/bin/python benchmarks/serve_load.py [--bundle PATH] [--duration 30] [--append benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/serve_load.py [--bundle PATH] [--duration 30] [--repeats 3] [--append RESULTS.md]
 
-What it measures, in one run (so the floors share the machine's state with the service):
+What it measures, ``--repeats`` times over (so the floors share the machine's state with the service, and every
+figure comes with its range over the repeats):
 
 * floors doing the same numpy top-10 work per request (scores over an ML-100K-sized item matrix + argpartition):
-  a plain Starlette app under uvicorn; a bare BentoML 1.4 service with default settings; the same bare service with
-  the settings recstack's service uses (GC freeze, async endpoint, 2 s traffic timeout, access log and per-request
-  tracing span off);
+  a plain Starlette app under uvicorn (1 process); a bare BentoML 1.4 service with default settings (BentoML's
+  default: 1 worker); the same bare service with the settings recstack's service uses (GC freeze, async endpoint, 2 s
+  traffic timeout, access log and per-request tracing span off, one BLAS thread), with 1 worker and with 2;
 * the recstack service (``recstack-serve``) over an ML-100K bundle, mixed known (80%) and unknown (20%) users,
-  at concurrency 1 and 16 (``--duration`` seconds each), with 1 and 2 workers at c=16;
+  with 1 worker and with 2 (the default in ``configs/serve.yaml``);
+* every server at concurrency 1 and 16 (``--duration`` seconds each); every row names its worker count, and the
+  throughput ratios name both sides' configuration and workers;
 * the pipeline in-process, without HTTP (ML-100K bundle, and a synthetic 1M-item catalogue with an IVF index);
 * whether cross-request batching of the ranker would pay: one ORT call over 16x200 rows vs 16 calls of 200.
 
-Without ``--bundle`` it builds an ML-100K bundle: the prepared split, a truncated-SVD factorisation of the training
-matrix as embeddings, a small ONNX ranker initialised from the same factors. wrk must be installed (Debian package).
+Without ``--bundle`` it uses ``outputs/demo/bundle`` (what ``make demo`` writes) when present, else builds an ML-100K
+bundle: the prepared split, a truncated-SVD factorisation of the training matrix as embeddings, a small ONNX ranker
+initialised from the same factors. wrk must be installed (Debian package). The results JSON, with the command it was
+run with, goes to ``benchmarks/results/serve_load-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -29,14 +34,17 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from invocation import command_line, results_path
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -83,6 +91,7 @@ class Bare:
 
 BARE_TUNED = """
 import gc
+import os
 import bentoml
 from floor_work import top10
 
@@ -102,6 +111,7 @@ class FreezeAfter:
 
 @bentoml.service(
     name="baretuned",
+    workers=int(os.environ.get("BARE_WORKERS", "1")),
     logging={"access": {"enabled": False}},
     traffic={"timeout": 2},
     tracing={"excluded_urls": ["/"]},
@@ -224,17 +234,19 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
 
 
 def measure_server(
-    name: str, argv: list[str], env: dict, cwd: Path, port: int, script: Path, plan: list[tuple[int, int]]
+    name: str,
+    argv: list[str],
+    env: dict,
+    cwd: Path,
+    port: int,
+    script: Path,
+    plan: list[tuple[int, int]],
+    ready_path: str = "/readyz",
 ) -> list[dict]:
     process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
     try:
-        wait_ready(
-            f"http://127.0.0.1:{port}/readyz"
-            if "bentoml" in " ".join(argv) or "recstack" in name
-            else f"http://127.0.0.1:{port}/recommend",
-            process,
-        )
+        wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
         url = f"http://127.0.0.1:{port}/recommend"
         run_wrk(url, script, 4, 3)  # warm-up (and past the service's GC freeze after 200 requests)
         for connections, duration in plan:
@@ -417,19 +429,75 @@ def ranker_batching(pipeline, reps: int = 200) -> dict:  # type: ignore[no-untyp
 # -- main ------------------------------------------------------------------------------------------------------------
 
 
+def find_bundle(arg: Path | None, work: Path) -> Path:
+    """``--bundle``, else the demo's bundle when ``make demo`` has run, else a small SVD bundle built in ``work``."""
+    if arg is not None:
+        return arg
+    demo = REPO / "outputs" / "demo" / "bundle"
+    if (demo / "manifest.json").is_file():
+        return demo
+    print("no --bundle and no outputs/demo/bundle: building a small SVD bundle", flush=True)
+    return build_ml100k_bundle(work)
+
+
+def servers(work: Path, bundle_path: Path, env: dict, tuned_env: dict, redis_prefix: str) -> list[dict]:
+    """What is measured: name, worker count, argv builder (from the port), environment, cwd, wrk script name."""
+    py, bentoml, serve = str(VENV_BIN / "python"), str(VENV_BIN / "bentoml"), str(VENV_BIN / "recstack-serve")
+    uvicorn = [py, "-m", "uvicorn", "plain_app:app", "--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
+    out = [
+        {"name": "plain uvicorn (Starlette)", "workers": 1, "argv": lambda p: [*uvicorn, "--port", str(p)], "env": env},
+        {
+            "name": "bare BentoML, defaults",
+            "workers": 1,  # BentoML's default
+            "argv": lambda p: [bentoml, "serve", "bare_default:Bare", "--host", "127.0.0.1", "--port", str(p)],
+            "env": env,
+        },
+    ]
+    for workers in (1, 2):
+        out.append(
+            {
+                "name": "bare BentoML, recstack settings",
+                "workers": workers,
+                "argv": lambda p: [bentoml, "serve", "bare_tuned:BareTuned", "--host", "127.0.0.1", "--port", str(p)],
+                "env": {**tuned_env, "BARE_WORKERS": str(workers)},
+            }
+        )
+    for workers in (1, 2):
+        out.append(
+            {
+                "name": "recstack service",
+                "workers": workers,
+                "argv": lambda p, w=workers: [
+                    serve,
+                    f"bundle={bundle_path}",
+                    f"port={p}",
+                    f"workers={w}",
+                    f"redis_prefix={redis_prefix}",
+                ],
+                "env": env,
+                "cwd": REPO,
+                "recstack": True,
+            }
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, help="an ML-100K bundle; built (SVD + small ranker) when omitted")
+    parser.add_argument("--bundle", type=Path, help="an ML-100K bundle (default: outputs/demo/bundle, else built)")
     parser.add_argument("--duration", type=int, default=30, help="seconds per load run at c=1 and c=16")
+    parser.add_argument("--repeats", type=int, default=3, help="measure every server this many times (ranges)")
     parser.add_argument("--skip-1m", action="store_true", help="skip the synthetic 1M-item in-process run")
     parser.add_argument("--append", type=Path, help="append the markdown section to this file")
-    parser.add_argument("--json", type=Path, default=REPO / "outputs" / "serve_load.json")
+    parser.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/serve_load-<time>.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
+    command = command_line()
+    started = datetime.now(UTC)
 
     work = Path(tempfile.mkdtemp(prefix="recstack-serve-load-"))
-    bundle_path = args.bundle or build_ml100k_bundle(work)
+    bundle_path = find_bundle(args.bundle, work).resolve()
     from recstack.bundle.reader import Bundle
     from recstack.serving.pipeline import Pipeline
 
@@ -439,9 +507,12 @@ def main() -> None:
     gc.freeze()  # as the service does after loading
     known = list(bundle.user_index)
     results: dict = {
+        "command": command,
         "bundle": str(bundle_path),
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}",
-        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "duration_s": args.duration,
+        "repeats": args.repeats,
     }
 
     results["inprocess_ml100k"] = inprocess(pipeline, known)
@@ -454,7 +525,6 @@ def main() -> None:
         user = rng.choice(known) if rng.random() < 0.8 else f"cold-{i}"
         bodies.append(json.dumps({"user_id": user, "k": 10}))
     script = wrk_script(work / "mixed.lua", bodies)
-    floor_script = wrk_script(work / "floor.lua", bodies)
 
     for name, source in (("floor_work.py", FLOOR_WORK), ("plain_app.py", PLAIN_APP)):
         (work / name).write_text(source)
@@ -471,68 +541,25 @@ def main() -> None:
         "OPENBLAS_NUM_THREADS": "1",
     }
     plan = [(1, args.duration), (16, args.duration)]
-    rows: list[dict] = []
-
-    port = free_port()
-    rows += measure_server(
-        "plain uvicorn (Starlette)",
-        [
-            str(VENV_BIN / "python"),
-            "-m",
-            "uvicorn",
-            "plain_app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env,
-        work,
-        port,
-        floor_script,
-        plan,
-    )
-    port = free_port()
-    rows += measure_server(
-        "bare BentoML, defaults",
-        [str(VENV_BIN / "bentoml"), "serve", "bare_default:Bare", "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        work,
-        port,
-        floor_script,
-        plan,
-    )
-    port = free_port()
-    rows += measure_server(
-        "bare BentoML, recstack settings",
-        [str(VENV_BIN / "bentoml"), "serve", "bare_tuned:BareTuned", "--host", "127.0.0.1", "--port", str(port)],
-        tuned_env,
-        work,
-        port,
-        floor_script,
-        plan,
-    )
     redis_prefix = f"bench:{int(time.time())}:"
-    for workers, service_plan in ((1, plan), (2, [(16, args.duration)])):
-        port = free_port()
-        rows += measure_server(
-            f"recstack service, {workers} worker{'s' if workers > 1 else ''}",
-            [
-                str(VENV_BIN / "recstack-serve"),
-                f"bundle={bundle_path}",
-                f"port={port}",
-                f"workers={workers}",
-                f"redis_prefix={redis_prefix}",
-            ],
-            env,
-            REPO,
-            port,
-            script,
-            service_plan,
-        )
+    rows: list[dict] = []
+    for run in range(args.repeats):
+        for server in servers(work, bundle_path, env, tuned_env, redis_prefix):
+            port = free_port()
+            label = f"{server['name']}, {server['workers']} worker{'s' if server['workers'] > 1 else ''}"
+            measured = measure_server(
+                label,
+                server["argv"](port),
+                server["env"],
+                server.get("cwd", work),
+                port,
+                script,
+                plan,
+                ready_path="/readyz" if server["name"] != "plain uvicorn (Starlette)" else "/recommend",
+            )
+            for row in measured:
+                row.update(run=run, server=server["name"], workers=server["workers"])
+            rows += measured
     results["http"] = rows
 
     if not args.skip_1m:
@@ -543,10 +570,12 @@ def main() -> None:
         results["inprocess_1m"] = inprocess(big, [f"s{u}" for u in range(20_000)])
         print(json.dumps({"inprocess_1m": results["inprocess_1m"]}), flush=True)
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    out = args.json or results_path("serve_load", started)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
     section = render(results)
     print(section)
+    print(f"wrote {out}")
     if args.append:
         if not args.append.exists():
             args.append.write_text("# Benchmark results\n")
@@ -555,22 +584,76 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def _range(values: list[float], fmt: str) -> str:
+    mid = statistics.median(values)
+    return (
+        format(mid, fmt)
+        if len(values) == 1
+        else f"{format(mid, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+    )
+
+
+# The throughput ratios at c=16 that the README quotes: (recstack side, floor side), each (server, workers).
+RATIOS = [
+    (("recstack service", 2), ("bare BentoML, defaults", 1)),
+    (("recstack service", 1), ("bare BentoML, defaults", 1)),
+    (("recstack service", 2), ("bare BentoML, recstack settings", 2)),
+    (("recstack service", 1), ("bare BentoML, recstack settings", 1)),
+    (("recstack service", 2), ("bare BentoML, recstack settings", 1)),
+]
+
+
+def ratio_rows(rows: list[dict], connections: int = 16) -> list[dict]:
+    """Per repeat, req/s of one side over the other at ``connections`` (both measured in the same repeat)."""
+    by = {(r["run"], r["server"], r["workers"], r["connections"]): r for r in rows}
+    out = []
+    for ours, floor in RATIOS:
+        values = [
+            by[(run, *ours, connections)]["rps"] / by[(run, *floor, connections)]["rps"]
+            for run in sorted({r["run"] for r in rows})
+            if (run, *ours, connections) in by and (run, *floor, connections) in by
+        ]
+        if values:
+            out.append({"ours": ours, "floor": floor, "connections": connections, "ratios": values})
+    return out
+
+
 def render(results: dict) -> str:
+    rows = results["http"]
     lines = [
         "## Serving under load (`benchmarks/serve_load.py`)",
         "",
-        f"{results['started']}; {results['machine']}; bundle `{results['bundle']}`. wrk on loopback, 1 thread, "
-        "mixed known (80%) / unknown (20%) users, k=10. `load` is the 1-min load average before each run "
-        "(the machine is shared).",
+        f"Command: `{results['command']}`. Started {results['started']}; {results['machine']}; bundle "
+        f"`{results['bundle']}`. wrk on loopback, 1 thread, {results['duration_s']} s per row, mixed known (80%) / "
+        f"unknown (20%) users, k=10; {results['repeats']} repeats of every server. `load` is the 1-min load average "
+        "before each row (the machine is shared). Figures: median over repeats (min-max).",
         "",
-        "| server | conns | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU ms/req | load |",
+        "| server | workers | conns | req/s | p50 ms | p99 ms | errors | server CPU ms/req | load |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results["http"]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["server"], r["workers"], r["connections"]), []).append(r)
+    for (server, workers, conns), group in groups.items():
         lines.append(
-            f"| {r['name']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['errors']} | {r.get('server_cpu_ms_per_request', float('nan')):.2f} | "
-            f"{r['load_before']} |"
+            f"| {server} | {workers} | {conns} | {_range([g['rps'] for g in group], ',.0f')} | "
+            f"{_range([g['p50_ms'] for g in group], '.2f')} | {_range([g['p99_ms'] for g in group], '.2f')} | "
+            f"{sum(g['errors'] for g in group)} | "
+            f"{_range([g.get('server_cpu_ms_per_request', float('nan')) for g in group], '.2f')} | "
+            f"{min(float(g['load_before']) for g in group):.2f}-{max(float(g['load_before']) for g in group):.2f} |"
+        )
+    lines += [
+        "",
+        "Throughput ratios at c=16, per repeat (both sides measured in the same repeat), median (min-max):",
+        "",
+        "| recstack side | floor side | req/s ratio |",
+        "|---|---|---:|",
+    ]
+    for r in ratio_rows(rows):
+        (ours, ow), (floor, fw) = r["ours"], r["floor"]
+        lines.append(
+            f"| {ours}, {ow} worker{'s' if ow > 1 else ''} | {floor}, {fw} worker{'s' if fw > 1 else ''} | "
+            f"{_range(r['ratios'], '.2f')}x |"
         )
     lines += ["", "In-process pipeline, per request, no HTTP (mixed known / cold / fold-in users, k=10, N=200):", ""]
     lines += [

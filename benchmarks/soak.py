@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import random
-import shlex
 import shutil
 import signal
 import socket
@@ -45,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from invocation import command_line, results_path
+from serve_load import find_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # the only host this script ever sends to
@@ -58,17 +59,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-def invoked_command() -> str:
-    """The command line this run was started with, with the environment variables that change what it does."""
-    env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("RECSTACK_DATA_HOME",) if k in os.environ]
-    python = (
-        os.path.relpath(sys.executable, Path.cwd())
-        if Path(sys.executable).is_relative_to(Path.cwd())
-        else sys.executable
-    )
-    return " ".join([*env, python, *map(shlex.quote, sys.argv)])
 
 
 # -- Redis under our control -----------------------------------------------------------------------------------------
@@ -520,19 +510,6 @@ def bundle_ids(path: Path) -> tuple[list[str], list[str]]:
     return list(bundle.user_index), list(bundle.item_index)
 
 
-def find_bundle(arg: Path | None, work: Path) -> Path:
-    if arg is not None:
-        return arg
-    demo = REPO / "outputs" / "demo" / "bundle"
-    if (demo / "manifest.json").is_file():
-        return demo
-    sys.path.insert(0, str(Path(__file__).parent))
-    from serve_load import build_ml100k_bundle
-
-    print("[soak] no --bundle and no outputs/demo/bundle: building the small SVD bundle of serve_load.py", flush=True)
-    return build_ml100k_bundle(work)
-
-
 def fault_plan(seconds: float) -> list[tuple[float, str]]:
     """Two restarts and one pause, spread over the run, each followed by a stretch of normal traffic."""
     return [(0.2 * seconds, "restart"), (0.5 * seconds, "pause"), (0.75 * seconds, "restart")]
@@ -557,10 +534,10 @@ def main() -> None:
         if shutil.which(tool, path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") is None:
             sys.exit(f"{tool} not found: install Redis (apt-get install redis-server) and the package (make install)")
 
-    command = invoked_command()
+    command = command_line()
     started = datetime.now(UTC)
     load_before = os.getloadavg()
-    out = args.out or REPO / "benchmarks" / "results" / f"soak-{started:%Y%m%d-%H%M%S}.json"
+    out = args.out or results_path("soak", started)
     seconds = args.minutes * 60
     work = Path(tempfile.mkdtemp(prefix="recstack-soak-"))
     redis = RedisChild(free_port(), work)
