@@ -1,6 +1,6 @@
 """Popularity, ItemKNN and UserKNN on the default ML-100K split: the full metric table, valid and test.
 
-    RECSTACK_DATA_HOME=/work/shared/data .venv/bin/python benchmarks/baselines_ml100k.py [--tune]
+    RECSTACK_DATA_HOME=../shared/data .venv/bin/python benchmarks/baselines_ml100k.py [--tune]
 
 Hyper-parameters come from configs/model/{pop,itemknn,userknn}.yaml. ``--tune`` first prints a grid search of
 k_neighbors / shrink / similarity scored on the VALID split only (how the config defaults were chosen); test is

@@ -1,6 +1,6 @@
 """ML-100K: the retrieval stage alone, exact vs HNSW (and IVF-Flat), scored by the shared evaluator.
 
-    RECSTACK_DATA_HOME=/work/shared/data nice .venv/bin/python benchmarks/retrieval_ml100k.py [--run outputs/runs/<mf>]
+    RECSTACK_DATA_HOME=../shared/data nice .venv/bin/python benchmarks/retrieval_ml100k.py [--run outputs/runs/<mf>]
 
 Without ``--run``, an MF model is trained first (``recstack-train model=mf data=ml100k`` with its tuned defaults).
 The run is exported to a bundle per index kind (:func:`recstack.export.exporter.export_run`), and every test user's
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from invocation import command_line
 
 from recstack.bundle.reader import Bundle
 from recstack.evaluation.evaluator import evaluate, evaluate_topk
@@ -76,9 +77,8 @@ def main() -> None:
 
     exact = rows[0][1]
     print(f"\n### ML-100K retrieval stage: exact vs ANN ({run.config.model._target_.split('.')[-1]}, {stage} split)\n")
-    cmd = "RECSTACK_DATA_HOME=/work/shared/data nice .venv/bin/python benchmarks/retrieval_ml100k.py"
     print(
-        f"`{cmd}{' --run ' + args.run if args.run else ''}`; {len(users)} test users, train+valid items excluded "
+        f"`{command_line()}`; {len(users)} test users, train+valid items excluded "
         f"(IDSelector), top-{k} from the bundle's index, metrics by `evaluate_topk`. torch {torch.__version__}. "
         f"The model's own full-ranking `evaluate`: NDCG@10 {reference['ndcg@10']:.4f}.\n"
     )

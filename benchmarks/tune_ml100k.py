@@ -1,6 +1,6 @@
 """Grid search on the VALIDATION split of ML-100K: never reads the test split (``evaluate_test=false``).
 
-    RECSTACK_DATA_HOME=/work/shared/data nice .venv/bin/python benchmarks/tune_ml100k.py --model lightgcn \\
+    RECSTACK_DATA_HOME=../shared/data nice .venv/bin/python benchmarks/tune_ml100k.py --model lightgcn \\
         --grid model.lr=5e-3,1e-2 model.reg_weight=1e-4,3e-4 --seeds 0 --overrides torch_threads=1
 
 Each grid point trains with early stopping on valid NDCG@10 and the best-validation weights restored; the script

@@ -1,6 +1,6 @@
 """Write a prepared recstack split as RecBole atomic benchmark files, so RecBole trains and tests on exactly our split.
 
-    RECSTACK_DATA_HOME=/work/shared/data .venv/bin/python benchmarks/recbole_parity/export_split.py \
+    RECSTACK_DATA_HOME=../shared/data .venv/bin/python benchmarks/recbole_parity/export_split.py \
         --data ml100k --split random --out /tmp/recbole-data --name ml-100k-recstack
 
 writes ``<out>/<name>/<name>.{train,valid,test}.inter`` (tab-separated, RecBole header types) from the split that
