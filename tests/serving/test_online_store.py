@@ -1,8 +1,12 @@
-"""The Redis online store against the real Redis: bounded lists, TTL, and a dead server that costs nothing."""
+"""The Redis online store against the real Redis: bounded lists, TTL, a dead server that costs nothing, a bounded
+pool, and a circuit breaker whose probe always resolves (cancelled, or failing in a way nobody expected)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -15,12 +19,20 @@ from recstack.serving.online_store import (
     RedisOnlineStore,
     RedisStoreConfig,
 )
+from recstack.serving.settings import ServeSettings
 
 pytestmark = pytest.mark.redis
 
+SERVE_DEFAULTS = ServeSettings.compose(["bundle=unused"]).redis_store()
+
+
+def config(**overrides: Any) -> RedisStoreConfig:
+    """configs/serve.yaml's store settings (the one home of the defaults), with a test's overrides."""
+    return dataclasses.replace(SERVE_DEFAULTS, **overrides)
+
 
 def test_record_and_read_newest_first_bounded(redis_prefix: str) -> None:
-    store = RedisOnlineStore(RedisStoreConfig(key_prefix=redis_prefix, max_events=3, ttl_s=60))
+    store = RedisOnlineStore(config(key_prefix=redis_prefix, max_events=3, ttl_s=60))
     for i in range(5):
         assert store.record("u1", Event(f"i{i}", "click", 1.0, 100 + i)) == min(i + 1, 3)
     recent = store.recent("u1", 10)
@@ -33,14 +45,14 @@ def test_record_and_read_newest_first_bounded(redis_prefix: str) -> None:
 
 
 def test_corrupt_entries_are_skipped(redis_prefix: str) -> None:
-    store = RedisOnlineStore(RedisStoreConfig(key_prefix=redis_prefix))
+    store = RedisOnlineStore(config(key_prefix=redis_prefix))
     store.record("u2", Event("i1", "view", 1.0, 1))
     redis.Redis.from_url("redis://127.0.0.1:6379/0").lpush(redis_prefix + "u2", b"not json")
     assert [e.item_id for e in store.recent("u2", 10)] == ["i1"]
 
 
 def test_unreachable_redis_is_unavailable_fast_and_breaker_opens() -> None:
-    store = RedisOnlineStore(RedisStoreConfig(url=f"redis://127.0.0.1:{free_port()}/0", backoff_s=30))
+    store = RedisOnlineStore(config(url=f"redis://127.0.0.1:{free_port()}/0", backoff_s=30))
     assert store.recent("u", 5) is None
     start = time.perf_counter()
     for _ in range(100):  # circuit open: no connection attempts at all
@@ -76,15 +88,113 @@ def test_in_memory_store_same_protocol() -> None:
 
 
 def test_async_methods_share_the_store_and_the_breaker(redis_prefix: str) -> None:
-    import asyncio
-
     async def scenario() -> tuple[int | None, list[str], list[Event] | None]:
-        store = RedisOnlineStore(RedisStoreConfig(key_prefix=redis_prefix))
+        store = RedisOnlineStore(config(key_prefix=redis_prefix))
         length = await store.record_async("ua", Event("i9", "purchase", 2.0, 7))
         recent = [e.item_id for e in (await store.recent_async("ua", 5) or [])]
         await store.aclose()
-        dead = RedisOnlineStore(RedisStoreConfig(url=f"redis://127.0.0.1:{free_port()}/0"))
+        dead = RedisOnlineStore(config(url=f"redis://127.0.0.1:{free_port()}/0"))
         return length, recent, await dead.recent_async("ua", 5)
 
     length, recent, unavailable = asyncio.run(scenario())
     assert length == 1 and recent == ["i9"] and unavailable is None
+
+
+def test_serve_yaml_is_where_the_store_defaults_live() -> None:
+    assert SERVE_DEFAULTS.timeout_s == 0.02 and SERVE_DEFAULTS.max_connections == 64
+    with pytest.raises(TypeError):
+        RedisStoreConfig(url="redis://127.0.0.1:6379/0")  # type: ignore[call-arg]  # no second set of defaults
+
+
+def test_breaker_replaces_a_probe_older_than_its_deadline() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(backoff_s=1.0, max_backoff_s=4.0, probe_deadline_s=2.0, clock=lambda: now[0])
+    breaker.failure(OSError("down"))
+    now[0] = 1.0
+    assert breaker.allow() and breaker.probing  # a probe that will never report back
+    now[0] = 2.5
+    assert not breaker.allow()  # still within its deadline: the others answer degraded
+    now[0] = 3.1
+    assert breaker.allow()  # presumed lost: a new probe
+    breaker.success()
+    assert not breaker.is_open and not breaker.probing
+
+
+def test_a_cancelled_probe_releases_the_breaker_and_the_next_one_recovers(private_redis: int) -> None:
+    """The probe is in flight against a paused Redis when its request is cancelled (a client went away)."""
+    url = f"redis://127.0.0.1:{private_redis}/0"
+
+    async def scenario() -> None:
+        # A long socket timeout, so that only the cancellation can end the first probe.
+        store = RedisOnlineStore(config(url=url, timeout_s=10.0, backoff_s=0.0, key_prefix="cancel:"))
+        assert await store.recent_async("u", 5) == []
+        store.breaker.failure(OSError("injected"))  # open: the next call is the probe
+        redis.Redis.from_url(url).execute_command("CLIENT", "PAUSE", 3000, "ALL")
+        probe = asyncio.create_task(store.recent_async("u", 5))
+        while not store.breaker.probing:  # allow() ran: the probe owns the half-open state
+            await asyncio.sleep(0)
+        for _ in range(20):  # let it send LRANGE and block on the paused server
+            await asyncio.sleep(0)
+        assert not probe.done()
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        assert not store.breaker.probing and store.breaker.is_open  # released, no verdict on Redis
+        # The next caller probes at once; it waits for the pause to end (Redis back) and closes the breaker.
+        assert await store.recent_async("u", 5) == []
+        assert not store.breaker.is_open
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_an_unexpected_error_in_the_probe_degrades_and_recovers(redis_prefix: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    async def scenario() -> None:
+        store = RedisOnlineStore(config(key_prefix=redis_prefix, backoff_s=0.0))
+        client = store._async_client()
+        store.breaker.failure(OSError("injected"))
+        real = client.lrange
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug, not a Redis error")
+
+        monkeypatch.setattr(client, "lrange", broken)
+        assert await store.recent_async("u", 5) is None  # degraded, not a 500
+        assert not store.breaker.probing and "RuntimeError" in store.breaker.last_error
+        monkeypatch.setattr(client, "lrange", real)
+        assert await store.recent_async("u", 5) == []
+        assert not store.breaker.is_open
+        assert (await store.state_async()).available
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_the_async_pool_is_bounded_and_waits_no_longer_than_the_timeout(private_redis: int) -> None:
+    url = f"redis://127.0.0.1:{private_redis}/0"
+
+    async def scenario() -> list[Any]:
+        store = RedisOnlineStore(config(url=url, timeout_s=0.2, max_connections=2, backoff_s=30.0))
+        pool = store._async_client().connection_pool
+        assert isinstance(pool, redis.asyncio.BlockingConnectionPool) and pool.max_connections == 2
+        redis.Redis.from_url(url).execute_command("CLIENT", "PAUSE", 2000, "ALL")
+        # 10 concurrent reads, 2 connections: 2 time out on the socket, 8 on the pool; none waits for the pause.
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(store.recent_async(f"u{i}", 5) for i in range(10))), timeout=1.5
+        )
+        await store.aclose()
+        return answers
+
+    assert asyncio.run(scenario()) == [None] * 10
+
+
+def test_readiness_is_not_ready_while_the_breaker_is_open(redis_prefix: str) -> None:
+    async def scenario() -> None:
+        store = RedisOnlineStore(config(key_prefix=redis_prefix, backoff_s=30.0))
+        assert (await store.state_async()).available
+        store.breaker.failure(OSError("injected"))
+        state = await store.state_async()
+        assert not state.available and "injected" in state.detail
+        await store.aclose()
+
+    asyncio.run(scenario())

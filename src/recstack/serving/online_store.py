@@ -1,21 +1,25 @@
 """The online store: each user's recent activity, bounded in length and time, read by the next ``/recommend``.
 
 :class:`RedisOnlineStore` is the real one. Its contract is that it never makes a request fail or hang: every call has a
-short socket timeout (about 20 ms), errors mean "unavailable" (``None``), and a circuit breaker stops paying that
-timeout on every request while Redis is down: after a failure the store stays *open* (answers ``None`` at once) for a
-back-off that doubles up to a cap, then lets one call through to probe. :class:`InMemoryOnlineStore` honours the same
-protocol for offline evaluation and single-process use.
+short socket timeout (about 20 ms), the async connection pool is bounded (a request waits for a free connection no
+longer than that timeout), errors mean "unavailable" (``None``), and a circuit breaker stops paying that timeout on
+every request while Redis is down: after a failure the store stays *open* (answers ``None`` at once) for a back-off
+that doubles up to a cap, then lets one call through to probe. The probe always resolves: cancelled, or failed in a
+way nobody expected, it is released in a ``finally``, and a probe older than its deadline is replaced, so the store
+can never stay degraded after Redis is back. :class:`InMemoryOnlineStore` has the same methods for offline evaluation
+and single-process use. The defaults live in ``configs/serve.yaml`` (``recstack.serving.settings``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import redis
 import redis.asyncio as aioredis
@@ -48,64 +52,75 @@ class StoreState:
     detail: str
 
 
-class OnlineStore(Protocol):
-    def recent(self, user_id: str, limit: int) -> list[Event] | None:
-        """Newest-first events of the user (``[]`` if none); ``None`` when the store is unavailable."""
-        ...
+logger = logging.getLogger(__name__)
 
-    def record(self, user_id: str, event: Event) -> int | None:
-        """Append one event; the length of the user's list afterwards, or ``None`` when unavailable."""
-        ...
-
-    async def recent_async(self, user_id: str, limit: int) -> list[Event] | None:
-        """:meth:`recent` for async endpoints: a slow store must not block the event loop's other requests."""
-        ...
-
-    async def record_async(self, user_id: str, event: Event) -> int | None: ...
-
-    def state(self) -> StoreState: ...
-
-    def close(self) -> None: ...
+# Errors that mean "Redis is unavailable" (a ConnectionError also means the bounded pool had no free connection in
+# time). Anything else is a bug or a cancellation: the breaker still resolves, see RedisOnlineStore._guarded.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
 class RedisStoreConfig:
-    url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "recstack:recent:"
-    max_events: int = 50
-    ttl_s: int = 7 * 24 * 3600
-    timeout_s: float = 0.02
-    backoff_s: float = 0.5
-    max_backoff_s: float = 10.0
+    """No defaults here: ``configs/serve.yaml`` holds them (``ServeSettings.redis_store()`` builds this)."""
+
+    url: str
+    key_prefix: str
+    max_events: int
+    ttl_s: int
+    timeout_s: float
+    max_connections: int
+    backoff_s: float
+    max_backoff_s: float
+
+    @property
+    def probe_deadline_s(self) -> float:
+        """A probe still unresolved after this is presumed lost and another caller may probe. Every Redis call is
+        bounded by ``timeout_s`` (pool wait + connect + read), so a live probe resolves long before."""
+        return max(1.0, 10 * self.timeout_s)
 
 
 class CircuitBreaker:
-    """Closed -> (failure) -> open for ``backoff`` -> one probe call -> closed on success, open for 2x on failure."""
+    """Closed -> (failure) -> open for ``backoff`` -> one probe call -> closed on success, open for 2x on failure.
 
-    def __init__(self, backoff_s: float, max_backoff_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    A probe that ends without a verdict (cancelled, or an unexpected error) is :meth:`released`: the breaker stays open
+    and the next caller probes again. A probe older than ``probe_deadline_s`` is replaced by a new one, so a probe
+    lost in a way no ``finally`` saw still cannot wedge the breaker.
+    """
+
+    def __init__(
+        self,
+        backoff_s: float,
+        max_backoff_s: float,
+        probe_deadline_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._base = backoff_s
         self._max = max_backoff_s
+        self._deadline = probe_deadline_s
         self._clock = clock
         self._lock = threading.Lock()
         self._open_until = 0.0
         self._backoff = backoff_s
-        self._probing = False
+        self._probe_started: float | None = None
         self.last_error = ""
 
     def allow(self) -> bool:
         with self._lock:
             if self._open_until == 0.0:
                 return True
-            if self._probing or self._clock() < self._open_until:
+            now = self._clock()
+            if now < self._open_until:
                 return False
-            self._probing = True  # exactly one caller probes; the others keep answering degraded
+            if self._probe_started is not None and now - self._probe_started < self._deadline:
+                return False  # exactly one caller probes; the others keep answering degraded
+            self._probe_started = now
             return True
 
     def success(self) -> None:
         with self._lock:
             self._open_until = 0.0
             self._backoff = self._base
-            self._probing = False
+            self._probe_started = None
             self.last_error = ""
 
     def failure(self, error: BaseException) -> None:
@@ -113,13 +128,23 @@ class CircuitBreaker:
             if self._open_until != 0.0:
                 self._backoff = min(self._backoff * 2, self._max)
             self._open_until = self._clock() + self._backoff
-            self._probing = False
+            self._probe_started = None
             self.last_error = f"{type(error).__name__}: {error}"
+
+    def release(self) -> None:
+        """A call ended without a verdict on Redis (cancelled): if it was the probe, the next caller probes."""
+        with self._lock:
+            self._probe_started = None
 
     @property
     def is_open(self) -> bool:
         with self._lock:
             return self._open_until != 0.0
+
+    @property
+    def probing(self) -> bool:
+        with self._lock:
+            return self._probe_started is not None
 
 
 class RedisOnlineStore:
@@ -128,111 +153,153 @@ class RedisOnlineStore:
     Sync methods for scripts and tests, ``*_async`` ones for the service's async endpoints; both share one breaker.
     """
 
-    def __init__(self, config: RedisStoreConfig = RedisStoreConfig()) -> None:
+    def __init__(self, config: RedisStoreConfig) -> None:
         self.config = config
         # No retries: a retry doubles the worst case, and the breaker already handles a flapping server.
-        self._client = redis.Redis.from_url(
-            config.url,
-            socket_timeout=config.timeout_s,
-            socket_connect_timeout=config.timeout_s,
-            retry_on_timeout=False,
-            retry=None,
-            health_check_interval=0,
-            decode_responses=False,
+        self._client = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                config.url, max_connections=config.max_connections, timeout=config.timeout_s, **self._conn_kwargs()
+            )
         )
         self._aclient: aioredis.Redis | None = None  # created on first use, inside the serving event loop
-        self._breaker = CircuitBreaker(config.backoff_s, config.max_backoff_s)
+        self._breaker = CircuitBreaker(config.backoff_s, config.max_backoff_s, config.probe_deadline_s)
+
+    def _conn_kwargs(self) -> dict:
+        return {
+            "socket_timeout": self.config.timeout_s,
+            "socket_connect_timeout": self.config.timeout_s,
+            "retry_on_timeout": False,
+            "retry": None,
+            "health_check_interval": 0,
+        }
 
     def _async_client(self) -> aioredis.Redis:
         if self._aclient is None:
-            self._aclient = aioredis.Redis.from_url(
+            # Bounded: at most max_connections sockets per worker; a caller waits for one at most timeout_s, then
+            # gets a ConnectionError ("No connection available"), i.e. a degraded answer, never an unbounded queue.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.config.url,
-                socket_timeout=self.config.timeout_s,
-                socket_connect_timeout=self.config.timeout_s,
-                retry_on_timeout=False,
-                retry=None,
-                health_check_interval=0,
+                max_connections=self.config.max_connections,
+                timeout=self.config.timeout_s,
+                **self._conn_kwargs(),
             )
+            self._aclient = aioredis.Redis(connection_pool=pool)
         return self._aclient
 
     def _key(self, user_id: str) -> str:
         return self.config.key_prefix + user_id
 
-    def recent(self, user_id: str, limit: int) -> list[Event] | None:
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    def _guarded_sync(self, call: Callable[[], object]) -> object | None:
         if not self._breaker.allow():
             return None
         try:
-            raw = self._client.lrange(self._key(user_id), 0, max(0, min(limit, self.config.max_events) - 1))
-        except (redis.RedisError, OSError) as error:
+            result = call()
+        except REDIS_ERRORS as error:
             self._breaker.failure(error)
             return None
+        except Exception as error:  # a bug, not Redis: degrade this call, keep the breaker honest, say so once
+            self._breaker.failure(error)
+            logger.exception("online store call failed unexpectedly; answering without it")
+            return None
+        except BaseException:
+            self._breaker.release()
+            raise
         self._breaker.success()
-        return _decode(raw)
+        return result
 
-    def record(self, user_id: str, event: Event) -> int | None:
+    async def _guarded(self, call: Callable[[], Awaitable[object]]) -> object | None:
+        """Run one Redis call under the breaker; ``None`` when unavailable. Whatever happens, the call resolves the
+        breaker: success, failure (Redis errors, and unexpected errors, which are logged), or release (cancelled)."""
         if not self._breaker.allow():
             return None
-        key = self._key(user_id)
         try:
+            result = await call()
+        except REDIS_ERRORS as error:
+            self._breaker.failure(error)
+            return None
+        except asyncio.CancelledError:
+            self._breaker.release()
+            raise
+        except Exception as error:
+            self._breaker.failure(error)
+            logger.exception("online store call failed unexpectedly; answering without it")
+            return None
+        except BaseException:
+            self._breaker.release()
+            raise
+        self._breaker.success()
+        return result
+
+    def recent(self, user_id: str, limit: int) -> list[Event] | None:
+        stop = max(0, min(limit, self.config.max_events) - 1)
+        raw = self._guarded_sync(lambda: self._client.lrange(self._key(user_id), 0, stop))
+        return None if raw is None else _decode(raw)  # type: ignore[arg-type]
+
+    def record(self, user_id: str, event: Event) -> int | None:
+        key = self._key(user_id)
+
+        def call() -> object:
             pipe = self._client.pipeline(transaction=False)
             pipe.lpush(key, event.to_json())
             pipe.ltrim(key, 0, self.config.max_events - 1)
             pipe.expire(key, self.config.ttl_s)
             pipe.llen(key)
-            length = pipe.execute()[-1]
-        except (redis.RedisError, OSError) as error:
-            self._breaker.failure(error)
-            return None
-        self._breaker.success()
-        return int(length)
+            return pipe.execute()[-1]
+
+        length = self._guarded_sync(call)
+        return None if length is None else int(length)  # type: ignore[call-overload]
 
     async def recent_async(self, user_id: str, limit: int) -> list[Event] | None:
-        if not self._breaker.allow():
-            return None
-        try:
-            stop = max(0, min(limit, self.config.max_events) - 1)
-            raw = await self._async_client().lrange(self._key(user_id), 0, stop)
-        except (redis.RedisError, OSError, TimeoutError) as error:
-            self._breaker.failure(error)
-            return None
-        self._breaker.success()
-        return _decode(raw)
+        stop = max(0, min(limit, self.config.max_events) - 1)
+        raw = await self._guarded(lambda: self._async_client().lrange(self._key(user_id), 0, stop))
+        return None if raw is None else _decode(raw)  # type: ignore[arg-type]
 
     async def record_async(self, user_id: str, event: Event) -> int | None:
-        if not self._breaker.allow():
-            return None
         key = self._key(user_id)
-        try:
+
+        async def call() -> object:
             pipe = self._async_client().pipeline(transaction=False)
             pipe.lpush(key, event.to_json())
             pipe.ltrim(key, 0, self.config.max_events - 1)
             pipe.expire(key, self.config.ttl_s)
             pipe.llen(key)
-            length = (await pipe.execute())[-1]
-        except (redis.RedisError, OSError, TimeoutError) as error:
-            self._breaker.failure(error)
-            return None
-        self._breaker.success()
-        return int(length)
+            return (await pipe.execute())[-1]
+
+        length = await self._guarded(call)
+        return None if length is None else int(length)  # type: ignore[call-overload]
 
     def ping(self) -> bool:
-        """One health probe that respects the breaker (used by ``/readyz``)."""
-        if not self._breaker.allow():
-            return False
-        try:
-            self._client.ping()
-        except (redis.RedisError, OSError) as error:
-            self._breaker.failure(error)
-            return False
-        self._breaker.success()
-        return True
+        """One synchronous health probe that respects the breaker (scripts)."""
+        return self._guarded_sync(self._client.ping) is not None
+
+    async def ping_async(self) -> bool:
+        """The probe ``/readyz`` uses: the same async pool and breaker as the requests, so it cannot say "ready"
+        while requests are answered degraded."""
+        return await self._guarded(lambda: self._async_client().ping()) is not None
+
+    def _where(self) -> str:
+        url = self._client.connection_pool.connection_kwargs
+        return f"redis://{url.get('host', '?')}:{url.get('port', '?')}/{url.get('db', 0)}"
 
     def state(self) -> StoreState:
         available = self.ping()
-        url = self._client.connection_pool.connection_kwargs
-        where = f"redis://{url.get('host', '?')}:{url.get('port', '?')}/{url.get('db', 0)}"
-        detail = "ok" if available else (self._breaker.last_error or "circuit open")
-        return StoreState(kind=where, available=available, detail=detail)
+        return self._state(available)
+
+    async def state_async(self) -> StoreState:
+        available = await self.ping_async()
+        return self._state(available)
+
+    def _state(self, available: bool) -> StoreState:
+        if available:
+            return StoreState(kind=self._where(), available=True, detail="ok")
+        detail = self._breaker.last_error or "circuit open"
+        if self._breaker.probing:
+            detail = f"probing after: {detail}"
+        return StoreState(kind=self._where(), available=False, detail=detail)
 
     def close(self) -> None:
         self._client.close()

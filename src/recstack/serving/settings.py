@@ -1,0 +1,105 @@
+"""The service's settings: one typed class over ``configs/serve.yaml``, the only place that holds their defaults.
+
+``recstack-serve`` composes the config (Hydra overrides on its command line), validates it here and hands it to the
+BentoML workers as one JSON variable, ``$RECSTACK_SERVE_SETTINGS``; the worker parses it with the same class. A worker
+started without it (``RECSTACK_BUNDLE=... bentoml serve serving.service:Recommender``, or a Bento) composes
+``configs/serve.yaml`` itself, with ``bundle`` from ``$RECSTACK_BUNDLE``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recstack.serving.online_store import RedisStoreConfig
+
+SETTINGS_ENV = "RECSTACK_SERVE_SETTINGS"
+BUNDLE_ENV = "RECSTACK_BUNDLE"
+
+
+class ServeSettings(BaseModel):
+    """Everything the server reads, typed; the defaults and the reasons for them are in ``configs/serve.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    bundle: str = Field(description="bundle folder or BentoML model tag ('' when not given)")
+    host: str
+    port: int = Field(ge=0, le=65535)
+    workers: int = Field(ge=1)
+    redis_url: str
+    redis_prefix: str
+    redis_timeout_s: float = Field(gt=0)
+    redis_max_connections: int = Field(ge=1)
+    redis_backoff_s: float = Field(ge=0)
+    redis_max_backoff_s: float = Field(ge=0)
+    recent_max: int = Field(ge=1)
+    recent_ttl_s: int = Field(ge=1)
+    n_candidates: int = Field(ge=1)
+    ef_search: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1)
+    max_header_bytes: int = Field(ge=1024)
+    request_timeout_s: float = Field(gt=0)
+    gc_freeze_after: int = Field(ge=0)
+    access_log: bool
+    tracing: bool
+    bentoml_config: str | None
+    startup_timeout_s: float = Field(gt=0)
+    stop_timeout_s: float = Field(gt=0)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ServeSettings:
+        """From a composed ``serve`` config (a ``DictConfig`` or a plain mapping); ``bundle: ???`` becomes ``''``."""
+        from omegaconf import DictConfig, OmegaConf
+
+        data: Mapping[str, Any] = (
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[assignment]
+            if isinstance(cfg, DictConfig)
+            else cfg
+        )
+        values = {k: v for k, v in data.items() if k != "hydra"}
+        if values.get("bundle") in (None, "???"):
+            values["bundle"] = ""
+        return cls.model_validate(values)
+
+    @classmethod
+    def compose(cls, overrides: Sequence[str] = ()) -> ServeSettings:
+        """``configs/serve.yaml`` with Hydra overrides (tests, scripts, a worker started by hand)."""
+        from recstack.config import compose
+
+        return cls.from_config(compose("serve", overrides))
+
+    @classmethod
+    def from_env(cls) -> ServeSettings:
+        """What a worker runs with: ``$RECSTACK_SERVE_SETTINGS`` if set, else ``configs/serve.yaml`` with the bundle
+        from ``$RECSTACK_BUNDLE`` (``''`` when neither names one: :meth:`require_bundle` says what to do)."""
+        raw = os.environ.get(SETTINGS_ENV)
+        if raw:
+            return cls.model_validate_json(raw)
+        settings = cls.compose()
+        return settings.model_copy(update={"bundle": os.environ.get(BUNDLE_ENV, "")})
+
+    def to_env(self) -> dict[str, str]:
+        return {SETTINGS_ENV: self.model_dump_json()}
+
+    def require_bundle(self) -> str:
+        if not self.bundle:
+            raise RuntimeError(
+                f"no bundle to serve: ${SETTINGS_ENV} and ${BUNDLE_ENV} are unset. Start the server with "
+                "`recstack-serve bundle=<bundle folder or model tag>`, or set RECSTACK_BUNDLE for a bare `bentoml serve`"
+            )
+        return self.bundle
+
+    def redis_store(self) -> RedisStoreConfig:
+        return RedisStoreConfig(
+            url=self.redis_url,
+            key_prefix=self.redis_prefix,
+            max_events=self.recent_max,
+            ttl_s=self.recent_ttl_s,
+            timeout_s=self.redis_timeout_s,
+            max_connections=self.redis_max_connections,
+            backoff_s=self.redis_backoff_s,
+            max_backoff_s=self.redis_max_backoff_s,
+        )
