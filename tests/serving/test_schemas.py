@@ -55,3 +55,17 @@ def test_similar_and_events() -> None:
     )
     event = EventRequest.model_validate_json('{"user_id": "u", "item_id": "1", "event_type": "rating", "value": 4}')
     assert event.value == 4.0 and event.timestamp is None
+
+
+def test_context_has_no_device() -> None:
+    # Removed: no ranker reads a device. Like any unknown field it is refused by name, so no client believes it counts.
+    assert "context.device" in _error_fields(RecommendRequest, '{"user_id": "7", "context": {"device": "tv"}}')
+
+
+def test_every_event_type_has_a_fold_in_weight() -> None:
+    from typing import get_args
+
+    from recstack.serving.pipeline import DEFAULT_EVENT_WEIGHTS
+    from recstack.serving.schemas import EventType
+
+    assert set(get_args(EventType)) == set(DEFAULT_EVENT_WEIGHTS)

@@ -128,8 +128,8 @@ def send_examples(
         blocks.append(format_exchange(f"a known user ({known_user})", client.recommend(known_user, k)))
         blocks.append(
             format_exchange(
-                "the same user, evening on a TV, no dramas",
-                client.recommend(known_user, k, context={"device": "tv", "hour": 21}, exclude_categories=["Drama"]),
+                "the same user on a Friday evening, no dramas",
+                client.recommend(known_user, k, context={"hour": 21, "dow": 4}, exclude_categories=["Drama"]),
             )
         )
         blocks.append(format_exchange(f"a cold user ({cold_user}): popularity", client.recommend(cold_user, k)))

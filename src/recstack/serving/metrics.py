@@ -7,9 +7,7 @@ BentoML runs prometheus_client in multiprocess mode and only its registry is scr
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 StageObserver = Callable[[str, float], None]
@@ -71,12 +69,3 @@ class StageMetrics:
 
 def null_observer(stage: str, seconds: float) -> None:
     """The observer of offline runs: timings are dropped."""
-
-
-@contextmanager
-def timed(observe: StageObserver, stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        observe(stage, time.perf_counter() - start)

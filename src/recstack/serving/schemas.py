@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MAX_K = 100
 MAX_ID_LENGTH = 128
 MAX_CATEGORIES = 64
-EVENT_TYPES = ("view", "click", "rating", "add_to_cart", "purchase")
 EventType = Literal["view", "click", "rating", "add_to_cart", "purchase"]
 
 _REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -23,11 +22,12 @@ Identifier = Field(min_length=1, max_length=MAX_ID_LENGTH)
 
 
 class Context(BaseModel):
-    """What the caller knows about the moment of the request; used as re-ranker features and for cold-start segments."""
+    """What the caller knows about the moment of the request: ``hour`` and ``dow`` are re-ranker features, ``segment``
+    picks a cold user's popularity ranking. Nothing else is accepted: there is no ``device`` (no model uses one), and
+    like any unknown field it is a 400 naming it, so a client never believes it steers the answer."""
 
     model_config = _REQUEST_CONFIG
 
-    device: str | None = Field(default=None, max_length=32, description="e.g. 'mobile', 'web', 'tv'")
     hour: int | None = Field(default=None, ge=0, le=23, description="hour of day 0-23 (UTC if omitted: now)")
     dow: int | None = Field(default=None, ge=0, le=6, description="day of week, Monday=0 (UTC if omitted: now)")
     segment: dict[str, str] | None = Field(
