@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from serving_support import Server, start_server, stop_server, write_test_bundle
+from serving_support import Server, free_port, start_redis, start_server, stop_server, write_test_bundle
 
 from recstack.data.prepared import PreparedSplit
 
@@ -54,3 +55,15 @@ def server(tiny_bundle: Path, module_prefix: str, tmp_path_factory: pytest.TempP
     srv = start_server(tiny_bundle, log, redis_url="redis://127.0.0.1:6379/0", redis_prefix=module_prefix)
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[int]:
+    """A redis-server of the test's own (it may be shut down, paused or slowed), on a free port."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server not installed (apt-get install redis-server)")
+    port = free_port()
+    process = start_redis(port)
+    yield port
+    process.kill()
+    process.wait()

@@ -7,8 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,6 @@ from recstack.bundle.contract import INPUT_NAMES, SCORE
 from recstack.data.prepared import PreparedSplit
 
 REPO = Path(__file__).resolve().parents[2]
-BENTOML = Path(sys.executable).with_name("bentoml")
 
 
 def free_port() -> int:
@@ -103,53 +103,105 @@ def write_test_bundle(out: Path, split: PreparedSplit, *, seed: int = 0, text: b
     )
 
 
+SERVE = Path(sys.executable).with_name("recstack-serve")
+READY = "recstack-serve: ready on "
+
+
 @dataclass
 class Server:
     base_url: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     log: Path
+    ready: threading.Event = field(default_factory=threading.Event)
+    lines: list[str] = field(default_factory=list)
 
     def client(self, timeout: float = 10.0) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=timeout)
 
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def launch(
+    overrides: list[str], log: Path, *, extra_env: dict | None = None, cwd: Path = REPO, port: int | None = None
+) -> Server:
+    """``recstack-serve <overrides>`` on a loopback port; its output goes to ``log`` and is watched for the ready line
+    (the supervisor prints it once every worker reported ready). Returns at once: see :func:`wait_ready`."""
+    port = port or free_port()
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", **(extra_env or {})}
+    argv = [str(SERVE), *overrides, "host=127.0.0.1", f"port={port}"]
+    process = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+
+    def pump() -> None:
+        with log.open("w") as out:
+            for line in process.stdout:  # type: ignore[union-attr]
+                server.lines.append(line)
+                out.write(line)
+                out.flush()
+                if line.startswith(READY):
+                    server.ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    return server
+
+
+def wait_ready(server: Server, timeout: float = 180) -> Server:
+    """Until the supervisor says ready (or the process exits: an error with its output)."""
+    deadline = time.monotonic() + timeout
+    while not server.ready.wait(0.2):
+        if server.process.poll() is not None:
+            server.ready.wait(1)  # let the reader drain the last lines
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.output()[-4000:]}")
+        if time.monotonic() > deadline:
+            stop_server(server)
+            raise RuntimeError(f"server not ready in {timeout} s:\n{server.output()[-4000:]}")
+    return server
+
 
 def start_server(
-    bundle: Path, log: Path, *, redis_url: str, redis_prefix: str, extra_env: dict | None = None
+    bundle: Path,
+    log: Path,
+    *,
+    redis_url: str,
+    redis_prefix: str,
+    overrides: list[str] | None = None,
+    extra_env: dict | None = None,
 ) -> Server:
-    """``bentoml serve serving.service:Recommender`` on a free loopback port, waited on until ``/readyz`` answers."""
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        RECSTACK_BUNDLE=str(bundle),
-        RECSTACK_REDIS_URL=redis_url,
-        RECSTACK_REDIS_PREFIX=redis_prefix,
-        BENTOML_DO_NOT_TRACK="True",
-        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
-    )
-    env.update(extra_env or {})
-    argv = [str(BENTOML), "serve", "serving.service:Recommender", "--host", "127.0.0.1", "--port", str(port)]
-    handle = log.open("wb")
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{server.base_url}/readyz", timeout=1.0).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_server(server)
-    raise RuntimeError(f"server not ready in 90 s:\n{log.read_text()[-4000:]}")
+    """A real ``recstack-serve`` (supervisor + ``bentoml serve``) over ``bundle``, waited on until it says ready."""
+    args = [f"bundle={bundle}", f"redis_url={redis_url}", f"redis_prefix={redis_prefix}", *(overrides or [])]
+    return wait_ready(launch(args, log, extra_env=extra_env))
 
 
-def stop_server(server: Server) -> None:
+def stop_server(server: Server, timeout: float = 30) -> int:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
         try:
-            server.process.wait(timeout=20)
+            server.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+    return server.process.returncode
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A private ``redis-server`` (no persistence, DEBUG allowed), waited on until it answers PING."""
+    import redis
+
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(
+        [*argv, "--enable-debug-command", "yes"],  # DEBUG SLEEP: a Redis that is up but slow
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis(port=port, socket_timeout=0.5).ping():
+                return process
+        except redis.RedisError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")

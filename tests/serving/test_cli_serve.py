@@ -1,30 +1,52 @@
-"""recstack-serve composes configs/serve.yaml into the `bentoml serve` command and environment the service reads."""
+"""recstack-serve composes configs/serve.yaml into one typed settings object, handed to the workers as one variable."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from recstack.cli.serve import SERVICE, serve_command
+import pytest
+
+from recstack.cli.serve import SERVICE, serve_command, settings_from
 from recstack.config import compose
+from recstack.serving.settings import SETTINGS_ENV, ServeSettings
 
 
-def test_serve_command_from_config(tmp_path: Path) -> None:
+def test_serve_command_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    cfg = compose("serve", [f"bundle={bundle}", "port=3123", "workers=2", "redis_url=redis://10.0.0.1:6380/3"])
-    argv, env = serve_command(cfg, base_env={})
+    monkeypatch.chdir(tmp_path)
+    cfg = compose("serve", ["bundle=bundle", "port=3123", "workers=2", "redis_url=redis://10.0.0.1:6380/3"])
+    settings = settings_from(cfg)
+    argv, env = serve_command(settings, base_env={})
     assert argv[1:3] == ["serve", SERVICE]
     assert argv[argv.index("--port") + 1] == "3123" and argv[argv.index("--host") + 1] == "127.0.0.1"
-    assert env["RECSTACK_BUNDLE"] == str(bundle.resolve())
-    assert env["RECSTACK_WORKERS"] == "2" and env["RECSTACK_REDIS_URL"] == "redis://10.0.0.1:6380/3"
-    assert env["RECSTACK_REDIS_TIMEOUT_S"] == "0.02" and env["RECSTACK_N_CANDIDATES"] == "200"
+    passed = ServeSettings.model_validate_json(env[SETTINGS_ENV])
+    assert passed == settings and passed.bundle == str(bundle.resolve())  # relative to where it was typed
+    assert passed.workers == 2 and passed.redis_url == "redis://10.0.0.1:6380/3"
+    assert passed.redis_timeout_s == 0.02 and passed.n_candidates == 200  # configs/serve.yaml's defaults
     assert env["OMP_NUM_THREADS"] == "1" and env["BENTOML_DO_NOT_TRACK"] == "True"
-    assert env["RECSTACK_TRACING"] == "0" and env["RECSTACK_ACCESS_LOG"] == "0"
-    _, traced = serve_command(compose("serve", [f"bundle={bundle}", "tracing=true"]), base_env={})
-    assert traced["RECSTACK_TRACING"] == "1"
+    assert not any(k.startswith("RECSTACK_") and k != SETTINGS_ENV for k in env)  # one variable, not eleven
     assert (Path(env["PYTHONPATH"].split(":")[0]) / "serving" / "service.py").is_file()
 
 
 def test_a_tag_is_passed_through() -> None:
-    _, env = serve_command(compose("serve", ["bundle=recstack:latest"]), base_env={})
-    assert env["RECSTACK_BUNDLE"] == "recstack:latest"
+    _, env = serve_command(settings_from(compose("serve", ["bundle=recstack:latest"])), base_env={})
+    assert json.loads(env[SETTINGS_ENV])["bundle"] == "recstack:latest"
+
+
+def test_settings_are_typed_and_closed() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        ServeSettings.compose(["bundle=x", "workers=0"])
+    with pytest.raises(ValueError, match="colour"):
+        ServeSettings.from_config({**ServeSettings.compose(["bundle=x"]).model_dump(), "colour": "red"})
+
+
+def test_a_bare_worker_composes_serve_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SETTINGS_ENV, raising=False)
+    monkeypatch.setenv("RECSTACK_BUNDLE", "recstack:latest")
+    settings = ServeSettings.from_env()
+    assert settings.bundle == "recstack:latest" and settings == ServeSettings.compose(["bundle=recstack:latest"])
+    monkeypatch.delenv("RECSTACK_BUNDLE")
+    with pytest.raises(RuntimeError, match="recstack-serve bundle="):
+        ServeSettings.from_env().require_bundle()

@@ -3,59 +3,15 @@ bundle, says so in /readyz and in each answer, never a 500, never a hang; and re
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from serving_support import free_port, start_server, stop_server
+from serving_support import start_redis, start_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-
-def _start_redis(port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--enable-debug-command",
-            "yes",  # DEBUG SLEEP: a Redis that is up but slow
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            import redis
-
-            if redis.Redis(port=port, socket_timeout=0.2).ping():
-                return process
-        except Exception:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"redis-server did not start on port {port}")
-
-
-@pytest.fixture
-def private_redis() -> Iterator[int]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server not installed (apt-get install redis-server)")
-    port = free_port()
-    process = _start_redis(port)
-    yield port
-    process.kill()
-    process.wait()
 
 
 def test_redis_down_mid_test_degrades_without_errors(private_redis: int, tiny_bundle: Path, tmp_path: Path) -> None:
@@ -91,7 +47,7 @@ def test_redis_down_mid_test_degrades_without_errors(private_redis: int, tiny_bu
             assert ready.json()["online_store"]["available"] is False
 
             # Redis comes back on the same port: the breaker's probe finds it within its back-off.
-            restarted = _start_redis(port)
+            restarted = start_redis(port)
             try:
                 deadline = time.monotonic() + 30
                 while http.get("/readyz").json()["status"] != "ready":

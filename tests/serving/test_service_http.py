@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 def test_recommend_known_user(server: Server) -> None:
     with server.client() as http:
-        answer = http.post("/recommend", json={"user_id": "u3", "k": 4, "context": {"device": "tv", "hour": 20}})
+        answer = http.post("/recommend", json={"user_id": "u3", "k": 4, "context": {"hour": 20, "dow": 5}})
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["user_source"] == "trained" and not body["degraded"] and len(body["items"]) == 4
@@ -74,7 +74,9 @@ def test_similar_items(server: Server) -> None:
         ("/recommend", {"user_id": "u1", "favourite": "x"}, 400, "favourite"),
         ("/recommend", {"k": 5}, 400, "user_id"),
         ("/recommend", {"user_id": "u1", "include_categories": ["NoSuchGenre"]}, 400, "include_categories"),
-        ("/recommend", {"user_id": "u1", "context": {"hour": 99}}, 400, "hour"),
+        ("/recommend", {"user_id": "u1", "context": {"hour": 99}}, 400, "context.hour"),
+        # no model reads a device: like any unknown field it is refused by name, never silently ignored
+        ("/recommend", {"user_id": "u1", "context": {"device": "tv"}}, 400, "context.device"),
         ("/similar_items", {"item_id": "i999"}, 404, "item_id"),
         ("/similar_items", {"item_id": "i1", "k": -1}, 400, "k"),
         ("/events", {"user_id": "u1", "item_id": "i999", "event_type": "click"}, 404, "item_id"),
@@ -88,8 +90,8 @@ def test_bad_input_is_a_4xx_naming_the_field(
         answer = http.post(route, json=payload)
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("application/json")
-    assert field in answer.text
-    assert isinstance(answer.json(), dict) and "error" in answer.json()
+    body = answer.json()
+    assert isinstance(body, dict) and body["error"] and body["field"] == field, body
 
 
 def test_malformed_and_oversized_bodies(server: Server) -> None:
@@ -133,3 +135,63 @@ def test_health_readiness_metrics_openapi(server: Server) -> None:
     for route in ("/recommend", "/similar_items", "/events"):
         assert route in spec["paths"]
     assert "RecommendRequest" in str(spec)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "raw"),
+    [
+        ("text/plain", b'{"user_id": "u1"}'),
+        ("application/x-www-form-urlencoded", b"user_id=u1&item_id=i1&event_type=click"),
+        ("multipart/form-data; boundary=x", b"--x--"),
+        ("", b'{"user_id": "u1"}'),
+    ],
+)
+def test_json_endpoints_refuse_other_content_types(server: Server, content_type: str, raw: bytes) -> None:
+    with server.client() as http:
+        for route in ("/recommend", "/similar_items", "/events"):
+            headers = {"content-type": content_type} if content_type else {}
+            request = http.build_request("POST", route, content=raw, headers=headers)
+            if not content_type:
+                request.headers.pop("content-type", None)
+            answer = http.send(request)
+            assert answer.status_code == 415, (route, answer.text)
+            assert answer.json()["field"] == "content-type"
+        ok = http.post(
+            "/recommend", content=b'{"user_id": "u1"}', headers={"content-type": "application/json; charset=utf-8"}
+        )
+        assert ok.status_code == 200
+
+
+def test_oversized_headers_get_431(server: Server) -> None:
+    with server.client() as http:
+        answer = http.post("/recommend", json={"user_id": "u1"}, headers={"x-padding": "a" * 32 * 1024})
+        assert answer.status_code == 431 and answer.json()["field"] == "headers"
+        assert http.post("/recommend", json={"user_id": "u1"}, headers={"x-padding": "a" * 1024}).status_code == 200
+
+
+def test_unknown_paths_are_one_metrics_label_and_a_json_404(server: Server) -> None:
+    import uuid
+
+    paths = [f"/probe-{uuid.uuid4().hex[:12]}" for _ in range(50)]
+    with server.client() as http:
+        for path in paths:
+            answer = http.get(path) if len(path) % 2 else http.post(path, json={})
+            assert answer.status_code == 404 and answer.json()["field"] == "path", answer.text
+        metrics = http.get("/metrics").text
+    assert not any(path in metrics for path in paths)
+    assert 'endpoint="/{unknown}"' in metrics
+    assert 'endpoint="/recommend"' in metrics  # known paths keep their own label
+
+
+def test_client_errors_are_one_info_line_without_traceback(server: Server) -> None:
+    marker = "no-such-field-" + "x" * 8
+    with server.client() as http:
+        assert http.post("/recommend", json={"user_id": "u1", marker: 1}).status_code == 400
+        assert http.post("/similar_items", json={"item_id": "i9999"}).status_code == 404
+        assert http.post("/recommend", content=b"nope", headers={"content-type": "text/plain"}).status_code == 415
+        http.get("/readyz")  # a request after them, so their log lines are flushed before we read
+    log = server.output()
+    lines = [line for line in log.splitlines() if marker in line]
+    assert len(lines) == 1 and "INFO" in lines[0] and "400 POST /recommend" in lines[0], lines
+    assert "404 POST /similar_items" in log and "415 POST /recommend" in log
+    assert "Traceback" not in log and "ERROR" not in log

@@ -1,8 +1,10 @@
 """``recstack-serve bundle=<tag-or-path> [port=3000 host=127.0.0.1 redis_url=... workers=2]``.
 
-A thin Hydra app over ``configs/serve.yaml``: it turns the config into ``RECSTACK_*`` environment variables and
-replaces itself with ``bentoml serve serving.service:Recommender`` (exec, so SIGTERM reaches BentoML directly and a
-container's PID 1 is the server).
+A thin Hydra app over ``configs/serve.yaml``: it validates the composed config (:class:`ServeSettings`), verifies the
+bundle's files against their sha256 before any worker starts (exit 2 with the reason, no BentoML started), then runs
+``bentoml serve serving.service:Recommender`` under :class:`~recstack.serving.supervisor.Supervisor`, which prints
+``recstack-serve: ready on <url>`` once every worker is up, stops the tree if a worker fails or dies, and forwards
+SIGTERM/SIGINT (a container's PID 1 works). The workers get the settings as one JSON variable.
 """
 
 from __future__ import annotations
@@ -15,23 +17,11 @@ import hydra
 from omegaconf import DictConfig
 
 from recstack.config import config_dir
+from recstack.serving.settings import ServeSettings
+from recstack.serving.supervisor import Supervisor
 
 SERVICE = "serving.service:Recommender"
-
-# configs/serve.yaml key -> environment variable read by serving/service.py
-ENV_KEYS = {
-    "bundle": "RECSTACK_BUNDLE",
-    "workers": "RECSTACK_WORKERS",
-    "redis_url": "RECSTACK_REDIS_URL",
-    "redis_prefix": "RECSTACK_REDIS_PREFIX",
-    "redis_timeout_s": "RECSTACK_REDIS_TIMEOUT_S",
-    "recent_max": "RECSTACK_RECENT_MAX",
-    "recent_ttl_s": "RECSTACK_RECENT_TTL_S",
-    "n_candidates": "RECSTACK_N_CANDIDATES",
-    "ef_search": "RECSTACK_EF_SEARCH",
-    "max_body_bytes": "RECSTACK_MAX_BODY_BYTES",
-    "request_timeout_s": "RECSTACK_REQUEST_TIMEOUT_S",
-}
+EXIT_BAD_BUNDLE = 2
 
 
 def project_root() -> Path:
@@ -45,37 +35,81 @@ def project_root() -> Path:
     )
 
 
-def serve_command(cfg: DictConfig, base_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """The ``bentoml serve`` argv and environment for a composed serve config (pure, so tests can check it)."""
+def settings_from(cfg: DictConfig) -> ServeSettings:
+    """The composed config, typed; a relative bundle path is made absolute (relative to where the user typed it)."""
+    settings = ServeSettings.from_config(cfg)
+    if settings.bundle and Path(settings.bundle).exists():
+        settings = settings.model_copy(update={"bundle": str(Path(settings.bundle).resolve())})
+    return settings
+
+
+def bundle_folder(ref: str) -> Path:
+    """A bundle folder, or the folder of a BentoML model tag in the local model store."""
+    if Path(ref).exists():
+        return Path(ref)
+    import bentoml
+
+    try:
+        return Path(bentoml.models.get(ref).path)
+    except Exception as error:  # NotFound, or a malformed tag
+        raise FileNotFoundError(
+            f"bundle {ref!r} is neither a folder nor a model in the BentoML store ({error}); "
+            "pass a bundle folder or save one with recstack.export.model_store.save_to_store"
+        ) from error
+
+
+def verify_bundle(ref: str) -> str:
+    """Check every file of the bundle against the manifest's sha256 (and the manifest's own digest)."""
+    from recstack.bundle.reader import read_manifest, verify_files
+
+    root = bundle_folder(ref)
+    manifest = read_manifest(root, verify=True)
+    verify_files(root, manifest, hashes=True)
+    return f"bundle {root} verified ({len(manifest.files)} files, sha256)"
+
+
+def serve_command(settings: ServeSettings, base_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``bentoml serve`` argv and environment for validated settings (pure, so tests can check it)."""
     env = dict(os.environ if base_env is None else base_env)
-    bundle = str(cfg.bundle)
-    # A relative bundle path is relative to where the user typed the command, not to BentoML's working dir.
-    if Path(bundle).exists():
-        bundle = str(Path(bundle).resolve())
-    for key, var in ENV_KEYS.items():
-        env[var] = bundle if key == "bundle" else str(cfg[key])
-    env["RECSTACK_ACCESS_LOG"] = "1" if cfg.access_log else "0"
+    env.update(settings.to_env())
     # One request is one small search and one small ORT call: threads inside them only contend with the other
     # workers for the same cores. BentoML's usage-tracking thread is off too.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    env["RECSTACK_TRACING"] = "1" if cfg.get("tracing", False) else "0"
-    if cfg.get("bentoml_config"):
-        env["BENTOML_CONFIG"] = str(Path(str(cfg.bentoml_config)).resolve())
+    if settings.bentoml_config:
+        env["BENTOML_CONFIG"] = str(Path(settings.bentoml_config).resolve())
     root = project_root()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     bentoml = Path(sys.executable).with_name("bentoml")
     argv = [str(bentoml) if bentoml.exists() else "bentoml", "serve", SERVICE]
-    argv += ["--working-dir", str(root), "--host", str(cfg.host), "--port", str(cfg.port)]
+    argv += ["--working-dir", str(root), "--host", settings.host, "--port", str(settings.port)]
     return argv, env
+
+
+def run(settings: ServeSettings) -> int:
+    """Verify, then serve until stopped; the process exit code."""
+    try:
+        print(f"recstack-serve: {verify_bundle(settings.require_bundle())}", flush=True)
+    except (OSError, ValueError, RuntimeError) as error:  # BundleError is a ValueError
+        print(f"recstack-serve: not starting: {error}", file=sys.stderr, flush=True)
+        return EXIT_BAD_BUNDLE
+    argv, env = serve_command(settings)
+    print(f"recstack-serve: {' '.join(argv)} ({settings.workers} workers)", flush=True)
+    host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+    return Supervisor(
+        argv=argv,
+        env=env,
+        url=f"http://{host}:{settings.port}",
+        workers=settings.workers,
+        startup_timeout_s=settings.startup_timeout_s,
+        stop_timeout_s=settings.stop_timeout_s,
+    ).run()
 
 
 @hydra.main(config_path=str(config_dir()), config_name="serve", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    argv, env = serve_command(cfg)
-    print(f"recstack-serve: {' '.join(argv)} (bundle {env['RECSTACK_BUNDLE']})", flush=True)
-    os.execvpe(argv[0], argv, env)
+    sys.exit(run(settings_from(cfg)))
 
 
 if __name__ == "__main__":
