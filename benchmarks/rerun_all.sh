@@ -6,7 +6,8 @@
 #   WITH_MODELS=1 bash benchmarks/rerun_all.sh    # also the ML-100K per-seed runs and the --budget runs
 #
 # Needs: `make install`, wrk and redis-server (Debian packages), the MovieLens data under RECSTACK_DATA_HOME (default
-# ../shared/data), and the demo's bundle and Wide & Deep run (outputs/demo; `make demo` runs first when missing).
+# ../shared/data), and the demo's bundle and Wide & Deep run (outputs/demo; `make demo` runs first when missing;
+# offline, export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 first, as .ci/run does).
 # Writes the results JSONs to benchmarks/results/ (commit them with the RESULTS.md update) and the full logs to
 # benchmarks/out/rerun-<time>/ (not committed). Approximate times on the 2-core machine: demo 5-10 min if missing;
 # ranker ~2 min; serve_load ~30 min; soak ~11.5 min; with models ~25 min more.
