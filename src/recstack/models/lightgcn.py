@@ -22,9 +22,9 @@ from torch import nn
 from torch_geometric.nn.models import LightGCN as PygLightGCN
 
 from recstack.models.base import Recommender
+from recstack.models.batches import InteractionBatch
 from recstack.models.losses import embedding_loss, l2_regularisation
 from recstack.models.text_input import attach_text_input
-from recstack.training.batches import InteractionBatch
 
 
 def normalized_adjacency(train_matrix: sp.spmatrix) -> torch.Tensor:

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from recstack.models.base import Recommender
+from recstack.models.batches import InteractionBatch
 from recstack.models.losses import embedding_loss, l2_regularisation
 from recstack.models.text_input import attach_text_input
-from recstack.training.batches import InteractionBatch
 
 MFLoss = Literal["bpr", "softmax"]
 

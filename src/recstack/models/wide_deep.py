@@ -29,9 +29,9 @@ from torch import nn
 
 from recstack.data.prepared import PreparedSplit
 from recstack.models.base import Recommender
+from recstack.models.batches import InteractionBatch
 from recstack.models.features import DAYS, HOURS, WideDeepFeatures
 from recstack.models.losses import binary_cross_entropy_loss
-from recstack.training.batches import InteractionBatch
 
 
 class WideAndDeep(nn.Module, Recommender):

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from recstack.data.prepared import PreparedSplit
+from recstack.models.batches import InteractionBatch
 from recstack.models.features import context_from_timestamps
-from recstack.training.batches import InteractionBatch
 
 
 class EpochBatches:

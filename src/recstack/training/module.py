@@ -10,7 +10,7 @@ import torch
 
 from recstack.data.prepared import PreparedSplit, Stage
 from recstack.models.base import Recommender
-from recstack.training.batches import InteractionBatch
+from recstack.models.batches import InteractionBatch
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 

@@ -1,4 +1,7 @@
-"""The one batch type every trainable model reads: positives with their context, and sampled negatives."""
+"""The one batch type every trainable model reads: positives with their context, and sampled negatives.
+
+A plain type of the models layer: ``recstack.training`` builds these batches (its DataModule), the models only read them.
+"""
 
 from __future__ import annotations
 
