@@ -1,12 +1,13 @@
 """Grid search on the VALIDATION split of ML-100K: never reads the test split (``evaluate_test=false``).
 
     RECSTACK_DATA_HOME=../shared/data nice .venv/bin/python benchmarks/tune_ml100k.py --model lightgcn \\
-        --grid model.lr=5e-3,1e-2 model.reg_weight=1e-4,3e-4 --seeds 0 --overrides torch_threads=1
+        --grid fit.lr=5e-3,1e-2 model.reg_weight=1e-4,3e-4 --seeds 0 --overrides torch_threads=1
 
 Each grid point trains with early stopping on valid NDCG@10 and the best-validation weights restored; the script
 prints and appends to ``benchmarks/out/tune-<model>.jsonl`` one line per run (overrides, seed, valid metrics, best
-epoch, seconds), then a table sorted by mean valid NDCG@10. The chosen values go into ``configs/model/<model>.yaml``
-by hand, with the evidence in its comment; ``benchmarks/ml100k.py`` then reads the test split once per seed.
+epoch, seconds), then a table sorted by mean valid NDCG@10. Overrides name constructor arguments ``model.<arg>`` and
+training settings ``fit.<key>``. The chosen values go into ``configs/model/<model>.yaml`` / ``configs/fit/<model>.yaml``
+by hand, with the evidence in benchmarks/RESULTS.md; ``benchmarks/ml100k.py`` then reads the test split once per seed.
 """
 
 from __future__ import annotations
@@ -92,7 +93,12 @@ def summary(rows: list[dict]) -> str:
     """Markdown table of runs grouped by their overrides (fixed + grid point), best mean valid NDCG@10 first."""
     by_point: dict[str, list[dict]] = {}
     for r in rows:
-        settings = [o for o in [*r["fixed"], *r["point"]] if not o.startswith(("torch_threads=", "model.max_epochs="))]
+        settings = [
+            o
+            for o in [*r["fixed"], *r["point"]]
+            # model.max_epochs: the name in logs written before training settings moved to fit.
+            if not o.startswith(("torch_threads=", "fit.max_epochs=", "model.max_epochs="))
+        ]
         by_point.setdefault(" ".join(sorted(settings)) or "(defaults)", []).append(r)
     lines = ["| overrides (valid split only) | seeds | valid NDCG@10 | best epoch / epochs run | s per run |"]
     lines.append("|---|---|---|---|---|")

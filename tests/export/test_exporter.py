@@ -25,7 +25,7 @@ def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
         "train",
         [
             f"model={model}",
-            "model.max_epochs=2",
+            "fit.max_epochs=2",
             "logger=none",
             "progress=false",
             f"run_dir={root / model}",

@@ -110,8 +110,8 @@ def test_build_model_zeroes_cold_rows_with_text_side_input(
     vectors = rng.standard_normal((split.n_items, 384)).astype(np.float32)
     monkeypatch.setattr(build, "item_text_vectors", lambda *args, **kwargs: vectors)  # no MiniLM here
     torch.manual_seed(0)
-    cfg = compose("train", [f"model={model_name}", "model.text_side_input=true", "model.embedding_dim=8"])
-    model = build.build_model(cfg.model, split, progress=False)
+    cfg = compose("train", [f"model={model_name}", "fit.text_side_input=true", "model.embedding_dim=8"])
+    model = build.build_model(cfg.model, split, text_side_input=cfg.fit.text_side_input, progress=False)
     assert model.text_projection is not None
     with torch.no_grad():
         projected = model.text_projection(model.item_text)

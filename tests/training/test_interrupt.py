@@ -37,7 +37,7 @@ def _train_command(tmp_path: Path, run_dir: Path, *overrides: str) -> list[str]:
         f"run_dir={run_dir}",
         f"processed_root={tmp_path / 'processed'}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
-        "model.patience=100000",  # early stopping must not end the run before the signal
+        "fit.patience=100000",  # early stopping must not end the run before the signal
         *overrides,
     ]
 
@@ -62,7 +62,7 @@ def test_ctrl_c_checkpoints_and_last_ckpt_resumes(tmp_path: Path) -> None:
     checkpoints = run / "checkpoints"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.Popen(
-        _train_command(tmp_path, run, "model.max_epochs=100000"),
+        _train_command(tmp_path, run, "fit.max_epochs=100000"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -96,7 +96,7 @@ def test_ctrl_c_checkpoints_and_last_ckpt_resumes(tmp_path: Path) -> None:
     # The README's resume: ckpt_path=<run>/checkpoints/last.ckpt run_dir=<run>, two more epochs.
     target = last_epoch + 3  # epochs are 0-based: last.ckpt holds epoch last_epoch, so last_epoch + 1 are done
     resumed = subprocess.run(
-        _train_command(tmp_path, run, f"model.max_epochs={target}", f"ckpt_path={checkpoints / 'last.ckpt'}"),
+        _train_command(tmp_path, run, f"fit.max_epochs={target}", f"ckpt_path={checkpoints / 'last.ckpt'}"),
         capture_output=True,
         text=True,
         env=env,

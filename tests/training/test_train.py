@@ -32,7 +32,7 @@ def test_fast_dev_run(model: str, tiny_split: PreparedSplit, tmp_path: Path, tex
 
 
 def test_run_folder_and_checkpoint_round_trip(tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path) -> None:
-    result = train(config(tmp_path, text_cache, "model=mf", "model.max_epochs=3"), split=tiny_split)
+    result = train(config(tmp_path, text_cache, "model=mf", "fit.max_epochs=3"), split=tiny_split)
     run = result.run_dir
     for path in ["config.yaml", "metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "csv/metrics.csv"]:
         assert (run / path).is_file(), path
@@ -48,7 +48,7 @@ def test_run_folder_and_checkpoint_round_trip(tiny_split: PreparedSplit, tmp_pat
 
 
 def test_wide_deep_round_trip(tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path) -> None:
-    result = train(config(tmp_path, text_cache, "model=wide_deep", "model.max_epochs=2"), split=tiny_split)
+    result = train(config(tmp_path, text_cache, "model=wide_deep", "fit.max_epochs=2"), split=tiny_split)
     loaded = load_run(result.run_dir)
     users = torch.arange(tiny_split.n_users)
     torch.testing.assert_close(loaded.model.score_all(users), result.model.score_all(users), rtol=0, atol=0)
@@ -56,7 +56,7 @@ def test_wide_deep_round_trip(tiny_split: PreparedSplit, tmp_path: Path, text_ca
 
 def test_same_seed_same_metrics(tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path) -> None:
     runs = [
-        train(config(tmp_path / str(i), text_cache, "model=lightgcn", "model.max_epochs=2"), split=tiny_split)
+        train(config(tmp_path / str(i), text_cache, "model=lightgcn", "fit.max_epochs=2"), split=tiny_split)
         for i in range(2)
     ]
     assert runs[0].metrics["valid"] == runs[1].metrics["valid"]
@@ -66,7 +66,7 @@ def test_same_seed_same_metrics(tiny_split: PreparedSplit, tmp_path: Path, text_
 def test_a_run_folder_with_checkpoints_is_not_reused_silently(
     tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path
 ) -> None:
-    first = train(config(tmp_path, text_cache, "model=mf", "model.max_epochs=1"), split=tiny_split)
+    first = train(config(tmp_path, text_cache, "model=mf", "fit.max_epochs=1"), split=tiny_split)
     with pytest.raises(ValueError, match=r"already holds checkpoints.*ckpt_path="):
         train(config(tmp_path, text_cache, "model=mf", f"run_dir={first.run_dir}"), split=tiny_split)
 
@@ -94,10 +94,10 @@ def test_tuning_never_reads_the_test_split(
 
 
 def test_resume_from_last_checkpoint(tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path) -> None:
-    first = train(config(tmp_path, text_cache, "model=mf", "model.max_epochs=1"), split=tiny_split)
+    first = train(config(tmp_path, text_cache, "model=mf", "fit.max_epochs=1"), split=tiny_split)
     last = first.run_dir / "checkpoints" / "last.ckpt"
     resumed = train(
-        config(tmp_path, text_cache, "model=mf", "model.max_epochs=3", f"ckpt_path={last}", f"run_dir={first.run_dir}"),
+        config(tmp_path, text_cache, "model=mf", "fit.max_epochs=3", f"ckpt_path={last}", f"run_dir={first.run_dir}"),
         split=tiny_split,
     )
     assert resumed.metrics["epochs"] == 3
@@ -124,6 +124,6 @@ def test_fast_dev_run_on_gpu(tiny_split: PreparedSplit, tmp_path: Path, text_cac
 def test_two_epochs_of_mf_on_ml100k_beat_random(ml100k_split: PreparedSplit, tmp_path: Path, text_cache: Path) -> None:
     """Random scores give a validation NDCG@10 near 0.006 on ML-100K; two seeded epochs of MF clear 0.08 (about 0.12
     is typical; 8 negatives rather than the default 16 keep the test short)."""
-    overrides = ["model=mf", "model.max_epochs=2", "model.negatives=8", "seed=0", "torch_threads=1", "logger={}"]
+    overrides = ["model=mf", "fit.max_epochs=2", "fit.negatives=8", "seed=0", "torch_threads=1", "logger={}"]
     result = train(config(tmp_path, text_cache, *overrides), split=ml100k_split)
     assert result.metrics["valid"]["ndcg@10"] > 0.08

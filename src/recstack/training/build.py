@@ -1,17 +1,16 @@
 """Building a model from its config and a split: the data-derived constructor inputs are supplied here.
 
-``cfg.model`` is a ``_target_`` config of the model class with its hyper-parameters. Besides them a model's
-constructor may ask, by argument name, for inputs that come from the data rather than the config:
+``cfg.model`` is a ``_target_`` config of the model class with its constructor arguments and nothing else
+(``instantiate(cfg.model, n_users=..., n_items=...)`` builds it); how it is trained is ``cfg.fit``
+(``configs/fit/<model>.yaml``). Besides its hyper-parameters a model's constructor may ask, by argument name, for
+inputs that come from the data rather than the config:
 
 * ``n_users``, ``n_items``: always given;
 * ``train_matrix``: the training user x item CSR matrix (LightGCN's graph; with the text side-input, MF and LightGCN
   start the id rows of items without training interactions at zero);
 * ``features``: :class:`~recstack.models.features.WideDeepFeatures` of the split and its item text vectors;
-* ``item_text_vectors``: the BERT item vectors, only when the config sets ``text_side_input: true`` (MF, LightGCN).
-
-Keys in :data:`TRAINING_KEYS` (learning rate, batch size, negatives, epochs...) live in the model's config file so that
-each model carries its tuned defaults and ``model.lr=...`` sweeps work; ``train.yaml`` reads them by interpolation and
-they are dropped here, never reaching the constructor.
+* ``item_text_vectors``: the BERT item vectors, only with ``text_side_input=True`` (``fit.text_side_input``; MF,
+  LightGCN).
 """
 
 from __future__ import annotations
@@ -27,18 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 from recstack.data.prepared import PreparedSplit
 from recstack.models.base import Recommender
 
-TRAINING_KEYS: tuple[str, ...] = (
-    "lr",
-    "weight_decay",
-    "batch_size",
-    "negatives",
-    "sampling",
-    "sampling_alpha",
-    "max_epochs",
-    "patience",
-    "text_side_input",
-)
-
 
 def item_text_vectors(split: PreparedSplit, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
     from recstack.models.text_encoder import encode_items
@@ -50,6 +37,7 @@ def build_model(
     model_cfg: DictConfig,
     split: PreparedSplit,
     *,
+    text_side_input: bool = False,
     text_cache_dir: str | Path = "data/cache/text",
     progress: bool = True,
 ) -> Recommender:
@@ -58,9 +46,6 @@ def build_model(
     assert isinstance(cfg, dict)
     if "_target_" not in cfg:
         raise ValueError(f"model config has no _target_ (keys: {sorted(cfg)}); pick one with model=<name>")
-    use_text = bool(cfg.get("text_side_input", False))
-    for key in TRAINING_KEYS:
-        cfg.pop(key, None)
     params = inspect.signature(get_class(cfg["_target_"])).parameters
     kwargs: dict[str, object] = {"n_users": split.n_users, "n_items": split.n_items}
     if "train_matrix" in params:
@@ -69,9 +54,9 @@ def build_model(
         from recstack.models.features import WideDeepFeatures
 
         kwargs["features"] = WideDeepFeatures.from_split(split, item_text_vectors(split, text_cache_dir, progress))
-    if use_text:
+    if text_side_input:
         if "item_text_vectors" not in params:
-            raise ValueError(f"{cfg['_target_']} takes no item_text_vectors; set model.text_side_input=false")
+            raise ValueError(f"{cfg['_target_']} takes no item_text_vectors; set fit.text_side_input=false")
         kwargs["item_text_vectors"] = torch.from_numpy(item_text_vectors(split, text_cache_dir, progress))
     # Data objects go to the partial's call, not through instantiate, which would turn dataclasses into configs.
     model = instantiate(cfg, _partial_=True, _convert_="all")(**kwargs)

@@ -30,6 +30,18 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.ckpt"
 MODEL_PREFIX = "model."  # the RecommenderModule attribute that holds the network
+# Run folders written before configs/fit/ existed kept these training settings inside the `model` config.
+_LEGACY_FIT_KEYS = (
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "negatives",
+    "sampling",
+    "sampling_alpha",
+    "max_epochs",
+    "patience",
+    "text_side_input",
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,14 @@ def load_split(cfg: DictConfig) -> PreparedSplit:
     return prepare_from_config(cfg, progress=False)
 
 
+def model_config(cfg: DictConfig) -> tuple[DictConfig, bool]:
+    """A run config's model constructor config and its ``fit.text_side_input`` (older run folders load too)."""
+    model = cfg.model.copy()
+    legacy = {key: model.pop(key) for key in _LEGACY_FIT_KEYS if key in model}
+    fit = cfg.get("fit") or {}
+    return model, bool(fit.get("text_side_input", legacy.get("text_side_input", False)))
+
+
 def load_run(run_dir: str | Path, *, checkpoint: str = BEST_CHECKPOINT, device: str = "cpu") -> LoadedRun:
     """Rebuild a run's model (best checkpoint by default; baselines refit) and its split, in eval mode."""
     from recstack.training.build import build_model
@@ -82,7 +102,14 @@ def load_run(run_dir: str | Path, *, checkpoint: str = BEST_CHECKPOINT, device: 
     cfg = OmegaConf.load(config_path)
     assert isinstance(cfg, DictConfig)
     split = load_split(cfg)
-    model = build_model(cfg.model, split, text_cache_dir=cfg.get("text_cache_dir", "data/cache/text"), progress=False)
+    model_cfg, text_side_input = model_config(cfg)
+    model = build_model(
+        model_cfg,
+        split,
+        text_side_input=text_side_input,
+        text_cache_dir=cfg.get("text_cache_dir", "data/cache/text"),
+        progress=False,
+    )
     if isinstance(model, torch.nn.Module) and hasattr(model, "loss"):
         ckpt = run_dir / CHECKPOINT_DIR / checkpoint
         if not ckpt.is_file():

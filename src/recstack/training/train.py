@@ -125,7 +125,13 @@ def _train(cfg: DictConfig, split: PreparedSplit | None) -> TrainResult:
     _save_config(cfg, run_dir, split)
     log.info("run folder %s; %r", run_dir, split)
 
-    model = build_model(cfg.model, split, text_cache_dir=cfg.text_cache_dir, progress=cfg.get("progress", True))
+    model = build_model(
+        cfg.model,
+        split,
+        text_side_input=cfg.fit.text_side_input,
+        text_cache_dir=cfg.text_cache_dir,
+        progress=cfg.get("progress", True),
+    )
     if not hasattr(model, "loss"):
         return _fit_baseline(cfg, model, split, run_dir)
 
