@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -11,6 +12,8 @@ import torch
 from recstack.data.prepared import PreparedSplit, Stage
 from recstack.models.base import Recommender
 from recstack.models.batches import InteractionBatch
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -72,6 +75,12 @@ class RecommenderModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._evaluate_and_log("valid", "val")
+
+    def on_train_epoch_end(self) -> None:
+        # One line per epoch: what a run reports with the progress bar off (CI, sweeps, log files). The epoch's
+        # checkpoints are written just after this hook (ModelCheckpoint saves in its own on_train_epoch_end).
+        ndcg = self.last_metrics.get("valid", {}).get("ndcg@10")
+        log.info("epoch %d done%s", self.current_epoch, "" if ndcg is None else f", val/ndcg@10 {ndcg:.4f}")
 
     def on_test_epoch_end(self) -> None:
         self._evaluate_and_log("test", "test")

@@ -26,6 +26,7 @@ from recstack.models.base import Recommender
 from recstack.training import runs
 from recstack.training.build import build_model
 from recstack.training.module import RecommenderModule
+from recstack.training.signals import InterruptHandler, SecondSignalExits, interrupt_handling
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` / ``cfg.split`` and write its run folder (see :mod:`recstack.training.runs`).
 
     ``split``: an already prepared split to use instead of preparing ``cfg.data`` / ``cfg.split`` (tests, notebooks).
+
+    Ctrl-C or SIGTERM stops the run with ``checkpoints/interrupted.ckpt`` and exit status 1 (resume from
+    ``checkpoints/last.ckpt``); a second one exits at once (see :mod:`recstack.training.signals`).
     """
     threads = torch.get_num_threads()
     if cfg.get("torch_threads"):
@@ -105,12 +109,13 @@ def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
         # dev machine at load 7); null keeps torch's default. Restored afterwards: it is process-wide.
         torch.set_num_threads(int(cfg.torch_threads))
     try:
-        return _train(cfg, split)
+        with interrupt_handling() as interrupts:
+            return _train(cfg, split, interrupts)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: DictConfig, split: PreparedSplit | None) -> TrainResult:
+def _train(cfg: DictConfig, split: PreparedSplit | None, interrupts: InterruptHandler) -> TrainResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if split is None:
         from recstack.config import prepare_from_config
@@ -137,7 +142,9 @@ def _train(cfg: DictConfig, split: PreparedSplit | None) -> TrainResult:
 
     datamodule = instantiate(cfg.datamodule, _partial_=True)(split=split)
     module = RecommenderModule(model, optimizer=instantiate(cfg.optimizer), split=split, ks=tuple(cfg.ks))
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    # First, so that a second signal can end a shutdown that hangs in a later callback's on_exception hook.
+    callbacks = [SecondSignalExits(interrupts)]
+    callbacks += [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
 
