@@ -138,7 +138,11 @@ def worker_processes(root_pid: int) -> list:  # list[psutil.Process]
     import psutil
 
     found = []
-    for proc in psutil.Process(root_pid).children(recursive=True):
+    try:
+        children = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []  # the server is gone
+    for proc in children:
         try:
             cmd = " ".join(proc.cmdline())
         except psutil.NoSuchProcess:
@@ -163,9 +167,13 @@ def rss_by_pid(root_pid: int) -> dict[int, int]:
 def tree_rss(root_pid: int) -> int:
     import psutil
 
-    root = psutil.Process(root_pid)
+    try:
+        root = psutil.Process(root_pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
     total = 0
-    for proc in [root, *root.children(recursive=True)]:
+    for proc in tree:
         try:
             total += proc.memory_info().rss
         except psutil.NoSuchProcess:
@@ -323,9 +331,10 @@ async def client_loop(
         connection.close()
 
 
-async def drive(port: int, concurrency: int, seconds: float, max_requests: int, users, items, records, seed: int):
+async def drive(port: int, concurrency: int, seconds: float, budget: list[int], users, items, records, seed: int):
+    """``concurrency`` closed-loop clients until ``seconds`` pass or ``budget[0]`` requests are spent (setting it to 0
+    stops them all)."""
     until = time.monotonic() + seconds
-    budget = [max_requests]
     await asyncio.gather(
         *(client_loop(port, seed * 1000 + i, users, items, until, budget, records) for i in range(concurrency))
     )
@@ -491,7 +500,9 @@ def verdicts(summary: dict, rss_start: dict[int, int], rss_end: dict[int, int]) 
         "every_request_answered": summary["no_answer"] == 0,
         "degraded_only_while_redis_away": summary["degraded_outside_outages"] == 0,
         "recovery_first_answer_within_1s": bool(rec) and all(f is not None and f <= RECOVERY_TARGET_S for f in firsts),
-        "recovery_all_workers_within_1s": bool(rec) and all(x <= RECOVERY_TARGET_S for x in lasts),
+        # vacuous without a single good answer after the return (e.g. the server died): not a pass
+        "recovery_all_workers_within_1s": bool(rec)
+        and all(f is not None and x <= RECOVERY_TARGET_S for f, x in zip(firsts, lasts, strict=True)),
         "same_workers_start_to_end": set(rss_start) == set(rss_end),
         "worker_rss_growth": growth,
         "worker_rss_growth_within_10pct": bool(growth)
@@ -525,7 +536,7 @@ def main() -> None:
     ap.add_argument("--down-s", type=float, default=3.0, help="how long Redis stays dead on each restart")
     ap.add_argument("--pause-ms", type=int, default=3000, help="CLIENT PAUSE length")
     ap.add_argument("--grace-s", type=float, default=RECOVERY_TARGET_S, help="degraded answers allowed after a return")
-    ap.add_argument("--max-requests", type=int, default=2_000_000, help="hard bound on requests sent")
+    ap.add_argument("--max-requests", type=int, default=1_500_000, help="hard bound on requests sent")
     ap.add_argument("--ready-timeout-s", type=float, default=180.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/soak-<UTC time>.json")
@@ -564,10 +575,14 @@ def main() -> None:
         server = subprocess.Popen(argv, cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT)
         ready = wait_ready(port, server, args.ready_timeout_s)
         print(
-            f"[soak] server ready on {HOST}:{port}, Redis on {redis.port}; warming up {args.warmup_s:.0f} s", flush=True
+            f"[soak] server (pid {server.pid}) ready on {HOST}:{port}, Redis on {redis.port}; warming up "
+            f"{args.warmup_s:.0f} s",
+            flush=True,
         )
 
-        asyncio.run(drive(port, args.concurrency, args.warmup_s, args.max_requests, users, items, None, args.seed + 1))
+        asyncio.run(
+            drive(port, args.concurrency, args.warmup_s, [args.max_requests], users, items, None, args.seed + 1)
+        )
         workers_start = worker_processes(server.pid)
         rss_start = rss_by_pid(server.pid)
         tree_start = tree_rss(server.pid)
@@ -584,17 +599,29 @@ def main() -> None:
         faults.start()
         rss_samples: list[list] = []
 
-        async def sample_rss() -> None:
+        budget = [args.max_requests]
+        server_exited: list[float] = []
+
+        async def watch() -> None:
+            """Worker RSS every 10 s; and if the server dies, stop the clients rather than spin on refused
+            connections."""
+            next_sample = time.monotonic()
             while time.monotonic() < t0 + seconds:
-                rss_samples.append(
-                    [round(time.monotonic() - t0, 1), {str(p): r for p, r in rss_by_pid(server.pid).items()}]
-                )
-                await asyncio.sleep(10)
+                if server.poll() is not None:
+                    server_exited.append(round(time.monotonic() - t0, 2))
+                    budget[0] = 0
+                    return
+                if time.monotonic() >= next_sample:
+                    rss_samples.append(
+                        [round(time.monotonic() - t0, 1), {str(p): r for p, r in rss_by_pid(server.pid).items()}]
+                    )
+                    next_sample += 10
+                await asyncio.sleep(0.5)
 
         async def measured() -> None:
-            sampler = asyncio.create_task(sample_rss())
-            await drive(port, args.concurrency, seconds, args.max_requests, users, items, records, args.seed)
-            sampler.cancel()
+            watcher = asyncio.create_task(watch())
+            await drive(port, args.concurrency, seconds, budget, users, items, records, args.seed)
+            watcher.cancel()
 
         asyncio.run(measured())
         load_cpu = time.process_time() - cpu0
@@ -603,6 +630,7 @@ def main() -> None:
         rss_end = rss_by_pid(server.pid)
         tree_end = tree_rss(server.pid)
         summary = analyse(records, outages, t0, args.grace_s)
+        server_pid = server.pid
         stop_s = stop_tree(server)
         server = None
         result = {
@@ -612,6 +640,7 @@ def main() -> None:
             "load_average_before_after": [load_before, os.getloadavg()],
             "bundle": str(bundle),
             "server_argv": argv,
+            "server_pid": server_pid,
             "readyz": ready,
             "settings": {
                 "minutes": args.minutes,
@@ -632,10 +661,11 @@ def main() -> None:
                 {"kind": o.kind, "start_s": round(o.start - t0, 3), "back_s": round(o.back - t0, 3)} for o in outages
             ],
             "load_generator_cpu_s": round(load_cpu, 1),
+            "server_exited_at_s": server_exited[0] if server_exited else None,
             "server_stop_s": round(stop_s, 2),
             "summary": summary,
             "server_log_tail": (work / "server.log").read_text(errors="replace").splitlines()[-40:],
-            "verdicts": verdicts(summary, rss_start, rss_end),
+            "verdicts": {"server_stayed_up": not server_exited, **verdicts(summary, rss_start, rss_end)},
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
