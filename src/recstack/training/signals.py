@@ -47,9 +47,10 @@ class InterruptHandler:
         if len(self.received) > 1:
             _say(f"{sig.name} again: exiting now, without waiting for the shutdown (status {128 + signum})")
             os._exit(128 + signum)
+        # Before trainer.fit starts (or after it ends) there is nothing to save: the exception just ends the run.
         _say(
-            f"{sig.name} received: stopping with a checkpoint (checkpoints/interrupted.ckpt; resume from "
-            f"checkpoints/last.ckpt). Send it again to exit at once."
+            f"{sig.name} received: stopping; inside training, with a checkpoint first (checkpoints/interrupted.ckpt; "
+            "resume from checkpoints/last.ckpt). Send it again to exit at once."
         )
         raise Terminated(sig.name) if sig == signal.SIGTERM else KeyboardInterrupt
 
