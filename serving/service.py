@@ -8,7 +8,7 @@ Settings are one typed class, :class:`recstack.serving.settings.ServeSettings`, 
 worker that cannot start stops the server instead of being respawned forever.
 
 Endpoints are ``async def`` on purpose: the pipeline is ~0.2 ms of CPU, cheaper inline on the event loop than
-BentoML's thread-pool hop for sync endpoints, and the one Redis read is awaited (async client, bounded pool, 20 ms
+BentoML's thread-pool hop for sync endpoints, and the one Redis read is awaited (async client, bounded pool, 100 ms
 timeout, circuit breaker) so a slow Redis never stalls the worker's other requests. The middlewares
 (recstack.serving.http_guards) exist because of measured BentoML behaviour; benchmarks/RESULTS.md has the figures.
 """

@@ -24,7 +24,7 @@ def test_serve_command_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     passed = ServeSettings.model_validate_json(env[SETTINGS_ENV])
     assert passed == settings and passed.bundle == str(bundle.resolve())  # relative to where it was typed
     assert passed.workers == 2 and passed.redis_url == "redis://10.0.0.1:6380/3"
-    assert passed.redis_timeout_s == 0.02 and passed.n_candidates == 200  # configs/serve.yaml's defaults
+    assert passed.redis_timeout_s == 0.1 and passed.n_candidates == 200  # configs/serve.yaml's defaults
     assert env["OMP_NUM_THREADS"] == "1" and env["BENTOML_DO_NOT_TRACK"] == "True"
     assert not any(k.startswith("RECSTACK_") and k != SETTINGS_ENV for k in env)  # one variable, not eleven
     assert (Path(env["PYTHONPATH"].split(":")[0]) / "serving" / "service.py").is_file()

@@ -101,7 +101,7 @@ def test_async_methods_share_the_store_and_the_breaker(redis_prefix: str) -> Non
 
 
 def test_serve_yaml_is_where_the_store_defaults_live() -> None:
-    assert SERVE_DEFAULTS.timeout_s == 0.02 and SERVE_DEFAULTS.max_connections == 64
+    assert SERVE_DEFAULTS.timeout_s == 0.1 and SERVE_DEFAULTS.max_connections == 64
     with pytest.raises(TypeError):
         RedisStoreConfig(url="redis://127.0.0.1:6379/0")  # type: ignore[call-arg]  # no second set of defaults
 
@@ -198,3 +198,26 @@ def test_readiness_is_not_ready_while_the_breaker_is_open(redis_prefix: str) -> 
         await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_breaker_opens_after_threshold_failures_in_a_row_and_a_failed_probe_reopens_at_once() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(backoff_s=1.0, max_backoff_s=4.0, clock=lambda: now[0], failure_threshold=3)
+    breaker.failure(TimeoutError("late reply"))
+    breaker.failure(TimeoutError("late reply"))
+    assert breaker.allow() and not breaker.is_open  # two slow calls: still closed
+    breaker.success()  # a success resets the count
+    breaker.failure(TimeoutError("late reply"))
+    breaker.failure(TimeoutError("late reply"))
+    assert not breaker.is_open
+    breaker.failure(ConnectionError("refused"))  # third in a row
+    assert breaker.is_open and not breaker.allow() and "refused" in breaker.last_error
+    now[0] = 1.5
+    assert breaker.allow()  # the probe
+    breaker.failure(ConnectionError("refused"))  # half-open: one failure reopens, back-off doubled
+    now[0] = 3.0
+    assert not breaker.allow()
+    now[0] = 3.6
+    assert breaker.allow()
+    with pytest.raises(ValueError):
+        CircuitBreaker(backoff_s=1.0, max_backoff_s=4.0, failure_threshold=0)

@@ -1,7 +1,7 @@
 """The online store: each user's recent activity, bounded in length and time, read by the next ``/recommend``.
 
 :class:`RedisOnlineStore` is the real one. Its contract is that it never makes a request fail or hang: every call has a
-short socket timeout (about 20 ms), the async connection pool is bounded (a request waits for a free connection no
+short socket timeout (``redis_timeout_s``, 100 ms by default), the async connection pool is bounded (a request waits for a free connection no
 longer than that timeout), errors mean "unavailable" (``None``), and a circuit breaker stops paying that timeout on
 every request while Redis is down: after a failure the store stays *open* (answers ``None`` at once) for a back-off
 that doubles up to a cap, then lets one call through to probe. The probe always resolves: cancelled, or failed in a
@@ -71,6 +71,7 @@ class RedisStoreConfig:
     max_connections: int
     backoff_s: float
     max_backoff_s: float
+    failure_threshold: int
 
     @property
     def probe_deadline_s(self) -> float:
@@ -80,7 +81,13 @@ class RedisStoreConfig:
 
 
 class CircuitBreaker:
-    """Closed -> (failure) -> open for ``backoff`` -> one probe call -> closed on success, open for 2x on failure.
+    """Closed -> (``failure_threshold`` failures in a row) -> open for ``backoff`` -> one probe call -> closed on
+    success, open for 2x on failure.
+
+    The threshold is what keeps a healthy but busy Redis from degrading answers: one timeout can be the worker's own
+    event loop reading the reply late (at c=16 on two busy cores), and a restarted Redis costs every pooled connection
+    one reconnect; a Redis that is really gone fails every call, so three in a row open the circuit within
+    microseconds (refused) or three timeouts (paused). A failed probe reopens at once.
 
     A probe that ends without a verdict (cancelled, or an unexpected error) is :meth:`released`: the breaker stays open
     and the next caller probes again. A probe older than ``probe_deadline_s`` is replaced by a new one, so a probe
@@ -93,7 +100,12 @@ class CircuitBreaker:
         max_backoff_s: float,
         probe_deadline_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        failure_threshold: int = 1,
     ) -> None:
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be at least 1, got {failure_threshold}")
+        self._threshold = failure_threshold
+        self._failures = 0
         self._base = backoff_s
         self._max = max_backoff_s
         self._deadline = probe_deadline_s
@@ -121,15 +133,20 @@ class CircuitBreaker:
             self._open_until = 0.0
             self._backoff = self._base
             self._probe_started = None
+            self._failures = 0
             self.last_error = ""
 
     def failure(self, error: BaseException) -> None:
         with self._lock:
-            if self._open_until != 0.0:
+            self.last_error = f"{type(error).__name__}: {error}"
+            if self._open_until == 0.0:
+                self._failures += 1
+                if self._failures < self._threshold:
+                    return  # closed still: this call answers degraded, the next ones try Redis
+            else:
                 self._backoff = min(self._backoff * 2, self._max)
             self._open_until = self._clock() + self._backoff
             self._probe_started = None
-            self.last_error = f"{type(error).__name__}: {error}"
 
     def release(self) -> None:
         """A call ended without a verdict on Redis (cancelled): if it was the probe, the next caller probes."""
@@ -162,7 +179,9 @@ class RedisOnlineStore:
             )
         )
         self._aclient: aioredis.Redis | None = None  # created on first use, inside the serving event loop
-        self._breaker = CircuitBreaker(config.backoff_s, config.max_backoff_s, config.probe_deadline_s)
+        self._breaker = CircuitBreaker(
+            config.backoff_s, config.max_backoff_s, config.probe_deadline_s, failure_threshold=config.failure_threshold
+        )
 
     def _conn_kwargs(self) -> dict:
         return {

@@ -35,6 +35,7 @@ class ServeSettings(BaseModel):
     redis_max_connections: int = Field(ge=1)
     redis_backoff_s: float = Field(ge=0)
     redis_max_backoff_s: float = Field(ge=0)
+    redis_failure_threshold: int = Field(ge=1)
     recent_max: int = Field(ge=1)
     recent_ttl_s: int = Field(ge=1)
     n_candidates: int = Field(ge=1)
@@ -102,4 +103,5 @@ class ServeSettings(BaseModel):
             max_connections=self.redis_max_connections,
             backoff_s=self.redis_backoff_s,
             max_backoff_s=self.redis_max_backoff_s,
+            failure_threshold=self.redis_failure_threshold,
         )
