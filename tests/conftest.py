@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny prepared split written by hand in the prepared layout, and the real ML-100K split."""
+"""Shared fixtures: a tiny prepared split written by hand in the prepared layout, the tiny bundle with a real ONNX
+ranker built from it (serving and offline tests), and the real ML-100K split."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bundle_support import write_test_bundle
 
 from recstack.data.prepared import FORMAT_VERSION, PreparedSplit
 
@@ -86,6 +88,19 @@ def tiny_split_writer() -> Callable[..., Path]:
 @pytest.fixture
 def tiny_split(tmp_path: Path) -> PreparedSplit:
     return PreparedSplit.load(write_tiny_split(tmp_path / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def serving_split(tmp_path_factory: pytest.TempPathFactory) -> PreparedSplit:
+    """The tiny split the serving and offline tests share: 60 users so both genders pass the popularity segment's
+    minimum of 20 users."""
+    return PreparedSplit.load(write_tiny_split(tmp_path_factory.mktemp("split") / "tiny", n_users=60, n_items=48))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, serving_split: PreparedSplit) -> Path:
+    """A bundle from :func:`serving_split` with a real ONNX ranker (see tests/bundle_support.py)."""
+    return write_test_bundle(tmp_path_factory.mktemp("bundles") / "tiny", serving_split)
 
 
 @pytest.fixture(scope="session")

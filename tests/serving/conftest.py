@@ -1,17 +1,16 @@
-"""Serving fixtures: the tiny bundle, Redis key prefixes of their own, one real server per test module."""
+"""Serving fixtures: Redis key prefixes of their own, one real server per test module (the tiny bundle and its split
+are in tests/conftest.py, shared with tests/offline)."""
 
 from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from serving_support import Server, free_port, start_redis, start_server, stop_server, write_test_bundle
-
-from recstack.data.prepared import PreparedSplit
+from serving_support import Server, free_port, start_redis, start_server, stop_server
 
 
 def _delete_prefix(prefix: str) -> None:
@@ -20,17 +19,6 @@ def _delete_prefix(prefix: str) -> None:
     if keys:
         client.delete(*keys)
     client.close()
-
-
-@pytest.fixture(scope="session")
-def serving_split(tmp_path_factory: pytest.TempPathFactory, tiny_split_writer: Callable[..., Path]) -> PreparedSplit:
-    # 60 users so both genders pass the popularity segment's minimum of 20 users.
-    return PreparedSplit.load(tiny_split_writer(tmp_path_factory.mktemp("split") / "tiny", n_users=60, n_items=48))
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, serving_split: PreparedSplit) -> Path:
-    return write_test_bundle(tmp_path_factory.mktemp("bundles") / "tiny", serving_split)
 
 
 @pytest.fixture
