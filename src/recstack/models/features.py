@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recstack.bundle.contract import N_DAYS, N_HOURS  # the ranker's context ranges live there
 from recstack.data.prepared import PreparedSplit
 
-HOURS = 24
-DAYS = 7
 UNKNOWN = 0  # code of a missing, rare or unseen categorical value in every field
 # A string column with more distinct values than this (zip codes) is cut to its first character (the region).
 MAX_FIELD_VOCAB = 64
@@ -25,8 +24,8 @@ MAX_FIELD_VOCAB = 64
 def context_from_timestamps(timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(hour of day 0-23, day of week 0 = Monday)`` of Unix-second timestamps, in UTC, as int64 arrays."""
     ts = np.asarray(timestamps, dtype=np.int64)
-    hours = (ts // 3600) % HOURS
-    dows = (ts // 86400 + 3) % DAYS  # 1970-01-01 was a Thursday
+    hours = (ts // 3600) % N_HOURS
+    dows = (ts // 86400 + 3) % N_DAYS  # 1970-01-01 was a Thursday
     return hours, dows
 
 
@@ -135,6 +134,6 @@ class WideDeepFeatures:
             n_year_codes=n_year_codes,
             item_years=years,
             item_text=np.asarray(item_text, dtype=np.float32),
-            default_hours=_mode_per_user(train_users, hours, n_users, HOURS),
-            default_dows=_mode_per_user(train_users, dows, n_users, DAYS),
+            default_hours=_mode_per_user(train_users, hours, n_users, N_HOURS),
+            default_dows=_mode_per_user(train_users, dows, n_users, N_DAYS),
         )

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from recstack.bundle.contract import N_DAYS, N_HOURS
 from recstack.data.prepared import PreparedSplit
 from recstack.models.base import Recommender
 from recstack.models.batches import InteractionBatch
-from recstack.models.features import DAYS, HOURS, WideDeepFeatures
+from recstack.models.features import WideDeepFeatures
 from recstack.models.losses import binary_cross_entropy_loss
 
 
@@ -77,8 +78,8 @@ class WideAndDeep(nn.Module, Recommender):
         self.user_bias = nn.Embedding(n_users + 1, 1)
         self.item_bias = nn.Embedding(n_items, 1)
         self.field_cross = nn.ModuleList(nn.Embedding(v, n_cats) for v in features.user_vocab_sizes)
-        self.hour_cross = nn.Embedding(HOURS, n_cats)
-        self.dow_cross = nn.Embedding(DAYS, n_cats)
+        self.hour_cross = nn.Embedding(N_HOURS, n_cats)
+        self.dow_cross = nn.Embedding(N_DAYS, n_cats)
         self.global_bias = nn.Parameter(torch.zeros(1))
         for table in [self.user_bias, self.item_bias, *self.field_cross, self.hour_cross, self.dow_cross]:
             nn.init.zeros_(table.weight)
@@ -92,8 +93,8 @@ class WideAndDeep(nn.Module, Recommender):
         self.category_emb = nn.Linear(n_cats, field_dim, bias=False)
         self.year_emb = nn.Embedding(features.n_year_codes, field_dim)
         self.text_proj = nn.Linear(self.item_text.shape[1], text_dim)
-        self.hour_emb = nn.Embedding(HOURS, context_dim)
-        self.dow_emb = nn.Embedding(DAYS, context_dim)
+        self.hour_emb = nn.Embedding(N_HOURS, context_dim)
+        self.dow_emb = nn.Embedding(N_DAYS, context_dim)
         hidden = list(hidden_dims)
         n_fields = len(features.user_vocab_sizes)
         self.user_in = nn.Linear(embedding_dim + n_fields * field_dim, hidden[0], bias=False)

@@ -16,7 +16,7 @@ import copy
 import torch
 from torch import nn
 
-from recstack.models.features import DAYS, HOURS
+from recstack.bundle.contract import N_DAYS, N_HOURS
 from recstack.models.wide_deep import WideAndDeep
 
 
@@ -32,9 +32,9 @@ class FrozenWideAndDeep(nn.Module):
                 device = model.item_id.weight.device
                 u_vec, u_deep, u_cross, u_bias = model._user_side(torch.arange(model.n_users + 1, device=device))
                 i_vec, i_deep, i_cats, i_bias = model._item_side(torch.arange(model.n_items, device=device))
-                hours = torch.arange(HOURS, device=device).repeat_interleave(DAYS)
-                dows = torch.arange(DAYS, device=device).repeat(HOURS)
-                c_deep, c_cross = model._context_side(hours, dows)  # row h * DAYS + d
+                hours = torch.arange(N_HOURS, device=device).repeat_interleave(N_DAYS)
+                dows = torch.arange(N_DAYS, device=device).repeat(N_HOURS)
+                c_deep, c_cross = model._context_side(hours, dows)  # row h * N_DAYS + d
                 tables = {
                     "u_vec": u_vec,
                     "u_deep": u_deep,
@@ -58,7 +58,7 @@ class FrozenWideAndDeep(nn.Module):
     def forward(
         self, user_idx: torch.Tensor, item_idx: torch.Tensor, hour: torch.Tensor, dow: torch.Tensor
     ) -> torch.Tensor:
-        ctx = hour * DAYS + dow
+        ctx = hour * N_DAYS + dow
         wide = (
             self.u_bias[user_idx]
             + self.i_bias[item_idx]
