@@ -12,7 +12,6 @@ and single-process use. The defaults live in ``configs/serve.yaml`` (``recstack.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -80,6 +79,20 @@ class RedisStoreConfig:
         return max(1.0, 10 * self.timeout_s)
 
 
+class Ticket:
+    """What :meth:`CircuitBreaker.allow` hands a caller it lets through: a call made while closed, or the one probe of
+    a half-open breaker. The caller gives it back with its verdict (:meth:`~CircuitBreaker.success`,
+    :meth:`~CircuitBreaker.failure`) or without one (:meth:`~CircuitBreaker.release`)."""
+
+    __slots__ = ("probe",)
+
+    def __init__(self, probe: bool) -> None:
+        self.probe = probe
+
+    def __repr__(self) -> str:
+        return f"Ticket(probe={self.probe})"
+
+
 class CircuitBreaker:
     """Closed -> (``failure_threshold`` failures in a row) -> open for ``backoff`` -> one probe call -> closed on
     success, open for 2x on failure.
@@ -89,9 +102,12 @@ class CircuitBreaker:
     one reconnect; a Redis that is really gone fails every call, so three in a row open the circuit within
     microseconds (refused) or three timeouts (paused). A failed probe reopens at once.
 
-    A probe that ends without a verdict (cancelled, or an unexpected error) is :meth:`released`: the breaker stays open
-    and the next caller probes again. A probe older than ``probe_deadline_s`` is replaced by a new one, so a probe
-    lost in a way no ``finally`` saw still cannot wedge the breaker.
+    Every admitted call holds a :class:`Ticket`. Only the probe's failure doubles the back-off: calls admitted while
+    the breaker was closed that fail after it opened (stragglers) change nothing, so a burst of in-flight calls opens
+    it for ``backoff_s``, not for the cap. A probe that ends without a verdict (cancelled, or an unexpected error) is
+    :meth:`released`: the breaker stays open and the next caller probes again; a release by anyone but the current
+    probe changes nothing. A probe older than ``probe_deadline_s`` is replaced by a new one, so a probe lost in a way
+    no ``finally`` saw still cannot wedge the breaker.
     """
 
     def __init__(
@@ -113,45 +129,53 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._open_until = 0.0
         self._backoff = backoff_s
-        self._probe_started: float | None = None
+        self._probe: Ticket | None = None
+        self._probe_started = 0.0
         self.last_error = ""
 
-    def allow(self) -> bool:
+    def allow(self) -> Ticket | None:
+        """A ticket for a call that may go to Redis, or ``None``: answer without it."""
         with self._lock:
             if self._open_until == 0.0:
-                return True
+                return Ticket(probe=False)
             now = self._clock()
             if now < self._open_until:
-                return False
-            if self._probe_started is not None and now - self._probe_started < self._deadline:
-                return False  # exactly one caller probes; the others keep answering degraded
+                return None
+            if self._probe is not None and now - self._probe_started < self._deadline:
+                return None  # exactly one caller probes; the others keep answering degraded
+            self._probe = Ticket(probe=True)
             self._probe_started = now
-            return True
+            return self._probe
 
-    def success(self) -> None:
+    def success(self, ticket: Ticket) -> None:
+        """Redis answered: closed (any answer, a straggler's too, shows Redis is back)."""
         with self._lock:
             self._open_until = 0.0
             self._backoff = self._base
-            self._probe_started = None
+            self._probe = None
             self._failures = 0
             self.last_error = ""
 
-    def failure(self, error: BaseException) -> None:
+    def failure(self, ticket: Ticket, error: BaseException) -> None:
         with self._lock:
             self.last_error = f"{type(error).__name__}: {error}"
             if self._open_until == 0.0:
                 self._failures += 1
                 if self._failures < self._threshold:
                     return  # closed still: this call answers degraded, the next ones try Redis
+                self._backoff = self._base
+            elif ticket is self._probe:
+                self._backoff = min(self._backoff * 2, self._max)  # the probe failed: wait longer
+                self._probe = None
             else:
-                self._backoff = min(self._backoff * 2, self._max)
+                return  # a straggler admitted while closed, or a replaced probe: already open, nothing new
             self._open_until = self._clock() + self._backoff
-            self._probe_started = None
 
-    def release(self) -> None:
-        """A call ended without a verdict on Redis (cancelled): if it was the probe, the next caller probes."""
+    def release(self, ticket: Ticket) -> None:
+        """A call ended without a verdict on Redis (cancelled): if it is the current probe, the next caller probes."""
         with self._lock:
-            self._probe_started = None
+            if ticket is self._probe:
+                self._probe = None
 
     @property
     def is_open(self) -> bool:
@@ -161,7 +185,7 @@ class CircuitBreaker:
     @property
     def probing(self) -> bool:
         with self._lock:
-            return self._probe_started is not None
+            return self._probe is not None
 
 
 class RedisOnlineStore:
@@ -212,45 +236,49 @@ class RedisOnlineStore:
     def breaker(self) -> CircuitBreaker:
         return self._breaker
 
+    def _settle(self, ticket: Ticket, error: BaseException | None) -> bool:
+        """Give the breaker one call's outcome; True when the caller answers degraded (``None``), False when it must
+        re-raise. Redis errors and unexpected errors (a bug: logged) are failures; a cancellation or another
+        ``BaseException`` has no verdict on Redis and only releases the ticket."""
+        if error is None:
+            self._breaker.success(ticket)
+            return False
+        if isinstance(error, REDIS_ERRORS):
+            self._breaker.failure(ticket, error)
+            return True
+        if isinstance(error, Exception):
+            self._breaker.failure(ticket, error)
+            logger.exception("online store call failed unexpectedly; answering without it")
+            return True
+        self._breaker.release(ticket)
+        return False
+
     def _guarded_sync(self, call: Callable[[], object]) -> object | None:
-        if not self._breaker.allow():
+        ticket = self._breaker.allow()
+        if ticket is None:
             return None
         try:
             result = call()
-        except REDIS_ERRORS as error:
-            self._breaker.failure(error)
-            return None
-        except Exception as error:  # a bug, not Redis: degrade this call, keep the breaker honest, say so once
-            self._breaker.failure(error)
-            logger.exception("online store call failed unexpectedly; answering without it")
-            return None
-        except BaseException:
-            self._breaker.release()
+        except BaseException as error:
+            if self._settle(ticket, error):
+                return None
             raise
-        self._breaker.success()
+        self._settle(ticket, None)
         return result
 
     async def _guarded(self, call: Callable[[], Awaitable[object]]) -> object | None:
-        """Run one Redis call under the breaker; ``None`` when unavailable. Whatever happens, the call resolves the
-        breaker: success, failure (Redis errors, and unexpected errors, which are logged), or release (cancelled)."""
-        if not self._breaker.allow():
+        """Run one Redis call under the breaker; ``None`` when unavailable. Whatever happens, the call resolves its
+        ticket (:meth:`_settle`): success, failure, or release (cancelled)."""
+        ticket = self._breaker.allow()
+        if ticket is None:
             return None
         try:
             result = await call()
-        except REDIS_ERRORS as error:
-            self._breaker.failure(error)
-            return None
-        except asyncio.CancelledError:
-            self._breaker.release()
+        except BaseException as error:
+            if self._settle(ticket, error):
+                return None
             raise
-        except Exception as error:
-            self._breaker.failure(error)
-            logger.exception("online store call failed unexpectedly; answering without it")
-            return None
-        except BaseException:
-            self._breaker.release()
-            raise
-        self._breaker.success()
+        self._settle(ticket, None)
         return result
 
     def recent(self, user_id: str, limit: int) -> list[Event] | None:
