@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from recstack.bundle.contract import RankerContract
@@ -163,15 +164,39 @@ class BundleManifest:
         if missing:
             raise BundleError(f"{source}: missing field(s) {missing}; export the bundle again")
         values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+        if not isinstance(values["files"], dict):
+            raise BundleError(f"{source}: files must map file names to sha256 digests; export the bundle again")
+        for name in values["files"]:
+            check_file_name(name, source)
         try:
             values["index"] = IndexInfo.from_dict(values["index"])
             if values.get("ranker") is not None:
                 values["ranker"] = RankerInfo.from_dict(values["ranker"])
+                check_file_name(values["ranker"].file, source)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(
                 f"{source}: malformed index or ranker section ({exc!r}); export the bundle again"
             ) from exc
         return cls(**values)
+
+
+def check_file_name(name: object, source: str) -> None:
+    """A bundle file is named by a plain file name inside the bundle folder: no folder part, not absolute, not ``..``
+    (a manifest naming ``../x`` or ``/etc/x`` would make the reader open files outside the bundle)."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or PurePosixPath(name).is_absolute()
+        or PureWindowsPath(name).is_absolute()
+        or PureWindowsPath(name).drive
+    ):
+        raise BundleError(
+            f"{source}: file name {name!r} is not a plain file name inside the bundle folder (no path separator, "
+            "not absolute, not '..'); the manifest is not trusted: export the bundle again"
+        )
 
 
 def content_digest(content: Mapping[str, Any]) -> str:
