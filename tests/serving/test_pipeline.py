@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,36 @@ def test_small_candidate_pool_still_fills_k(tiny_bundle: Path) -> None:
     small = Pipeline.from_bundle(Bundle.load(tiny_bundle), PipelineConfig(n_candidates=5))
     assert len(small.recommend(Query(user_id="u1", k=20)).items) == 20
     assert len(small.recommend(Query(user_id="nobody", k=20)).items) == 20
+
+
+def _with_manifest_edit(tiny_bundle: Path, tmp_path: Path, edit: Callable[[dict], None]) -> Path:
+    """A copy of the bundle whose manifest is edited and re-signed (so only the edit can be what is refused)."""
+    import json
+    import shutil
+
+    from recstack.bundle.layout import MANIFEST
+    from recstack.bundle.manifest import DIGEST_KEY, content_digest
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    raw = json.loads((copy / MANIFEST).read_text())
+    raw.pop(DIGEST_KEY)
+    edit(raw)
+    (copy / MANIFEST).write_text(json.dumps({**raw, DIGEST_KEY: content_digest(raw)}))
+    return copy
+
+
+def test_a_ranker_that_does_not_match_its_recorded_contract_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    from recstack.bundle.layout import BundleError
+
+    def rename_input(raw: dict) -> None:
+        raw["ranker"]["inputs"][2]["name"] = "hour_of_day"
+
+    with pytest.raises(BundleError, match=r"ranker\.onnx: inputs .* the ranker contract expects .*hour_of_day"):
+        Pipeline.from_bundle(Bundle.load(_with_manifest_edit(tiny_bundle, tmp_path / "a", rename_input)))
+
+    def shrink_users(raw: dict) -> None:
+        raw["ranker"]["inputs"][0]["range"] = [0, 3]
+
+    with pytest.raises(BundleError, match=r"does not fit the bundle.s .* export the bundle again"):
+        Pipeline.from_bundle(Bundle.load(_with_manifest_edit(tiny_bundle, tmp_path / "b", shrink_users)))

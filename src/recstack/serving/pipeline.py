@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from recstack.bundle.contract import score_ranker
+from recstack.bundle.contract import ranker_contract, score_ranker
+from recstack.bundle.layout import BundleError
 from recstack.serving.fallbacks import PopularityFallback
 from recstack.serving.metrics import StageObserver, null_observer
 from recstack.serving.online_store import Event
@@ -161,6 +162,8 @@ class Pipeline:
             config = replace(config, rerank_weight=1.0 if tuned is None else tuned)
         if ranker is None and bundle.ranker_path is not None:
             ranker = ranker_session(bundle.ranker_path)
+        if ranker is not None and bundle.manifest.ranker is not None and hasattr(ranker, "get_inputs"):
+            check_ranker(bundle, ranker)
         popularity_counts = (
             items["popularity"].to_numpy(np.float64)
             if "popularity" in items.columns
@@ -342,6 +345,26 @@ class Pipeline:
     def _rerank(self, user: int, items: np.ndarray, hour: int, dow: int) -> np.ndarray:
         b = len(items)
         return score_ranker(self.ranker, np.full(b, user), items, np.full(b, hour), np.full(b, dow))
+
+
+def check_ranker(bundle: Bundle, session: Any) -> None:
+    """The ONNX session has the inputs and output the bundle's manifest records, and the contract's ranges fit the
+    bundle's catalogue; else a :class:`BundleError` saying what differs (the ranker would score garbage or fail on
+    the first request)."""
+    info = bundle.manifest.ranker
+    assert info is not None
+    source = str(bundle.root / info.file)
+    contract = info.contract
+    try:
+        contract.check(session, source=source)
+        expected = ranker_contract(bundle.manifest.n_users, bundle.manifest.n_items)
+        if contract != expected:
+            raise ValueError(
+                f"{source}: the manifest's ranker contract {contract.to_dict()} does not fit the bundle's "
+                f"{bundle.manifest.n_users} users x {bundle.manifest.n_items} items (expected {expected.to_dict()})"
+            )
+    except ValueError as error:
+        raise BundleError(f"{error}; the ranker does not match its bundle: export the bundle again") from error
 
 
 def ranker_session(path: Any) -> Any:
