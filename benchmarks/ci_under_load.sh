@@ -12,6 +12,17 @@ runs=${RUNS:-5}
 repo=$(git rev-parse --show-toplevel)
 out=${OUT:-$repo/benchmarks/out/ci_under_load}
 work=$(mktemp -d)
+stress=
+# On any exit (a failed clone or install, Ctrl-C, the end): stop the stress and remove the clone; the logs stay in $out.
+cleanup() {
+  if [ -n "$stress" ]; then
+    kill "$stress" 2>/dev/null || true
+    wait "$stress" 2>/dev/null || true
+  fi
+  cd /
+  rm -rf "$work"
+}
+trap cleanup EXIT
 mkdir -p "$out"
 export RECSTACK_DATA_HOME="${RECSTACK_DATA_HOME:-$(cd "$repo/.." && pwd)/shared/data}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -20,11 +31,10 @@ command -v stress-ng >/dev/null || { echo "stress-ng is not installed (apt-get i
 git clone -q "$repo" "$work/recstack"
 cd "$work/recstack"
 echo "clone of $(git rev-parse --short HEAD) in $work/recstack; installing .venv (not timed)"
-make install >"$out/install.log" 2>&1
+make install >"$out/install.log" 2>&1 || { echo "make install failed: see $out/install.log" >&2; exit 2; }
 
 stress-ng --cpu "$(nproc)" --timeout 0 --quiet &
 stress=$!
-trap 'kill $stress 2>/dev/null || true; wait $stress 2>/dev/null || true' EXIT
 summary="$out/summary.txt"
 echo "# make test under stress-ng --cpu $(nproc), commit $(git rev-parse --short HEAD), $(date -u +%FT%TZ)" >"$summary"
 failed=0
@@ -37,5 +47,4 @@ for i in $(seq 1 "$runs"); do
   echo "$line" | tee -a "$summary"
 done
 echo "$((runs - failed))/$runs green" | tee -a "$summary"
-rm -rf "$work"
 [ "$failed" -eq 0 ]
