@@ -154,7 +154,7 @@ def test_ctrl_c_checkpoints_and_last_ckpt_resumes(tmp_path: Path) -> None:
         training.wait_for(SECOND_EPOCH_DONE, START_TIMEOUT)  # last.ckpt is written; training goes on
         training.proc.send_signal(signal.SIGINT)
         returncode = training.wait_exit(EXIT_TIMEOUT)
-    assert "SIGINT received: stopping; inside training, with a checkpoint first" in training.output
+    assert "SIGINT received: stopping with a checkpoint first" in training.output
     _assert_stopped_with_checkpoints(training, run, returncode)
 
     # The README's resume: ckpt_path=<run>/checkpoints/last.ckpt run_dir=<run>, two more epochs.
@@ -184,7 +184,7 @@ def test_sigterm_stops_with_a_checkpoint_and_a_failure_status(tmp_path: Path) ->
         training.wait_for(SECOND_EPOCH_DONE, START_TIMEOUT)
         training.proc.send_signal(signal.SIGTERM)
         returncode = training.wait_exit(EXIT_TIMEOUT)
-    assert "SIGTERM received: stopping; inside training, with a checkpoint first" in training.output
+    assert "SIGTERM received: stopping with a checkpoint first" in training.output
     _assert_stopped_with_checkpoints(training, run, returncode)
 
 

@@ -12,6 +12,10 @@ tears the trainer down and calls ``sys.exit(1)``. Two gaps are closed here:
   next batch boundary and the process then exits with status 0, as if the run had finished. Here SIGTERM takes the
   same path as Ctrl-C: ``interrupted.ckpt``, exit status 1, resumable from ``last.ckpt``.
 
+A signal outside the trainer (preparing the data, building the model, fitting a baseline, the final evaluation) is no
+business of Lightning's: :func:`recstack.training.train.train` turns it into ``SystemExit(128 + signal)`` (130 for
+Ctrl-C, 143 for SIGTERM) after one line saying what was kept, with no traceback.
+
 Messages from the handlers go straight to file descriptor 2: a handler that printed through ``sys.stderr`` while the
 interrupted code was itself writing to it would raise "reentrant call" instead.
 """
@@ -24,11 +28,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch.callbacks import Callback
 
 HANDLED: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+Stage = Literal["before", "trainer", "after"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -36,10 +41,16 @@ class Terminated(KeyboardInterrupt):
 
 
 class InterruptHandler:
-    """The SIGINT / SIGTERM handler: the first signal raises, any later one ends the process without cleanup."""
+    """The SIGINT / SIGTERM handler: the first signal raises, any later one ends the process without cleanup.
+
+    ``stage`` says what a first signal interrupts, and so what it keeps: ``"before"`` the trainer (nothing saved),
+    inside the ``"trainer"`` (Lightning's shutdown writes ``interrupted.ckpt``) or ``"after"`` it (checkpoints kept,
+    no ``metrics.json``). :meth:`inside_trainer` moves it along.
+    """
 
     def __init__(self) -> None:
         self.received: list[signal.Signals] = []
+        self.stage: Stage = "before"
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         sig = signal.Signals(signum)
@@ -47,17 +58,37 @@ class InterruptHandler:
         if len(self.received) > 1:
             _say(f"{sig.name} again: exiting now, without waiting for the shutdown (status {128 + signum})")
             os._exit(128 + signum)
-        # Before trainer.fit starts (or after it ends) there is nothing to save: the exception just ends the run.
-        _say(
-            f"{sig.name} received: stopping; inside training, with a checkpoint first (checkpoints/interrupted.ckpt; "
-            "resume from checkpoints/last.ckpt). Send it again to exit at once."
-        )
+        if self.stage == "trainer":
+            _say(
+                f"{sig.name} received: stopping with a checkpoint first (checkpoints/interrupted.ckpt; resume from "
+                "checkpoints/last.ckpt). Send it again to exit at once."
+            )
+        elif self.stage == "before":
+            _say(f"{sig.name} received before training started: nothing was saved; exiting (status {128 + signum})")
+        else:
+            _say(
+                f"{sig.name} received after training: its checkpoints are kept, metrics.json was not written; "
+                f"exiting (status {128 + signum})"
+            )
         raise Terminated(sig.name) if sig == signal.SIGTERM else KeyboardInterrupt
 
     def arm(self) -> None:
         """(Re)install this handler for SIGINT and SIGTERM; main thread only (Python's rule for signal handlers)."""
         for sig in HANDLED:
             signal.signal(sig, self)
+
+    @contextmanager
+    def inside_trainer(self) -> Iterator[None]:
+        """Around ``trainer.fit`` / ``trainer.test``: a signal there is Lightning's to shut down (status 1)."""
+        self.stage = "trainer"
+        try:
+            yield
+        finally:
+            self.stage = "after"
+
+    def exit_status(self) -> int | None:
+        """``128 + signal`` of the first signal received, or None if none was."""
+        return 128 + self.received[0] if self.received else None
 
 
 class SecondSignalExits(Callback):

@@ -100,17 +100,26 @@ def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
 
     ``split``: an already prepared split to use instead of preparing ``cfg.data`` / ``cfg.split`` (tests, notebooks).
 
-    Ctrl-C or SIGTERM stops the run with ``checkpoints/interrupted.ckpt`` and exit status 1 (resume from
-    ``checkpoints/last.ckpt``); a second one exits at once (see :mod:`recstack.training.signals`).
+    Ctrl-C or SIGTERM during ``trainer.fit`` stops the run with ``checkpoints/interrupted.ckpt`` and exit status 1
+    (resume from ``checkpoints/last.ckpt``); before or after the trainer it raises ``SystemExit(128 + signal)``, without
+    a traceback; a second one exits at once (see :mod:`recstack.training.signals`).
     """
     threads = torch.get_num_threads()
     if cfg.get("torch_threads"):
         # On a CPU shared with other jobs, 2 spinning intra-op threads ran ~15x slower than 1 (measured on the 2-core
         # dev machine at load 7); null keeps torch's default. Restored afterwards: it is process-wide.
         torch.set_num_threads(int(cfg.torch_threads))
+    interrupts: InterruptHandler | None = None
     try:
         with interrupt_handling() as interrupts:
             return _train(cfg, split, interrupts)
+    except KeyboardInterrupt:
+        # Inside the trainer Lightning turns our KeyboardInterrupt into sys.exit(1); one that gets here came outside
+        # it, and the handler has already said what was kept.
+        status = interrupts.exit_status() if interrupts is not None else None
+        if status is None:  # not a signal our handler took (no handler outside the main thread)
+            raise
+        raise SystemExit(status) from None
     finally:
         torch.set_num_threads(threads)
 
@@ -149,7 +158,8 @@ def _train(cfg: DictConfig, split: PreparedSplit | None, interrupts: InterruptHa
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with interrupts.inside_trainer():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     train_seconds = time.perf_counter() - start
     epochs = max(trainer.current_epoch, 1)
 
@@ -160,7 +170,8 @@ def _train(cfg: DictConfig, split: PreparedSplit | None, interrupts: InterruptHa
         best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"])
     if cfg.get("evaluate_test", True):
         # The test split is read once, with the best weights restored (without checkpoints: the last weights).
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        with interrupts.inside_trainer():
+            trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
     elif best_path:  # tuning: restore the best weights, never look at the test split
         module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"])
     module.to(torch.device("cpu"))
