@@ -3,6 +3,7 @@ bad input (always a 4xx JSON naming the field, never a 500), readiness, metrics 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,10 +174,13 @@ def test_unknown_paths_are_one_metrics_label_and_a_json_404(server: Server) -> N
     import uuid
 
     paths = [f"/probe-{uuid.uuid4().hex[:12]}" for _ in range(50)]
+    # under BentoML's Mount("/static_content"), which matches any path below it: only its real files are known
+    paths += [f"/static_content/{uuid.uuid4()}" for _ in range(5)]
     with server.client() as http:
         for path in paths:
             answer = http.get(path) if len(path) % 2 else http.post(path, json={})
             assert answer.status_code == 404 and answer.json()["field"] == "path", answer.text
+        assert http.get("/static_content/swagger-ui.css").status_code == 200  # a real file is still served
         metrics = http.get("/metrics").text
     assert not any(path in metrics for path in paths)
     assert 'endpoint="/{unknown}"' in metrics
@@ -189,9 +193,17 @@ def test_client_errors_are_one_info_line_without_traceback(server: Server) -> No
         assert http.post("/recommend", json={"user_id": "u1", marker: 1}).status_code == 400
         assert http.post("/similar_items", json={"item_id": "i9999"}).status_code == 404
         assert http.post("/recommend", content=b"nope", headers={"content-type": "text/plain"}).status_code == 415
-        http.get("/readyz")  # a request after them, so their log lines are flushed before we read
+        # a client-controlled newline in the path must not start a log line of its own
+        assert http.get("/forged%0AINFO%20fake").status_code == 404
+    expected = ("400 POST '/recommend'", "404 POST '/similar_items'", "415 POST '/recommend'", "fake")
+    deadline = time.monotonic() + 30  # the lines come from either worker's output: wait for them, not a fixed time
     log = server.output()
+    while not all(text in log for text in expected) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = server.output()
     lines = [line for line in log.splitlines() if marker in line]
-    assert len(lines) == 1 and "INFO" in lines[0] and "400 POST /recommend" in lines[0], lines
-    assert "404 POST /similar_items" in log and "415 POST /recommend" in log
+    assert len(lines) == 1 and "INFO" in lines[0] and "400 POST '/recommend'" in lines[0], lines
+    assert "404 POST '/similar_items'" in log and "415 POST '/recommend'" in log
+    forged = [line for line in log.splitlines() if "fake" in line]
+    assert forged and all("404 GET" in line for line in forged), forged  # escaped: one line, not two
     assert "Traceback" not in log and "ERROR" not in log

@@ -48,12 +48,27 @@ def collapse_unknown_paths(app: ASGIApp) -> ASGIApp:
     """Wrap a Starlette app so that paths none of its routes match reach it as :data:`UNKNOWN_PATH`.
 
     It must sit outside BentoML's metrics middleware (which reads ``scope["path"]`` first), hence a wrapper around the
-    whole app rather than a middleware added with ``add_asgi_middleware``. Known exact paths are cached (bounded:
-    only paths the routes match are added, and they are finitely many except for mounted prefixes)."""
-    from starlette.routing import Match
+    whole app rather than a middleware added with ``add_asgi_middleware``. A mounted static folder (BentoML's
+    ``Mount("/static_content")``) matches every path under its prefix, so a path there is known only if the folder
+    has that file: ``/static_content/<anything else>`` is collapsed too. Known paths are cached (bounded: the routes'
+    exact paths and the static folder's files are finitely many)."""
+    from starlette.routing import Match, Mount
+    from starlette.staticfiles import StaticFiles
 
     routes = list(getattr(app, "routes", ()))
     known: set[str] = set()
+
+    def served(route: Any, child: Scope, scope: Scope) -> bool:
+        """For a mount, whether it has something at this path (a static file); other routes match exactly."""
+        if not isinstance(route, Mount):
+            return True
+        if not isinstance(route.app, StaticFiles):
+            return True  # a mounted sub-application: its own routing answers (recstack mounts none)
+        try:
+            _, stat = route.app.lookup_path(route.app.get_path({**scope, **child}))
+        except Exception:
+            return False
+        return stat is not None
 
     def is_known(scope: Scope) -> bool:
         path = scope.get("path", "")
@@ -61,8 +76,10 @@ def collapse_unknown_paths(app: ASGIApp) -> ASGIApp:
             return True
         probe = {**scope, "method": scope.get("method", "GET")}
         for route in routes:
-            match, _ = route.matches(probe)
+            match, child = route.matches(probe)
             if match != Match.NONE:
+                if not served(route, child, probe):
+                    return False
                 if len(known) < 1024:
                     known.add(path)
                 return True
@@ -80,7 +97,7 @@ def collapse_unknown_paths(app: ASGIApp) -> ASGIApp:
 class RequestGuardMiddleware:
     """404 for rewritten unknown paths, 431 for oversized header blocks, 415 for non-JSON bodies on JSON routes."""
 
-    def __init__(self, app: ASGIApp, json_routes: Collection[str] = (), max_header_bytes: int = 16 * 1024) -> None:
+    def __init__(self, app: ASGIApp, *, json_routes: Collection[str], max_header_bytes: int) -> None:
         self.app = app
         self.json_routes = frozenset(json_routes)
         self.max_header_bytes = int(max_header_bytes)
@@ -130,7 +147,7 @@ class RequestGuardMiddleware:
 class BodyLimitMiddleware:
     """Rejects request bodies over ``max_bytes`` with a 413 JSON error before they are read (BentoML has no limit)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = 64 * 1024) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
 
@@ -169,6 +186,14 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _phrase(status: int) -> str:
+    """The reason phrase of a status code, or ``HTTP <code>`` for a code :class:`HTTPStatus` does not know."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
 
 
 def _field_of(status: int, data: Any) -> str:
@@ -215,16 +240,24 @@ class ErrorShapeMiddleware:
             try:
                 data = json.loads(raw)
             except ValueError:
-                data = raw.decode("utf-8", "replace").strip() or HTTPStatus(status).phrase
+                data = raw.decode("utf-8", "replace").strip() or _phrase(status)
             if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
                 data = data[0]
             if not isinstance(data, dict):
                 data = {"error": str(data)}
-            data.setdefault("error", HTTPStatus(status).phrase)
+            data.setdefault("error", _phrase(status))
             data["field"] = _field_of(status, data)
             body = json.dumps(data).encode()
             path = scope.get(ORIGINAL_PATH, scope.get("path", ""))
-            logger.info("%d %s %s: %s (field %s)", status, scope.get("method"), path[:80], data["error"], data["field"])
+            # %r: the path and the error text carry client input; repr escapes newlines, so no forged log lines.
+            logger.info(
+                "%d %s %r: %r (field %r)",
+                status,
+                scope.get("method"),
+                path[:80],
+                str(data["error"])[:300],
+                data["field"],
+            )
             headers = [
                 (k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
             ]
@@ -240,7 +273,7 @@ class ClientErrorLogFilter(logging.Filter):
     a validation error or a BentoML error below 500. :class:`ErrorShapeMiddleware` logs those as one INFO line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.exc_info or not record.msg.startswith("Exception on"):
+        if not record.exc_info or not isinstance(record.msg, str) or not record.msg.startswith("Exception on"):
             return True
         error = record.exc_info[1]
         from bentoml.exceptions import BentoMLException
@@ -272,7 +305,7 @@ class GcFreezeMiddleware:
     (schemas, caches, imports) are frozen here. Cycles created later are still collected.
     """
 
-    def __init__(self, app: ASGIApp, after: int = 200) -> None:
+    def __init__(self, app: ASGIApp, *, after: int) -> None:
         self.app = app
         self.left = int(after)
 
