@@ -94,27 +94,19 @@ import gc
 import os
 import bentoml
 from floor_work import top10
+from recstack.serving.http_guards import GcFreezeMiddleware
+from recstack.serving.settings import ServeSettings
 
-
-class FreezeAfter:
-    def __init__(self, app, after=200):
-        self.app, self.left = app, after
-
-    async def __call__(self, scope, receive, send):
-        await self.app(scope, receive, send)
-        if self.left > 0 and scope["type"] == "http":
-            self.left -= 1
-            if self.left == 0:
-                gc.collect()
-                gc.freeze()
+# recstack's own settings and middleware (configs/serve.yaml, http_guards), so the floor cannot drift from them.
+S = ServeSettings.compose(["bundle=unused"])
 
 
 @bentoml.service(
     name="baretuned",
     workers=int(os.environ.get("BARE_WORKERS", "1")),
-    logging={"access": {"enabled": False}},
-    traffic={"timeout": 2},
-    tracing={"excluded_urls": ["/"]},
+    logging={"access": {"enabled": S.access_log}},
+    traffic={"timeout": S.request_timeout_s},
+    tracing={} if S.tracing else {"excluded_urls": ["/"]},
 )
 class BareTuned:
     def __init__(self):
@@ -126,7 +118,7 @@ class BareTuned:
         return {"items": top10(user_id)}
 
 
-BareTuned.add_asgi_middleware(FreezeAfter)
+BareTuned.add_asgi_middleware(GcFreezeMiddleware, after=S.gc_freeze_after)
 """
 
 

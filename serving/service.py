@@ -98,7 +98,10 @@ class Recommender:
         else:
             path = Path(ref)
             self.model_tag = str(path.resolve())
-        bundle = Bundle.load(path, index_params={"ef_search": self.settings.ef_search})
+        # recstack-serve hashed every file before starting any worker (bundle_verified); a bare `bentoml serve` did not.
+        bundle = Bundle.load(
+            path, verify=not self.settings.bundle_verified, index_params={"ef_search": self.settings.ef_search}
+        )
         config = PipelineConfig(n_candidates=self.settings.n_candidates, max_recent=self.settings.recent_max)
         self.pipeline = Pipeline.from_bundle(bundle, config)
         self.store = RedisOnlineStore(self.settings.redis_store())

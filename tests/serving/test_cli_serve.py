@@ -24,7 +24,9 @@ def test_serve_command_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     passed = ServeSettings.model_validate_json(env[SETTINGS_ENV])
     assert passed == settings and passed.bundle == str(bundle.resolve())  # relative to where it was typed
     assert passed.workers == 2 and passed.redis_url == "redis://10.0.0.1:6380/3"
-    assert passed.redis_timeout_s == 0.1 and passed.n_candidates == 200  # configs/serve.yaml's defaults
+    # configs/serve.yaml's defaults, whatever they are today
+    assert passed.redis_timeout_s == cfg.redis_timeout_s and passed.n_candidates == cfg.n_candidates
+    assert not passed.bundle_verified  # only run() sets it, after hashing the bundle
     assert env["OMP_NUM_THREADS"] == "1" and env["BENTOML_DO_NOT_TRACK"] == "True"
     assert not any(k.startswith("RECSTACK_") and k != SETTINGS_ENV for k in env)  # one variable, not eleven
     assert (Path(env["PYTHONPATH"].split(":")[0]) / "serving" / "service.py").is_file()
@@ -50,3 +52,29 @@ def test_a_bare_worker_composes_serve_yaml(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("RECSTACK_BUNDLE")
     with pytest.raises(RuntimeError, match="recstack-serve bundle="):
         ServeSettings.from_env().require_bundle()
+
+
+def test_workers_skip_hashing_only_after_recstack_serve_verified(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recstack.cli.serve as cli
+
+    started: dict = {}
+
+    class Recorded:
+        def __init__(self, **kwargs: object) -> None:
+            started.update(kwargs)
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(cli, "Supervisor", Recorded)
+    assert cli.run(settings_from(compose("serve", [f"bundle={tiny_bundle}"]))) == 0
+    passed = ServeSettings.model_validate_json(started["env"][SETTINGS_ENV])  # type: ignore[index]
+    assert passed.bundle_verified  # hashed once here; the workers load with verify=False
+    # a user cannot switch verification off by configuration, and a bare worker (no recstack-serve) verifies
+    with pytest.raises(ValueError, match="bundle_verified is not a setting"):
+        ServeSettings.from_config({**ServeSettings.compose(["bundle=x"]).model_dump(), "bundle_verified": True})
+    monkeypatch.delenv(SETTINGS_ENV, raising=False)
+    monkeypatch.setenv("RECSTACK_BUNDLE", str(tiny_bundle))
+    assert not ServeSettings.from_env().bundle_verified

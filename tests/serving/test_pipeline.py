@@ -125,3 +125,12 @@ def test_a_ranker_that_does_not_match_its_recorded_contract_is_refused(tiny_bund
 
     with pytest.raises(BundleError, match=r"does not fit the bundle.s .* export the bundle again"):
         Pipeline.from_bundle(Bundle.load(_with_manifest_edit(tiny_bundle, tmp_path / "b", shrink_users)))
+
+
+def test_pipeline_defaults_are_serve_yaml() -> None:
+    from recstack.config import compose
+    from recstack.serving.pipeline import PipelineConfig
+
+    serve = compose("serve", ["bundle=unused"])
+    config = PipelineConfig()
+    assert (config.n_candidates, config.max_recent) == (serve.n_candidates, serve.recent_max)

@@ -94,6 +94,8 @@ def run(settings: ServeSettings) -> int:
     except (OSError, ValueError, RuntimeError) as error:  # BundleError is a ValueError
         print(f"recstack-serve: not starting: {error}", file=sys.stderr, flush=True)
         return EXIT_BAD_BUNDLE
+    # The workers load it without hashing it again (1 hash per start, not 1 + workers).
+    settings = settings.model_copy(update={"bundle_verified": True})
     argv, env = serve_command(settings)
     print(f"recstack-serve: {' '.join(argv)} ({settings.workers} workers)", flush=True)
     host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host

@@ -27,6 +27,7 @@ from recstack.bundle.layout import BundleError
 from recstack.serving.fallbacks import PopularityFallback
 from recstack.serving.metrics import StageObserver, null_observer
 from recstack.serving.online_store import Event
+from recstack.serving.settings import serve_yaml_default
 
 if TYPE_CHECKING:
     from recstack.bundle.reader import Bundle
@@ -60,16 +61,19 @@ class UnknownItem(KeyError):
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    n_candidates: int = 200
-    """Top-N retrieved before filtering and re-ranking."""
+    """How the pipeline answers. The two serving settings default to ``configs/serve.yaml`` (their one home): the
+    service passes its :class:`~recstack.serving.settings.ServeSettings`; offline callers get the same values."""
+
+    n_candidates: int = field(default_factory=lambda: int(serve_yaml_default("n_candidates")))
+    """Top-N retrieved before filtering and re-ranking (serve.yaml ``n_candidates``)."""
     rerank: bool = True
     """Default for queries that do not say; False gives retrieval order (the ablation)."""
     rerank_weight: float | None = None
     """Share of the ranker in the final order, 0..1: ``(1 - w) * z(retrieval) + w * z(ranker)``, both z-scored over
     the candidates. None: the value tuned on the validation split at export (``manifest.ranker.blend.weight``),
     else 1 (the ranker alone)."""
-    max_recent: int = 50
-    """Recent events read for fold-in and exclusion."""
+    max_recent: int = field(default_factory=lambda: int(serve_yaml_default("recent_max")))
+    """Recent events read for fold-in and exclusion (serve.yaml ``recent_max``)."""
     event_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_EVENT_WEIGHTS)
     widen_factor: int = 4
     """When filters leave fewer than k candidates, search again with N times this (a few times at most)."""
@@ -125,9 +129,9 @@ class Pipeline:
         popularity: PopularityFallback,
         ranker: Any | None,
         item_text_embeddings: np.ndarray | None = None,
-        config: PipelineConfig = PipelineConfig(),
+        config: PipelineConfig | None = None,
     ) -> None:
-        self.config = config
+        self.config = config if config is not None else PipelineConfig()
         self.user_index = user_index
         self.item_index = item_index
         self.item_ids = item_ids
@@ -153,8 +157,9 @@ class Pipeline:
             self.text_embeddings = np.ascontiguousarray(text / np.maximum(norms, 1e-12))
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, config: PipelineConfig = PipelineConfig(), *, ranker: Any = None) -> Pipeline:
+    def from_bundle(cls, bundle: Bundle, config: PipelineConfig | None = None, *, ranker: Any = None) -> Pipeline:
         """Precompute everything from a loaded bundle; ``ranker`` overrides the bundle's ONNX session (tests)."""
+        config = config if config is not None else PipelineConfig()
         items = bundle.items.sort_values("item_idx")
         if config.rerank_weight is None:
             ranker_info = bundle.manifest.ranker

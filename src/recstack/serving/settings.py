@@ -8,6 +8,7 @@ started without it (``RECSTACK_BUNDLE=... bentoml serve serving.service:Recommen
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -49,6 +50,11 @@ class ServeSettings(BaseModel):
     bentoml_config: str | None
     startup_timeout_s: float = Field(gt=0)
     stop_timeout_s: float = Field(gt=0)
+    bundle_verified: bool = Field(
+        default=False,
+        description="set only by recstack-serve after it hashed the bundle, so its workers skip hashing it again; "
+        "not a configs/serve.yaml key (from_config refuses it): a bare `bentoml serve` always verifies",
+    )
 
     @classmethod
     def from_config(cls, cfg: Any) -> ServeSettings:
@@ -61,6 +67,11 @@ class ServeSettings(BaseModel):
             else cfg
         )
         values = {k: v for k, v in data.items() if k != "hydra"}
+        if values.pop("bundle_verified", False):
+            raise ValueError(
+                "bundle_verified is not a setting: recstack-serve sets it after verifying the bundle itself; "
+                "remove it from the config or the command line"
+            )
         if values.get("bundle") in (None, "???"):
             values["bundle"] = ""
         return cls.model_validate(values)
@@ -105,3 +116,14 @@ class ServeSettings(BaseModel):
             max_backoff_s=self.redis_max_backoff_s,
             failure_threshold=self.redis_failure_threshold,
         )
+
+
+@functools.cache
+def serve_yaml_default(key: str) -> Any:
+    """One key of ``configs/serve.yaml`` as written there, for code that runs outside the server (the offline
+    pipeline's defaults). Read with OmegaConf, not Hydra, so it also works inside another Hydra app."""
+    from omegaconf import OmegaConf
+
+    from recstack.config import config_dir
+
+    return OmegaConf.load(config_dir() / "serve.yaml")[key]
