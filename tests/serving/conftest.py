@@ -40,7 +40,14 @@ def module_prefix() -> Iterator[str]:
 def server(tiny_bundle: Path, module_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One real server per test module, on the shared Redis (db 0) with the module's own key prefix."""
     log = tmp_path_factory.mktemp("server") / "bentoml.log"
-    srv = start_server(tiny_bundle, log, redis_url="redis://127.0.0.1:6379/0", redis_prefix=module_prefix)
+    # A generous Redis timeout: these tests expect non-degraded answers, also on a loaded machine.
+    srv = start_server(
+        tiny_bundle,
+        log,
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_prefix=module_prefix,
+        overrides=["redis_timeout_s=1.0"],
+    )
     yield srv
     stop_server(srv)
 

@@ -30,6 +30,14 @@ def _refused(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _alive(process: psutil.Process) -> bool:
+    """Running, as opposed to gone (reaped already) or a zombie."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _copy(bundle: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(bundle, tmp_path / "bundle"))
 
@@ -61,10 +69,16 @@ def test_a_worker_failing_at_startup_stops_the_server(tiny_bundle: Path, tmp_pat
     server = launch([f"bundle={bundle}", "workers=2"], tmp_path / "serve.log")
     port = int(server.base_url.rsplit(":", 1)[1])
     try:
-        # While it starts and fails, a health check gets an answer or a refused/reset connection, never a hang.
+        # Once a worker's failure is reported, a health check gets an answer or a refused/reset connection within a
+        # short client timeout, never a hang. Before that, while the workers load, the socket accepts and waits: the
+        # documented start-up window (serving/README.md), which a client bounds with its own short timeout.
         while server.process.poll() is None:
-            with contextlib.suppress(httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
-                httpx.get(f"{server.base_url}/readyz", timeout=120)
+            failure_reported = "failed at start-up" in server.output()
+            try:
+                with contextlib.suppress(httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                    httpx.get(f"{server.base_url}/readyz", timeout=10)
+            except httpx.TimeoutException:
+                assert not failure_reported, "a request hung after the worker failure was reported:\n" + server.output()
             try:
                 server.process.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
@@ -91,7 +105,8 @@ def test_a_worker_dying_after_startup_stops_the_server(tiny_bundle: Path, tmp_pa
         stop_server(server)
     assert f"worker {workers[0]} exited after start-up" in server.output()
     assert _refused(port)
-    assert not psutil.pid_exists(workers[1]) or psutil.Process(workers[1]).status() == psutil.STATUS_ZOMBIE
+    with contextlib.suppress(psutil.NoSuchProcess):
+        assert not _alive(psutil.Process(workers[1]))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -110,5 +125,5 @@ def test_a_signal_stops_the_whole_tree_within_5_s(
     finally:
         stop_server(server)
     _, alive = psutil.wait_procs(tree, timeout=1)
-    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert [p for p in alive if _alive(p)] == []
     assert _refused(port)
