@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import redis
-from serving_support import free_port
+from serving_support import free_port, start_redis
 
 from recstack.serving.online_store import (
     CircuitBreaker,
@@ -291,3 +291,31 @@ def test_breaker_opens_after_threshold_failures_in_a_row_and_a_failed_probe_reop
     assert breaker.allow() is not None
     with pytest.raises(ValueError):
         CircuitBreaker(backoff_s=1.0, max_backoff_s=4.0, failure_threshold=0)
+
+
+def test_a_restarted_redis_costs_no_request_its_dead_pooled_sockets() -> None:
+    """After a Redis restart every idle pooled socket is dead; the first call that meets one drops them all and
+    retries once on a fresh connection, so no request is answered degraded once Redis is back."""
+    port = free_port()
+    first = start_redis(port)
+    second = None
+    try:
+
+        async def scenario() -> list[list[Event] | None]:
+            nonlocal second
+            store = RedisOnlineStore(config(url=f"redis://127.0.0.1:{port}/0", timeout_s=2.0, key_prefix="restart:"))
+            await asyncio.gather(*(store.recent_async(f"u{i}", 5) for i in range(8)))  # several pooled sockets
+            first.kill()
+            first.wait()
+            second = start_redis(port)  # waits until the new server answers PING
+            answers = [await store.recent_async(f"u{i}", 5) for i in range(8)]
+            await store.aclose()
+            return answers
+
+        answers = asyncio.run(scenario())
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert answers == [[]] * 8

@@ -58,6 +58,14 @@ logger = logging.getLogger(__name__)
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
 
 
+def _dead_socket(error: BaseException) -> bool:
+    """A pooled connection the server closed (not a timeout, not a full pool, not a refused connect)."""
+    if isinstance(error, redis.TimeoutError):
+        return False
+    text = str(error)
+    return "No connection available" not in text and "connecting to" not in text
+
+
 @dataclass(frozen=True)
 class RedisStoreConfig:
     """No defaults here: ``configs/serve.yaml`` holds them (``ServeSettings.redis_store()`` builds this)."""
@@ -273,7 +281,17 @@ class RedisOnlineStore:
         if ticket is None:
             return None
         try:
-            result = await call()
+            try:
+                result = await call()
+            except (redis.ConnectionError, ConnectionResetError, BrokenPipeError) as error:
+                if not _dead_socket(error):
+                    raise
+                # Redis went away and came back (a restart, a failover): every idle socket in the pool is dead, and
+                # each would cost one request a degraded answer, minutes later for a rarely used one (seen in
+                # benchmarks/soak.py). Drop them all and try once more on a fresh connection; if Redis is really
+                # gone, that connect is refused at once and the call fails as it would have.
+                await self._async_client().connection_pool.disconnect(inuse_connections=False)
+                result = await call()
         except BaseException as error:
             if self._settle(ticket, error):
                 return None
