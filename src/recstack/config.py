@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:
+    from recstack.collect.settings import CollectSettings
     from recstack.data.build_split import SplitSpec
     from recstack.data.prepared import PreparedSplit
 
@@ -85,3 +86,17 @@ def prepare_named(
     """Compose ``configs/prepare.yaml`` with ``data=<data> split=<split> *overrides`` and prepare it."""
     cfg = compose("prepare", [f"data={data}", f"split={split}", *overrides])
     return prepare_from_config(cfg, out_root=out_root, force=force or bool(cfg.get("force", False)))
+
+
+def collect_settings(cfg: DictConfig | Sequence[str] = ()) -> CollectSettings:
+    """The collector's typed settings from a composed ``collector`` node, or from ``configs/collector/default.yaml``
+    with ``key=value`` overrides (tests, scripts, recstack-collect)."""
+    from omegaconf import OmegaConf
+
+    from recstack.collect.settings import CollectSettings
+
+    if not isinstance(cfg, DictConfig):
+        node = OmegaConf.load(config_dir() / "collector" / "default.yaml")
+        node.merge_with_dotlist(list(cfg))
+        cfg = node  # type: ignore[assignment]
+    return CollectSettings.model_validate(OmegaConf.to_container(cfg, resolve=True))

@@ -1,0 +1,39 @@
+"""Keyed pseudonyms: HMAC-SHA256 of an id under a secret key, so the lake, Redis and bundles never hold a raw id.
+
+A signed-in user id and a visitor cookie id live in separate namespaces (``u:`` / ``v:`` before hashing), so a
+visitor id that happens to equal a user id never merges them; ``POST /identify`` links the two explicitly. Without the
+key a pseudonym cannot be reversed or recomputed from a guessed id (unlike a plain hash of a small id space). The same
+key must be used by every collector, consumer and server of one deployment; rotating it starts new pseudonyms
+(README, privacy: rotation).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+PSEUDONYM_HEX = 32  # 128 bits of the HMAC: collisions are out of reach for any user count
+
+
+class Pseudonymiser:
+    """``user(id)`` / ``visitor(id)`` -> 32 hex characters."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the pseudonymisation key must be at least 32 bytes")
+        self._key = key
+
+    def user(self, user_id: str) -> str:
+        return hmac.digest(self._key, b"u:" + user_id.encode(), "sha256").hex()[:PSEUDONYM_HEX]
+
+    def visitor(self, visitor_id: str) -> str:
+        return hmac.digest(self._key, b"v:" + visitor_id.encode(), "sha256").hex()[:PSEUDONYM_HEX]
+
+    def subject(self, user_id: str | None, visitor_id: str | None) -> tuple[str, bool]:
+        """``(pseudonym, anonymous)`` for whichever id is present, the user id first."""
+        if user_id:
+            return self.user(user_id), False
+        if visitor_id:
+            return self.visitor(visitor_id), True
+        raise ValueError("neither a user id nor a visitor id")
