@@ -48,3 +48,10 @@ def decode_entry(fields: dict[bytes, bytes]) -> tuple[str, list[dict]]:
     if table not in TABLES or not isinstance(rows, list):
         raise LakeError(f"malformed stream entry: table {table!r}, rows of type {type(rows).__name__}")
     return table, rows
+
+
+def tombstone_key(names: StreamNames) -> str:
+    """The Redis set of erased subjects' pseudonyms. ``DELETE /users/{id}`` adds to it; the collector refuses new
+    events for a member, the consumer drops rows of a member still in flight in the stream, and every server worker
+    answers a member with popularity only."""
+    return f"{names.stream}:erased"
