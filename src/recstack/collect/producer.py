@@ -1,0 +1,162 @@
+"""The collector's Redis side: consent and erasure checks, the stream write, recent-activity lists, consent records.
+
+Two round trips per accepted request, whatever its size: one pipeline reads the stream's backlog and every subject's
+consent and tombstone; a second appends one stream entry (``XADD``) and updates the subjects' recent-activity lists.
+Redis down or too slow: :class:`Unavailable`, which the app answers with 503 + ``Retry-After`` (never a silent drop,
+never a 500). A backlog above ``max_backlog`` (the consumer is down or behind) is also a 503: the stream is bounded
+by refusing new entries, not by trimming stored-nowhere-else ones (``XADD MAXLEN`` would).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from recstack.collect.recent import encode_recent
+from recstack.collect.records import encode_entry, tombstone_key
+from recstack.collect.settings import CollectSettings
+
+PURPOSES: tuple[str, ...] = ("analytics", "personalisation")
+ITEM_RECENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase", "rating", "dwell"})
+
+
+class Unavailable(RuntimeError):
+    """Redis cannot take the write now; ``retry_after_s`` is what to tell the client."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class StaleConsent(ValueError):
+    """A consent record older than the one stored (a replay), or for a policy version that is not current."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Which subjects may have events stored now."""
+
+    allowed: frozenset[str]
+    no_consent: frozenset[str]
+    erased: frozenset[str]
+
+
+def consent_key(settings: CollectSettings, subject: str) -> str:
+    return f"{settings.stream}:consent:{subject}"
+
+
+class Producer:
+    def __init__(self, settings: CollectSettings, timeout_s: float = 1.0) -> None:
+        self.settings = settings
+        self.tombstones = tombstone_key(settings.names)
+        self.client = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=0
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def admit(self, subjects: list[str]) -> Admission:
+        """One round trip: the backlog, each subject's analytics consent and tombstone."""
+        s = self.settings
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xlen(s.stream)
+        for subject in subjects:
+            pipe.hget(consent_key(s, subject), "analytics")
+        pipe.smismember(self.tombstones, subjects)
+        try:
+            replies = await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise Unavailable(f"the event store (Redis) is unavailable: {type(error).__name__}") from None
+        backlog = int(replies[0])
+        if backlog >= s.max_backlog:
+            raise Unavailable(f"the event stream holds {backlog} unconsumed entries (is the consumer running?)", 5)
+        consents = replies[1 : 1 + len(subjects)]
+        erased = {subj for subj, member in zip(subjects, replies[-1]) if member}
+        no_consent = set()
+        if s.consent_required:
+            no_consent = {subj for subj, value in zip(subjects, consents) if value != b"1"} - erased
+        allowed = frozenset(subjects) - erased - no_consent
+        return Admission(allowed, frozenset(no_consent), frozenset(erased))
+
+    async def append(self, table: str, rows: list[dict]) -> str:
+        """One stream entry for ``rows``, and the recent-activity lists of their subjects (events only)."""
+        s = self.settings
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(s.stream, encode_entry(table, rows))
+        touched = set()
+        if table == "events":
+            for row in rows:
+                if row["item_id"] is not None and row["event_type"] in ITEM_RECENT_TYPES:
+                    key = s.recent_prefix + row["user_id"]
+                    ts = (row["client_ts"] or row["received_ts"]) // 1000
+                    value = row["value"] if row["value"] is not None else 1.0
+                    pipe.lpush(key, encode_recent(row["item_id"], row["event_type"], value, ts))
+                    touched.add(key)
+            for key in touched:
+                pipe.ltrim(key, 0, s.recent_max - 1)
+                pipe.expire(key, s.recent_ttl_s)
+        try:
+            replies = await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise Unavailable(f"the event store (Redis) is unavailable: {type(error).__name__}") from None
+        return replies[0].decode() if isinstance(replies[0], bytes) else str(replies[0])
+
+    async def get_consent(self, subject: str) -> dict:
+        try:
+            raw = await self.client.hgetall(consent_key(self.settings, subject))
+        except (RedisError, OSError) as error:
+            raise Unavailable(f"the consent store (Redis) is unavailable: {type(error).__name__}") from None
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return {
+            "purposes": {p: fields.get(p) == "1" for p in PURPOSES},
+            "policy_version": fields.get("policy_version"),
+            "updated_ms": int(fields["updated_ms"]) if "updated_ms" in fields else None,
+            "recorded": bool(fields),
+        }
+
+    async def set_consent(
+        self, subject: str, purposes: dict[str, bool], policy_version: str, updated_ms: int | None = None
+    ) -> dict:
+        """Store a consent choice (all purposes not named are false) and append its audit record to the stream.
+
+        Replays are refused: a record older than the one stored (``updated_ms``) raises StaleConsent, so an old
+        "accept all" resent later cannot undo a newer "reject all"."""
+        s = self.settings
+        if policy_version != s.policy_version:
+            raise StaleConsent(
+                "policy_version", f"policy version {policy_version!r} is not current ({s.policy_version!r})"
+            )
+        now_ms = int(time.time() * 1000)
+        stamp = updated_ms if updated_ms is not None else now_ms
+        if stamp > now_ms + s.max_future_s * 1000:
+            raise StaleConsent("timestamp", "the consent record's time is in the future")
+        key = consent_key(s, subject)
+        try:
+            stored = await self.client.hget(key, "updated_ms")
+            if stored is not None and int(stored) > stamp:
+                raise StaleConsent("timestamp", "a newer consent choice is already recorded (replayed record?)")
+            values = {p: "1" if purposes.get(p, False) else "0" for p in PURPOSES}
+            audit = {
+                "action": "consent",
+                "subject": subject,
+                "purposes": json.dumps({p: purposes.get(p, False) for p in PURPOSES}, sort_keys=True),
+                "policy_version": policy_version,
+                "received_ts": now_ms,
+            }
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(key, mapping={**values, "policy_version": policy_version, "updated_ms": str(stamp)})
+            pipe.expire(key, s.retention_days * 86400)
+            pipe.xadd(s.stream, encode_entry("audit", [audit]))
+            await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise Unavailable(f"the consent store (Redis) is unavailable: {type(error).__name__}") from None
+        return {"purposes": {p: values[p] == "1" for p in PURPOSES}, "policy_version": policy_version}
