@@ -8,7 +8,9 @@ one call.
 The folder is ``<processed_root>/<dataset>/<config-hash>/`` (layout in :mod:`recstack.data.prepared`). The hash
 covers the spec's plain ``data`` and ``split`` config minus ``data.source.data_home`` (a location, not content), so the
 same config reuses the folder without recomputing, and any change of content gets a new folder. Source files are
-not hashed (that would read gigabytes per call); their sizes and mtimes are recorded in the manifest instead.
+not hashed (that would read gigabytes per call); their sizes and mtimes are recorded in the manifest instead. A
+growing source (the event lake) adds ``data.snapshot`` to the config, its window and a digest of its part files' names,
+sizes and mtimes (:func:`recstack.data.sources.registry.source_snapshot`), so a lake that gained files is a new split.
 
 Writes are atomic: everything goes to a hidden temporary folder next to the target, which is then renamed into
 place. An interrupted run leaves no target folder; a process that loses a race finds the winner's complete folder
@@ -55,6 +57,7 @@ from recstack.data.idmap import (
 )
 from recstack.data.prepared import FORMAT_VERSION, PreparedSplit, is_complete, write_manifest, write_tables
 from recstack.data.schema import DataError, Dataset
+from recstack.data.sources.registry import source_snapshot
 from recstack.data.split import (
     DROPPED,
     TEST,
@@ -95,6 +98,9 @@ class SplitSpec:
         cls, data_config: Mapping[str, Any], split_config: Mapping[str, Any], load: Callable[[], Dataset]
     ) -> SplitSpec:
         data, split = json.loads(json.dumps(data_config, default=str)), dict(split_config)
+        snapshot = source_snapshot(data.get("source"))
+        if snapshot is not None:  # a growing source (the event lake): what it holds now names the split, once per spec
+            data["snapshot"] = snapshot
         return cls(
             name=str(data.get("name", "dataset")),
             load=load,

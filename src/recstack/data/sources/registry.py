@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from recstack.data.schema import DataError, Dataset
 from recstack.data.sources.atomic import load_atomic
 from recstack.data.sources.download import ARCHIVES, DATA_HOME_VARIABLE, download_dataset, manual_instructions
 from recstack.data.sources.event_log import load_event_log
+from recstack.data.sources.lake import lake_snapshot, load_lake
 from recstack.data.sources.layout import Layout, detect_layout
 from recstack.data.sources.movielens import load_movielens_1m, load_movielens_100k, load_movielens_csv
 from recstack.data.sources.synthetic import generate_synthetic
@@ -52,6 +54,8 @@ def load_dataset(name: str, data_home: str | Path | None = None, *, download: bo
     * ``synthetic``: generated, no folder; ``options`` go to :func:`generate_synthetic` (``n_users``, ``n_items``,
       ``n_interactions``, ``n_categories``, ``dim``, ``zipf``, ``seed``, ...).
     * ``events``: option ``path=`` a CSV or Parquet event log.
+    * ``lake``: option ``path=`` the collector's event lake; the other options go to
+      :func:`~recstack.data.sources.lake.load_lake` (``window_days``/``start``/``end``, ``weights``, ...).
     * anything else: the folder ``<data_home>/<name>/``, its layout detected from the file names (MovieLens 100K /
       1M / CSV, RecBole atomic, ``events.csv``/``events.parquet``). When it is missing and ``name`` is a MovieLens
       release (ml-100k, ml-1m, ml-20m, ml-25m, ml-latest-small), it is downloaded if ``download`` is true.
@@ -70,6 +74,10 @@ def load_dataset(name: str, data_home: str | Path | None = None, *, download: bo
         if not path.is_absolute() and not path.exists() and (resolve_data_home(data_home) / path).exists():
             path = resolve_data_home(data_home) / path
         return load_event_log(path, name=log_name)
+    if name == "lake":
+        if options.get("path") is None:
+            raise DataError("load_dataset('lake') needs path= the event lake folder (the collector's `lake` setting)")
+        return load_lake(**options)
     _no_options(name, options)
     home = resolve_data_home(data_home)
     folder = home / name
@@ -94,6 +102,20 @@ def load_dataset(name: str, data_home: str | Path | None = None, *, download: bo
                 ) from None
         download_dataset(name, home)
     return load_folder(folder, name)
+
+
+_SNAPSHOT_OPTIONS = ("path", "window_days", "start", "end", "now")
+
+
+def source_snapshot(source: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What a growing source holds now beyond what its config says (``None`` for sources whose config names their
+    content): the event lake's window and part files (:func:`~recstack.data.sources.lake.lake_snapshot`). The
+    prepared-split cache key includes it, so a lake that gained files is prepared again."""
+    if not isinstance(source, Mapping) or source.get("path") is None:
+        return None
+    if source.get("name") != "lake" and not str(source.get("_target_", "")).endswith("load_lake"):
+        return None
+    return lake_snapshot(**{key: source[key] for key in _SNAPSHOT_OPTIONS if key in source})
 
 
 def _no_options(name: str, options: dict[str, Any]) -> None:
