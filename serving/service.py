@@ -23,13 +23,13 @@ import bentoml
 import numpy as np
 from starlette.responses import JSONResponse
 
-from recstack.serving import http_guards
+from recstack.collect.producer import consent_key
+from recstack.collect.records import tombstone_key
+from recstack.serving import collector_mount, demo_site, http_guards
 from recstack.serving.metrics import StageMetrics
-from recstack.serving.online_store import Event, RedisOnlineStore
+from recstack.serving.online_store import RedisOnlineStore
 from recstack.serving.pipeline import BadQuery, Pipeline, PipelineConfig, Query, UnknownItem
 from recstack.serving.schemas import (
-    EventRequest,
-    EventResponse,
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
@@ -42,6 +42,9 @@ from recstack.serving.supervisor import WorkerLink
 SETTINGS = ServeSettings.from_env()
 """Read at import: the decorator below needs the worker count and BentoML options before any worker starts."""
 
+COLLECTOR = collector_mount.build(SETTINGS) if SETTINGS.collect else None
+"""The collector (recstack.collect.app), mounted below: /events, /pixel.gif, /identify, /consent, /privacy."""
+
 
 def _is_tag(ref: str) -> bool:
     """A bundle reference that is not an existing path is taken as a BentoML model tag."""
@@ -51,6 +54,13 @@ def _is_tag(ref: str) -> bool:
 def _field_error(status: int, field: str, message: str) -> JSONResponse:
     """A client error answered directly (no exception, so BentoML logs no traceback for it)."""
     return JSONResponse({"error": message, "field": field}, status_code=status)
+
+
+def _ctx_error(ctx: bentoml.Context, status: int, field: str, message: str) -> JSONResponse:
+    """The same, from an endpoint that takes ``ctx``: BentoML then copies ``ctx.response``'s status onto whatever the
+    endpoint returns, so the status is set there too."""
+    ctx.response.status_code = status
+    return _field_error(status, field, message)
 
 
 @bentoml.service(
@@ -106,7 +116,8 @@ class Recommender:
         self.pipeline = Pipeline.from_bundle(bundle, config)
         self.store = RedisOnlineStore(self.settings.redis_store())
         self.metrics = StageMetrics()
-        self._observe = {name: self.metrics.observer(name) for name in ("recommend", "similar_items", "events")}
+        self._observe = {name: self.metrics.observer(name) for name in ("recommend", "similar_items")}
+        self.collector_on = COLLECTOR is not None
         # Warm the request path once (lazy allocations in ORT/FAISS/numpy), then keep the long-lived heap out of the
         # garbage collector's full passes; see GcFreezeMiddleware.
         self.pipeline.recommend(Query(user_id="", k=1))
@@ -127,39 +138,70 @@ class Recommender:
         }
 
     @bentoml.api(route="/recommend")
-    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+    async def recommend(self, request: RecommendRequest, /, ctx: bentoml.Context) -> RecommendResponse:
         """Top-k items for a user now. Unknown users are cold starts: recent activity from /events, else popularity
-        (of `context.segment` when given)."""
+        (of `context.segment` when given). Without a user_id, the visitor cookie's recent activity is used. Without
+        consent to personalisation, or for an erased user, the answer is popularity only (``personalised: false``)."""
         observe = self._observe["recommend"]
         start = time.perf_counter()
-        recent = await self.store.recent_async(request.user_id, self.settings.recent_max)
+        subject, lookup_id = self._subject(request.user_id, ctx)
+        if subject is None:
+            return _ctx_error(ctx, 400, "user_id", "user_id is required (or the visitor cookie)")  # type: ignore[return-value]
+        state = await self.store.subject_async(subject, self.settings.recent_max, *self._consent_keys(subject))
         observe("online_store", time.perf_counter() - start)
-        if recent is None:
+        if state is None:
             self.metrics.degraded("recommend")
+        # Personalised unless the user said no or was erased. Redis down: the trained vector still answers for a
+        # user whose consent cannot be read only when consent is not required (fail closed otherwise).
+        if state is not None:
+            personalised = state.personalisation and not state.erased
+        else:
+            personalised = not (self.collector_on and self.settings.consent_for_personalisation)
+        recent = state.recent if state is not None and personalised else ()
         context = request.context
         now = time.gmtime()
         query = Query(
-            user_id=request.user_id,
+            user_id=lookup_id if personalised else "",
             k=request.k,
             hour=context.hour if context and context.hour is not None else now.tm_hour,
             dow=context.dow if context and context.dow is not None else now.tm_wday,
             exclude_seen=request.exclude_seen,
             include_categories=tuple(request.include_categories or ()),
             exclude_categories=tuple(request.exclude_categories or ()),
-            segment=tuple((context.segment or {}).items()) if context else (),
+            segment=tuple((context.segment or {}).items()) if context and personalised else (),
         )
         try:
-            ranked = self.pipeline.recommend(query, recent or (), observe)
+            ranked = self.pipeline.recommend(query, recent, observe)
         except BadQuery as error:
-            return _field_error(400, error.field, str(error))  # type: ignore[return-value]
+            return _ctx_error(ctx, 400, error.field, str(error))  # type: ignore[return-value]
         self.metrics.user_source(ranked.user_source)
         return RecommendResponse(
-            user_id=request.user_id,
+            user_id=request.user_id or "",
             user_source=ranked.user_source,
             items=self._items(ranked.items, ranked.scores, ranked.stage),
             model=self.model_tag,
-            degraded=recent is None,
+            degraded=state is None,
+            personalised=personalised,
         )
+
+    def _subject(self, user_id: str | None, ctx: bentoml.Context) -> tuple[str | None, str]:
+        """``(online-store subject, bundle lookup id)``. With the collector on, Redis keys are the same keyed
+        pseudonyms the collector writes (no raw id in Redis); the bundle is looked up by the id it was trained on."""
+        if COLLECTOR is None:
+            return user_id, user_id or ""
+        pseudo = COLLECTOR.intake.pseudo
+        if user_id:
+            return pseudo.user(user_id), user_id
+        visitor = ctx.request.cookies.get(self.settings.collector.cookie_name, "")
+        if len(visitor) != 32:
+            return None, ""
+        return pseudo.visitor(visitor), ""
+
+    def _consent_keys(self, subject: str) -> tuple[str | None, str | None]:
+        if COLLECTOR is None:
+            return None, None
+        consent = consent_key(self.settings.collector, subject) if self.settings.consent_for_personalisation else None
+        return consent, tombstone_key(self.settings.collector.names)
 
     @bentoml.api(route="/similar_items")
     async def similar_items(self, request: SimilarItemsRequest, /) -> SimilarItemsResponse:
@@ -182,21 +224,6 @@ class Recommender:
             model=self.model_tag,
         )
 
-    @bentoml.api(route="/events")
-    async def events(self, request: EventRequest, /) -> EventResponse:
-        """Record what a user just did in their recent-activity list (bounded, with a TTL); the next /recommend uses
-        it. Unknown item_id: 404. Online store down: answered with recorded=false, never an error."""
-        if request.item_id not in self.pipeline.item_index:
-            return _field_error(404, "item_id", str(UnknownItem(request.item_id)))  # type: ignore[return-value]
-        start = time.perf_counter()
-        timestamp = request.timestamp if request.timestamp is not None else int(time.time())
-        event = Event(request.item_id, request.event_type, float(request.value), timestamp)
-        length = await self.store.record_async(request.user_id, event)
-        self._observe["events"]("online_store", time.perf_counter() - start)
-        if length is None:
-            self.metrics.degraded("events")
-        return EventResponse(recorded=length is not None, recent_events=length or 0, degraded=length is None)
-
     def _items(self, items: np.ndarray, scores: np.ndarray, stage: str) -> list[RecommendedItem]:
         ids, titles = self.pipeline.item_ids, self.pipeline.item_titles
         return [
@@ -205,14 +232,26 @@ class Recommender:
         ]
 
 
-JSON_ROUTES = tuple(api.route for api in Recommender.apis.values())
+JSON_ROUTES = tuple(api.route for api in Recommender.apis.values()) + (collector_mount.JSON_ROUTES if COLLECTOR else ())
+if COLLECTOR is not None:
+    Recommender.mount_asgi_app(COLLECTOR.app(), path="/", name="collector")
 
 # Outermost first (Starlette wraps in list order): shape and log every 4xx, then the cheap guards, then the rest.
 Recommender.add_asgi_middleware(http_guards.ErrorShapeMiddleware)
+# The demo storefront (GET /demo) reads the original path, so it sits outside the unknown-path guard.
+Recommender.add_asgi_middleware(
+    demo_site.DemoSiteMiddleware,
+    catalogue=demo_site.service_catalogue,
+    static_dir=Path(__file__).resolve().parent / "static",
+)
 Recommender.add_asgi_middleware(
     http_guards.RequestGuardMiddleware, json_routes=JSON_ROUTES, max_header_bytes=SETTINGS.max_header_bytes
 )
-Recommender.add_asgi_middleware(http_guards.BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
+Recommender.add_asgi_middleware(
+    http_guards.BodyLimitMiddleware,
+    max_bytes=SETTINGS.max_body_bytes,
+    per_path={"/events": SETTINGS.max_events_body_bytes},
+)
 Recommender.add_asgi_middleware(http_guards.ReadinessMiddleware)
 Recommender.add_asgi_middleware(http_guards.GcFreezeMiddleware, after=SETTINGS.gc_freeze_after)
 http_guards.install_log_filter()

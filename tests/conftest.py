@@ -111,3 +111,12 @@ def ml100k_split(tmp_path_factory: pytest.TempPathFactory) -> PreparedSplit:
     from recstack.config import prepare_named
 
     return prepare_named("ml100k", "random", out_root=tmp_path_factory.mktemp("processed"))
+
+
+@pytest.fixture(autouse=True)
+def pseudonymisation_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with a test-only pseudonymisation key (a deployment sets its own secret; none is in the repo).
+    Tests of the no-key refusal delete it."""
+    key = "test-only-pseudonymisation-key-0123456789abcdef"
+    monkeypatch.setenv("RECSTACK_HMAC_KEY", key)
+    return key

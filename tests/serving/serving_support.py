@@ -42,13 +42,18 @@ class Server:
         return "".join(self.lines)
 
 
+TEST_HMAC_KEY = "test-only-pseudonymisation-key-0123456789abcdef"
+CONSENTED = ("consent_for_personalisation=false", "collector.consent_required=false")
+"""Tests of serving mechanics run as if every user had consented (the consent tests turn it back on)."""
+
+
 def launch(
     overrides: list[str], log: Path, *, extra_env: dict | None = None, cwd: Path = REPO, port: int | None = None
 ) -> Server:
     """``recstack-serve <overrides>`` on a loopback port; its output goes to ``log`` and is watched for the ready line
     (the supervisor prints it once every worker reported ready). Returns at once: see :func:`wait_ready`."""
     port = port or free_port()
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", **(extra_env or {})}
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "RECSTACK_HMAC_KEY": TEST_HMAC_KEY, **(extra_env or {})}
     argv = [str(SERVE), *overrides, "host=127.0.0.1", f"port={port}"]
     process = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -91,7 +96,14 @@ def start_server(
     extra_env: dict | None = None,
 ) -> Server:
     """A real ``recstack-serve`` (supervisor + ``bentoml serve``) over ``bundle``, waited on until it says ready."""
-    args = [f"bundle={bundle}", f"redis_url={redis_url}", f"redis_prefix={redis_prefix}", *(overrides or [])]
+    args = [
+        f"bundle={bundle}",
+        f"redis_url={redis_url}",
+        f"redis_prefix={redis_prefix}",
+        f"collector.stream={redis_prefix}collect",
+        *CONSENTED,
+        *(overrides or []),
+    ]
     return wait_ready(launch(args, log, extra_env=extra_env))
 
 

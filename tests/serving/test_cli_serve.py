@@ -78,3 +78,15 @@ def test_workers_skip_hashing_only_after_recstack_serve_verified(
     monkeypatch.delenv(SETTINGS_ENV, raising=False)
     monkeypatch.setenv("RECSTACK_BUNDLE", str(tiny_bundle))
     assert not ServeSettings.from_env().bundle_verified
+
+
+def test_no_pseudonymisation_key_is_a_clear_refusal_before_any_worker(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recstack.cli.serve import run
+
+    monkeypatch.delenv("RECSTACK_HMAC_KEY", raising=False)
+    monkeypatch.delenv("RECSTACK_HMAC_KEY_FILE", raising=False)
+    settings = ServeSettings.compose([f"bundle={tiny_bundle}", "collector.hmac_key_file=null"])
+    assert run(settings) == 2
+    assert "no pseudonymisation key" in capsys.readouterr().err

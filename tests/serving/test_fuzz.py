@@ -35,10 +35,13 @@ def check(case: schemathesis.Case, base_url: str) -> None:
 
 
 def test_every_endpoint_fuzzed_no_5xx_and_4xx_name_the_field(server: Server) -> None:
-    schema = schemathesis.openapi.from_url(f"{server.base_url}/docs.json", timeout=30)
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    # the recommender's own schema, and the mounted collector's (recstack.collect.openapi)
+    for document in ("/docs.json", "/collector/openapi.json"):
+        schema = schemathesis.openapi.from_url(f"{server.base_url}{document}", timeout=30)
+        operations += [result.ok() for result in schema.get_all_operations()]
     paths = {op.path for op in operations}
-    assert {"/recommend", "/similar_items", "/events"} <= paths, paths
+    assert {"/recommend", "/similar_items", "/events", "/identify", "/consent", "/pixel.gif"} <= paths, paths
     fuzzed = set()
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -61,5 +64,5 @@ def test_every_endpoint_fuzzed_no_5xx_and_4xx_name_the_field(server: Server) -> 
                 assert mode is GenerationMode.NEGATIVE and operation.method.upper() == "GET", operation.label
                 continue
             fuzzed.add((operation.path, mode))
-    for path in ("/recommend", "/similar_items", "/events"):
+    for path in ("/recommend", "/similar_items", "/events", "/identify", "/consent"):
         assert {(path, GenerationMode.POSITIVE), (path, GenerationMode.NEGATIVE)} <= fuzzed, fuzzed

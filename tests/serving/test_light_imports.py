@@ -22,7 +22,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "
 
 
 def test_service_and_pipeline_import_no_torch(tiny_bundle: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RECSTACK_BUNDLE": str(tiny_bundle)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RECSTACK_BUNDLE": str(tiny_bundle), "RECSTACK_HMAC_KEY": "k" * 32}
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(tiny_bundle)], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )

@@ -91,6 +91,8 @@ def run(settings: ServeSettings) -> int:
     """Verify, then serve until stopped; the process exit code."""
     try:
         print(f"recstack-serve: {verify_bundle(settings.require_bundle())}", flush=True)
+        if settings.collect:
+            settings.collector.hmac_key()  # the collector pseudonymises with it: no key, no start (and no worker loop)
     except (OSError, ValueError, RuntimeError) as error:  # BundleError is a ValueError
         print(f"recstack-serve: not starting: {error}", file=sys.stderr, flush=True)
         return EXIT_BAD_BUNDLE

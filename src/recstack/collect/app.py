@@ -26,6 +26,8 @@ from starlette.routing import Route
 
 from recstack.collect.events import MAX_ID, BadEvent, parse_events
 from recstack.collect.intake import ClientContext, Intake
+from recstack.collect.openapi import PATH as OPENAPI_PATH
+from recstack.collect.openapi import collector_openapi
 from recstack.collect.producer import PURPOSES, Producer, StaleConsent, Unavailable
 from recstack.collect.settings import CollectSettings
 
@@ -274,6 +276,9 @@ class Collector:
             return _error(404, "path", "no privacy notice is configured")
         return HTMLResponse(self.notice(), headers={"Cache-Control": "no-cache"})
 
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(collector_openapi(self.settings.max_batch, IdentifyRequest, ConsentRequest))
+
     def app(self) -> Starlette:
         routes = [
             Route("/events", self.events, methods=["POST"]),
@@ -281,6 +286,7 @@ class Collector:
             Route("/identify", self.identify, methods=["POST"]),
             Route("/consent", self.consent, methods=["GET", "POST"]),
             Route("/privacy", self.privacy, methods=["GET"]),
+            Route(OPENAPI_PATH, self.openapi, methods=["GET"]),
         ]
         return Starlette(routes=routes)
 

@@ -63,6 +63,13 @@ class RecstackClient:
             "POST", "/events", {"user_id": user_id, "item_id": item_id, "event_type": event_type, "value": value}
         )
 
+    def consent(self, user_id: str, analytics: bool = True, personalisation: bool = True) -> Exchange:
+        return self.call(
+            "POST",
+            "/consent",
+            {"user_id": user_id, "purposes": {"analytics": analytics, "personalisation": personalisation}},
+        )
+
     def ready(self) -> Exchange:
         return self.call("GET", "/readyz")
 
@@ -125,6 +132,13 @@ def send_examples(
     blocks = []
     with RecstackClient(base_url) as client:
         blocks.append(format_exchange("readiness", client.ready()))
+        blocks.append(
+            format_exchange(f"{known_user} before any consent: popularity only", client.recommend(known_user, k))
+        )
+        for user in (known_user, cold_user):
+            blocks.append(
+                format_exchange(f"{user} consents (opt-in: analytics, personalisation)", client.consent(user))
+            )
         blocks.append(format_exchange(f"a known user ({known_user})", client.recommend(known_user, k)))
         blocks.append(
             format_exchange(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -147,18 +147,20 @@ class RequestGuardMiddleware:
 class BodyLimitMiddleware:
     """Rejects request bodies over ``max_bytes`` with a 413 JSON error before they are read (BentoML has no limit)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, per_path: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.per_path = dict(per_path or {})  # e.g. POST /events takes batches of 500 events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        too_big = {"error": f"request body over {self.max_bytes} bytes", "field": "body"}
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
+        too_big = {"error": f"request body over {limit} bytes", "field": "body"}
         declared = [value for name, value in scope.get("headers", ()) if name == b"content-length"]
         if declared:
-            if declared[0].isdigit() and int(declared[0]) > self.max_bytes:
+            if declared[0].isdigit() and int(declared[0]) > limit:
                 await send_json(send, 413, too_big)
                 return
             await self.app(scope, receive, send)  # declared and within the limit; h11 enforces the framing
@@ -171,7 +173,7 @@ class BodyLimitMiddleware:
             if message["type"] != "http.request":
                 return  # client went away
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
+            if len(body) > limit:
                 await send_json(send, 413, too_big)
                 return
             if not message.get("more_body", False):

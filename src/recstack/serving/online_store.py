@@ -43,6 +43,15 @@ class Event:
 
 
 @dataclass(frozen=True)
+class SubjectState:
+    """One subject's online state: recent events, consent to personalisation, erased (a tombstone)."""
+
+    recent: list[Event]
+    personalisation: bool
+    erased: bool
+
+
+@dataclass(frozen=True)
 class StoreState:
     """What ``/readyz`` reports about the store."""
 
@@ -322,6 +331,31 @@ class RedisOnlineStore:
         stop = max(0, min(limit, self.config.max_events) - 1)
         raw = await self._guarded(lambda: self._async_client().lrange(self._key(user_id), 0, stop))
         return None if raw is None else _decode(raw)  # type: ignore[arg-type]
+
+    async def subject_async(
+        self, subject: str, limit: int, consent_key: str | None, tombstones: str | None
+    ) -> SubjectState | None:
+        """What /recommend needs about one (pseudonymised) subject in one round trip: recent activity, whether it
+        consented to personalisation (``consent_key`` None: not asked), whether it was erased. None: unavailable."""
+        stop = max(0, min(limit, self.config.max_events) - 1)
+        key = self._key(subject)
+
+        async def call() -> object:
+            pipe = self._async_client().pipeline(transaction=False)
+            pipe.lrange(key, 0, stop)
+            if consent_key is not None:
+                pipe.hget(consent_key, "personalisation")
+            if tombstones is not None:
+                pipe.sismember(tombstones, subject)
+            return await pipe.execute()
+
+        replies = await self._guarded(call)
+        if replies is None:
+            return None
+        raw, rest = replies[0], list(replies[1:])  # type: ignore[index]
+        personalisation = True if consent_key is None else rest.pop(0) == b"1"
+        erased = bool(rest.pop(0)) if tombstones is not None else False
+        return SubjectState(_decode(raw), personalisation, erased)
 
     async def record_async(self, user_id: str, event: Event) -> int | None:
         key = self._key(user_id)

@@ -36,7 +36,7 @@ Stage = Literal["rerank", "retrieval", "popularity"]
 UserSource = Literal["trained", "recent_activity", "popularity", "segment_popularity"]
 
 DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {"view": 0.5, "click": 1.0, "rating": 1.0, "add_to_cart": 1.5, "purchase": 2.0}
+    {"view": 0.5, "click": 1.0, "rating": 1.0, "dwell": 1.0, "add_to_cart": 1.5, "purchase": 2.0}
 )
 
 

@@ -6,7 +6,6 @@ or a wrong type is reported by name instead of being silently ignored or coerced
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -51,7 +50,12 @@ class RecommendRequest(BaseModel):
 
     model_config = _REQUEST_CONFIG
 
-    user_id: str = Identifier
+    user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="the user; omitted: the visitor cookie set by the collector (pixel, /events, /consent)",
+    )
     k: int = Field(default=10, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
     context: Context | None = None
     exclude_seen: bool = Field(default=True, description="drop items the user interacted with (training + recent)")
@@ -80,6 +84,10 @@ class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
     model: str = Field(description="the bundle (tag or path) that answered")
     degraded: bool = Field(description="true when the online store was unavailable and the bundle answered alone")
+    personalised: bool = Field(
+        default=True,
+        description="false: no consent to personalisation, or an erased user; the items are popularity only",
+    )
 
 
 class SimilarItemsRequest(BaseModel):
@@ -97,28 +105,3 @@ class SimilarItemsResponse(BaseModel):
     embedding: list[RecommendedItem] = Field(description="neighbours by collaborative item embedding")
     text: list[RecommendedItem] | None = Field(description="neighbours by BERT title embedding (null: not in bundle)")
     model: str
-
-
-class EventRequest(BaseModel):
-    """``POST /events``: something the user just did; the next ``/recommend`` uses it."""
-
-    model_config = _REQUEST_CONFIG
-
-    user_id: str = Identifier
-    item_id: str = Identifier
-    event_type: EventType
-    value: float = Field(default=1.0, ge=-1e6, le=1e6, description="rating value, watch fraction, ...")
-    timestamp: int | None = Field(default=None, ge=0, le=2**40, description="epoch seconds; now if omitted")
-
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("value must be a finite number")
-        return value
-
-
-class EventResponse(BaseModel):
-    recorded: bool = Field(description="false when the online store is unavailable (the event is dropped, not queued)")
-    recent_events: int = Field(description="length of the user's recent-activity list after this event (0 if unknown)")
-    degraded: bool

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from recstack.collect.settings import CollectSettings
 from recstack.serving.online_store import RedisStoreConfig
 
 SETTINGS_ENV = "RECSTACK_SERVE_SETTINGS"
@@ -49,6 +50,10 @@ class ServeSettings(BaseModel):
     tracing: bool
     bentoml_config: str | None
     startup_timeout_s: float = Field(gt=0)
+    collect: bool = Field(description="mount the collector (/events, /pixel.gif, /identify, /consent, /privacy)")
+    consent_for_personalisation: bool = Field(description="/recommend personalises only with consent")
+    max_events_body_bytes: int = Field(ge=1)
+    collector: CollectSettings
     stop_timeout_s: float = Field(gt=0)
     bundle_verified: bool = Field(
         default=False,
