@@ -127,3 +127,11 @@ def test_self_contained_and_pure() -> None:
     assert "script" not in parsed.tags and parsed.urls == []  # no scripts, no external (or any) resources
     assert html == render_notice(settings)
     assert html.startswith("<!doctype html>") and html.rstrip().endswith("</html>")
+
+
+def test_purposes_and_cookie_are_the_collectors() -> None:
+    """The notice names what the collector implements (its purposes and consent cookie), not a copy that drifts."""
+    from recstack.collect import app, producer
+
+    assert tuple(CONSENT_PURPOSES) == producer.PURPOSES
+    assert CONSENT_COOKIE == app.CONSENT_COOKIE
