@@ -145,18 +145,19 @@ class Recommender:
         observe = self._observe["recommend"]
         start = time.perf_counter()
         subject, lookup_id = self._subject(request.user_id, ctx)
-        if subject is None:
-            return _ctx_error(ctx, 400, "user_id", "user_id is required (or the visitor cookie)")  # type: ignore[return-value]
-        state = await self.store.subject_async(subject, self.settings.recent_max, *self._consent_keys(subject))
+        state = None
+        if subject is not None:
+            state = await self.store.subject_async(subject, self.settings.recent_max, *self._consent_keys(subject))
         observe("online_store", time.perf_counter() - start)
-        if state is None:
+        degraded = subject is not None and state is None
+        if degraded:
             self.metrics.degraded("recommend")
-        # Personalised unless the user said no or was erased. Redis down: the trained vector still answers for a
-        # user whose consent cannot be read only when consent is not required (fail closed otherwise).
+        # Personalised unless the user said no or was erased. Redis down: personalised only when consent is not
+        # required (fail closed otherwise). No id at all (a first visit without a cookie yet): popularity.
         if state is not None:
             personalised = state.personalisation and not state.erased
         else:
-            personalised = not (self.collector_on and self.settings.consent_for_personalisation)
+            personalised = degraded and not (self.collector_on and self.settings.consent_for_personalisation)
         recent = state.recent if state is not None and personalised else ()
         context = request.context
         now = time.gmtime()
@@ -180,7 +181,7 @@ class Recommender:
             user_source=ranked.user_source,
             items=self._items(ranked.items, ranked.scores, ranked.stage),
             model=self.model_tag,
-            degraded=state is None,
+            degraded=degraded,
             personalised=personalised,
         )
 
@@ -194,7 +195,7 @@ class Recommender:
             return pseudo.user(user_id), user_id
         visitor = ctx.request.cookies.get(self.settings.collector.cookie_name, "")
         if len(visitor) != 32:
-            return None, ""
+            return None, ""  # answered with popularity (personalised: false)
         return pseudo.visitor(visitor), ""
 
     def _consent_keys(self, subject: str) -> tuple[str | None, str | None]:
@@ -232,9 +233,17 @@ class Recommender:
         ]
 
 
-JSON_ROUTES = tuple(api.route for api in Recommender.apis.values()) + (collector_mount.JSON_ROUTES if COLLECTOR else ())
-if COLLECTOR is not None:
-    Recommender.mount_asgi_app(COLLECTOR.app(), path="/", name="collector")
+JSON_ROUTES = tuple(api.route for api in Recommender.apis.values())
+COLLECTOR_APP = (
+    http_guards.guarded(
+        COLLECTOR.app(),
+        json_routes=collector_mount.JSON_ROUTES,
+        max_header_bytes=SETTINGS.max_header_bytes,
+        max_body_bytes=SETTINGS.max_events_body_bytes,
+    )
+    if COLLECTOR is not None
+    else None
+)
 
 # Outermost first (Starlette wraps in list order): shape and log every 4xx, then the cheap guards, then the rest.
 Recommender.add_asgi_middleware(http_guards.ErrorShapeMiddleware)
@@ -247,11 +256,7 @@ Recommender.add_asgi_middleware(
 Recommender.add_asgi_middleware(
     http_guards.RequestGuardMiddleware, json_routes=JSON_ROUTES, max_header_bytes=SETTINGS.max_header_bytes
 )
-Recommender.add_asgi_middleware(
-    http_guards.BodyLimitMiddleware,
-    max_bytes=SETTINGS.max_body_bytes,
-    per_path={"/events": SETTINGS.max_events_body_bytes},
-)
+Recommender.add_asgi_middleware(http_guards.BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 Recommender.add_asgi_middleware(http_guards.ReadinessMiddleware)
 Recommender.add_asgi_middleware(http_guards.GcFreezeMiddleware, after=SETTINGS.gc_freeze_after)
 http_guards.install_log_filter()
@@ -266,7 +271,12 @@ def _to_asgi_with_one_unknown_label(service: bentoml.Service) -> None:
 
     def to_asgi(self, is_main: bool = True):  # type: ignore[no-untyped-def]
         app = original(self, is_main=is_main)
-        return http_guards.collapse_unknown_paths(app) if self is service else app
+        if self is not service:
+            return app
+        app = http_guards.collapse_unknown_paths(app)
+        if COLLECTOR_APP is not None:  # the collector's paths skip BentoML's stack: http_guards.dispatch_first
+            app = http_guards.dispatch_first(app, COLLECTOR_APP, collector_mount.PATHS)
+        return app
 
     cls.to_asgi = to_asgi  # type: ignore[method-assign]
 

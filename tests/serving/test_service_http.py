@@ -73,7 +73,6 @@ def test_similar_items(server: Server) -> None:
         ("/recommend", {"user_id": "u1", "k": 101}, 400, "k"),
         ("/recommend", {"user_id": "u1", "k": "ten"}, 400, "k"),
         ("/recommend", {"user_id": "u1", "favourite": "x"}, 400, "favourite"),
-        ("/recommend", {"k": 5}, 400, "user_id"),
         ("/recommend", {"user_id": "u1", "include_categories": ["NoSuchGenre"]}, 400, "include_categories"),
         ("/recommend", {"user_id": "u1", "context": {"hour": 99}}, 400, "context.hour"),
         # no model reads a device: like any unknown field it is refused by name, never silently ignored
@@ -99,7 +98,8 @@ def test_bad_input_is_a_4xx_naming_the_field(
 def test_malformed_and_oversized_bodies(server: Server) -> None:
     headers = {"content-type": "application/json"}
     with server.client() as http:
-        for raw in (b"not json", b"[1, 2]", b"", b'{"user_id": "u1", "k": 1e400}'):
+        # (an empty body is BentoML's {}: a request with no user and no cookie, answered with popularity)
+        for raw in (b"not json", b"[1, 2]", b'{"user_id": "u1", "k": 1e400}'):
             answer = http.post("/recommend", content=raw, headers=headers)
             assert 400 <= answer.status_code < 500, (raw, answer.status_code, answer.text)
         huge = b'{"user_id": "' + b"a" * 200_000 + b'"}'
@@ -208,3 +208,10 @@ def test_client_errors_are_one_info_line_without_traceback(server: Server) -> No
     forged = [line for line in log.splitlines() if "fake" in line]
     assert forged and all("404 GET" in line for line in forged), forged  # escaped: one line, not two
     assert "Traceback" not in log and "ERROR" not in log
+
+
+def test_no_user_and_no_cookie_is_popularity_not_personalised(server: Server) -> None:
+    with server.client() as http:
+        answer = http.post("/recommend", json={"k": 5})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["personalised"] is False and answer.json()["user_source"] == "popularity"

@@ -28,13 +28,13 @@ from recstack.collect.events import MAX_ID, BadEvent, parse_events
 from recstack.collect.intake import ClientContext, Intake
 from recstack.collect.openapi import PATH as OPENAPI_PATH
 from recstack.collect.openapi import collector_openapi
-from recstack.collect.producer import PURPOSES, Producer, StaleConsent, Unavailable
+from recstack.collect.producer import Producer, StaleConsent, Unavailable
+from recstack.collect.purposes import CONSENT_COOKIE, PURPOSES
 from recstack.collect.settings import CollectSettings
 
 # The smallest transparent 1x1 GIF (43 bytes), the classic tracking pixel.
 PIXEL_GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
 VISITOR_HEX = 32  # 128-bit random visitor ids
-CONSENT_COOKIE = "rs_consent"
 Counter = Callable[[str, str, int], None]
 """``count(outcome, reason, n)``: accepted / dropped events for /metrics (outcome accepted|dropped)."""
 

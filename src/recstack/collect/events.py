@@ -22,9 +22,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-ITEM_EVENTS = frozenset({"click", "add_to_cart", "purchase", "dwell", "scroll", "rating"})
-PAGE_EVENTS = frozenset({"search", "preference", "survey", "profile"})
-EVENT_TYPES: tuple[str, ...] = ("view", *sorted(ITEM_EVENTS), *sorted(PAGE_EVENTS))
+ITEM_EVENTS = frozenset({"click", "add_to_cart", "purchase", "rating"})  # these need an item_id
+PAGE_EVENTS = frozenset({"search", "preference", "survey", "profile"})  # these have none; view/dwell/scroll: either
+EVENT_TYPES: tuple[str, ...] = ("view", "dwell", "scroll", *sorted(ITEM_EVENTS), *sorted(PAGE_EVENTS))
 EventType = Literal[
     "view", "click", "add_to_cart", "purchase", "dwell", "scroll", "rating", "search", "preference", "survey", "profile"
 ]

@@ -11,7 +11,7 @@ into the stream, so neither Redis nor the lake ever sees a raw id, a full IP or 
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass
 
 from recstack.collect.events import BadEvent, EventIn, check_timestamp
@@ -74,7 +74,7 @@ class Intake:
             user, anonymous = self.subject(event, client, where)
             client_ms = int(event.timestamp * 1000) if event.timestamp is not None else None
             row = {
-                "event_id": event.event_id or uuid.uuid4().hex,
+                "event_id": event.event_id or os.urandom(16).hex(),
                 "user_id": user,
                 "anonymous": anonymous,
                 "item_id": event.item_id,

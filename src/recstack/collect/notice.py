@@ -8,28 +8,14 @@ HTML-escaped, the schema's text included, so nothing in a setting or a column de
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
-from types import MappingProxyType
 
 import pyarrow as pa
 
+from recstack.collect.purposes import CONSENT_COOKIE, CONSENT_PURPOSES
 from recstack.collect.settings import CollectSettings
 from recstack.data.lake import EVENTS_SCHEMA
-
-CONSENT_PURPOSES: Mapping[str, str] = MappingProxyType(
-    {
-        "analytics": "Store what you do here (product views, clicks, time spent, scroll depth) in our event store, "
-        "to measure and improve the shop. Without it nothing you do is stored.",
-        "personalisation": "Use your recent activity to choose the items under 'Recommended for you'. Without it "
-        "you see what is popular.",
-    }
-)
-"""The consent choices the banner offers (POST /consent ``purposes``), with what each one allows."""
-
-CONSENT_COOKIE = "rs_consent"
-"""The readable cookie the collector sets with the visitor's choice (``analytics=1&personalisation=0``)."""
 
 UNDESCRIBED = "not yet described"
 """The purpose under which a column without ``what``/``why`` metadata is listed: shown, never hidden."""

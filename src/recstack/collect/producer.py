@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from recstack.collect.purposes import PURPOSES
 from recstack.collect.recent import encode_recent
 from recstack.collect.records import encode_entry, tombstone_key
 from recstack.collect.settings import CollectSettings
 
-PURPOSES: tuple[str, ...] = ("analytics", "personalisation")
 ITEM_RECENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase", "rating", "dwell"})
 
 
@@ -92,16 +92,19 @@ class Producer:
         s = self.settings
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(s.stream, encode_entry(table, rows))
-        touched = set()
         if table == "events":
+            # One LPUSH per subject with all its new entries, oldest first (so the newest ends at the head), then
+            # one LTRIM and one EXPIRE: a batch of 100 events of 10 users is 31 commands, not 301.
+            recent: dict[str, list[tuple[int, str]]] = {}
             for row in rows:
                 if row["item_id"] is not None and row["event_type"] in ITEM_RECENT_TYPES:
-                    key = s.recent_prefix + row["user_id"]
                     ts = (row["client_ts"] or row["received_ts"]) // 1000
                     value = row["value"] if row["value"] is not None else 1.0
-                    pipe.lpush(key, encode_recent(row["item_id"], row["event_type"], value, ts))
-                    touched.add(key)
-            for key in touched:
+                    entry = encode_recent(row["item_id"], row["event_type"], value, ts)
+                    recent.setdefault(s.recent_prefix + row["user_id"], []).append((ts, entry))
+            for key, entries in recent.items():
+                entries.sort(key=lambda pair: pair[0])  # stable: same-second events keep their order
+                pipe.lpush(key, *(entry for _, entry in entries[-s.recent_max :]))
                 pipe.ltrim(key, 0, s.recent_max - 1)
                 pipe.expire(key, s.recent_ttl_s)
         try:

@@ -9,6 +9,7 @@ key must be used by every collector, consumer and server of one deployment; rota
 
 from __future__ import annotations
 
+import functools
 import hmac
 
 PSEUDONYM_HEX = 32  # 128 bits of the HMAC: collisions are out of reach for any user count
@@ -17,17 +18,20 @@ PSEUDONYM_HEX = 32  # 128 bits of the HMAC: collisions are out of reach for any 
 class Pseudonymiser:
     """``user(id)`` / ``visitor(id)`` -> 32 hex characters."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "user", "visitor")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, cache_size: int = 65_536) -> None:
         if len(key) < 32:
             raise ValueError("the pseudonymisation key must be at least 32 bytes")
         self._key = key
+        # Active users send many events: their pseudonyms are cached (bounded) per process, not recomputed.
+        self.user = functools.lru_cache(maxsize=cache_size)(self._user)
+        self.visitor = functools.lru_cache(maxsize=cache_size)(self._visitor)
 
-    def user(self, user_id: str) -> str:
+    def _user(self, user_id: str) -> str:
         return hmac.digest(self._key, b"u:" + user_id.encode(), "sha256").hex()[:PSEUDONYM_HEX]
 
-    def visitor(self, visitor_id: str) -> str:
+    def _visitor(self, visitor_id: str) -> str:
         return hmac.digest(self._key, b"v:" + visitor_id.encode(), "sha256").hex()[:PSEUDONYM_HEX]
 
     def subject(self, user_id: str | None, visitor_id: str | None) -> tuple[str, bool]:
