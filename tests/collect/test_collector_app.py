@@ -181,3 +181,24 @@ async def test_redis_down_is_a_503_with_retry_after(stream: str) -> None:
     async with make_client(stream, "redis_url=redis://127.0.0.1:1/0", "consent_required=false") as client:
         response = await client.post("/events", json={"user_id": "u", "item_id": "1", "event_type": "view"})
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
+
+
+async def test_erasure_tombstones_and_removes_the_online_keys(stream: str) -> None:
+    async with make_client(stream) as client:
+        await consent(client, "erin")
+        await client.post("/events", json={"user_id": "erin", "item_id": "3", "event_type": "click"})
+        subject = entries(stream)[-1][1][0]["user_id"]
+        r = redis.Redis()
+        assert r.exists(f"{stream}-recent:{subject}") and r.exists(f"{stream}:consent:{subject}")
+        gone = await client.delete("/users/erin")
+        again = await client.delete("/users/erin")  # idempotent
+        unknown = await client.delete("/users/never-seen")
+        after = await client.post("/events", json={"user_id": "erin", "item_id": "3", "event_type": "click"})
+        bad = await client.delete("/users/a%01b")
+    assert gone.status_code == again.status_code == unknown.status_code == 204
+    assert r.sismember(tombstone_key(StreamNames(stream=stream)), subject)
+    assert not r.exists(f"{stream}-recent:{subject}") and not r.exists(f"{stream}:consent:{subject}")
+    assert after.json()["accepted"] == 0 and after.json()["reason"] == "erased"
+    assert bad.status_code == 400 and bad.json()["field"] == "user_id"
+    audits = [rows[0] for table, rows in entries(stream) if table == "audit"]
+    assert [a["action"] for a in audits].count("erasure") == 3 and all("erin" not in str(a) for a in audits)

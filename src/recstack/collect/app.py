@@ -276,6 +276,21 @@ class Collector:
             return _error(404, "path", "no privacy notice is configured")
         return HTMLResponse(self.notice(), headers={"Cache-Control": "no-cache"})
 
+    async def erase(self, request: Request) -> Response:
+        """``DELETE /users/{user_id}`` (admin role): at once, for every worker, the user is treated as erased (a
+        tombstone checked by /recommend, the collector and the consumer), and their recent activity, consent and
+        profile keys are removed from Redis. The lake is rewritten by ``recstack-collect erase`` and the next export
+        drops them (recstack.collect.lake_admin, recstack.export). Idempotent: an unknown id is also 204."""
+        user_id = request.path_params["user_id"]
+        if not user_id or len(user_id) > MAX_ID or any(ord(c) < 32 or ord(c) == 127 for c in user_id):
+            return _error(400, "user_id", "user_id must be 1-128 printable characters")
+        subject = self.intake.pseudo.user(user_id)
+        try:
+            await self.producer.erase(subject)
+        except Unavailable as error:
+            return _unavailable(error)
+        return Response(status_code=204)
+
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(collector_openapi(self.settings.max_batch, IdentifyRequest, ConsentRequest))
 
@@ -287,6 +302,7 @@ class Collector:
             Route("/consent", self.consent, methods=["GET", "POST"]),
             Route("/privacy", self.privacy, methods=["GET"]),
             Route(OPENAPI_PATH, self.openapi, methods=["GET"]),
+            Route("/users/{user_id:path}", self.erase, methods=["DELETE"]),
         ]
         return Starlette(routes=routes)
 

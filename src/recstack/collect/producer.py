@@ -53,6 +53,11 @@ def consent_key(settings: CollectSettings, subject: str) -> str:
     return f"{settings.stream}:consent:{subject}"
 
 
+def profile_key(settings: CollectSettings, subject: str) -> str:
+    """The subject's online profile hash (kept by the profiles job; removed on erasure)."""
+    return f"{settings.stream}:profile:{subject}"
+
+
 class Producer:
     def __init__(self, settings: CollectSettings, timeout_s: float = 1.0) -> None:
         self.settings = settings
@@ -163,3 +168,22 @@ class Producer:
         except (RedisError, OSError) as error:
             raise Unavailable(f"the consent store (Redis) is unavailable: {type(error).__name__}") from None
         return {"purposes": {p: values[p] == "1" for p in PURPOSES}, "policy_version": policy_version}
+
+    async def erase(self, subject: str) -> None:
+        """Tombstone first (so nothing new is stored or served for the subject from now on), then delete its keys and
+        record the erasure in the audit stream, in one transaction."""
+        s = self.settings
+        audit = {
+            "action": "erasure",
+            "subject": subject,
+            "detail": "online: tombstone, recent, consent, profile",
+            "received_ts": int(time.time() * 1000),
+        }
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.sadd(self.tombstones, subject)
+            pipe.delete(s.recent_prefix + subject, consent_key(s, subject), profile_key(s, subject))
+            pipe.xadd(s.stream, encode_entry("audit", [audit]))
+            await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise Unavailable(f"the store (Redis) is unavailable: {type(error).__name__}") from None

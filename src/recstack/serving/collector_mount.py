@@ -10,7 +10,7 @@ from recstack.collect.app import Collector, build_collector
 from recstack.serving.settings import ServeSettings
 
 JSON_ROUTES: tuple[str, ...] = ("/events", "/identify", "/consent")
-PATHS: tuple[str, ...] = (*JSON_ROUTES, "/pixel.gif", "/privacy", "/collector/openapi.json")
+PATHS: tuple[str, ...] = (*JSON_ROUTES, "/pixel.gif", "/privacy", "/collector/openapi.json", "/users/")
 
 
 class EventCounter:

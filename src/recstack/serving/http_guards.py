@@ -343,16 +343,19 @@ class ReadinessMiddleware:
 
 
 def dispatch_first(app: ASGIApp, first: ASGIApp, paths: Collection[str]) -> ASGIApp:
-    """Send requests for ``paths`` straight to ``first``, everything else to ``app``.
+    """Send requests for ``paths`` (exact, or a prefix when it ends with ``/``) straight to ``first``, everything else
+    to ``app``.
 
     The collector's endpoints take the most requests of all (every view, click and pixel of a site) and need none of
     BentoML's per-request machinery (its API adapters, tracing, timeout and metrics middlewares cost more CPU than the
     collector's own work): they are routed before it, in the same server and port, with recstack's own guards
     applied to ``first`` by the caller. They are counted on /metrics by recstack_collect_events_total."""
-    exact = frozenset(paths)
+    exact = frozenset(p for p in paths if not p.endswith("/"))
+    prefixes = tuple(p for p in paths if p.endswith("/"))  # "/users/" routes every /users/<id> to ``first``
 
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path") in exact:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path in exact or (prefixes and path.startswith(prefixes))):
             await first(scope, receive, send)
         else:
             await app(scope, receive, send)
