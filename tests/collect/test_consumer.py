@@ -219,3 +219,28 @@ def test_one_bad_entry_does_not_change_how_the_others_are_read() -> None:
     # a float time the JSON reader refuses is still accepted, as lake.conform accepts it
     floaty = parse_entries([("4-0", encode_entry("events", [event("f", ts=float(T0))]))])
     assert not floaty.rejected and floaty.rows == 1
+
+
+def test_a_flush_cut_short_by_redis_is_finished_under_the_same_names(
+    client: redis.Redis, settings: CollectSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis fails between the files and the acknowledgement: the retry rewrites the same files (no second copy) and
+    does not take its own rows for client retries."""
+    for n in range(4):
+        client.xadd(settings.stream, encode_entry("events", [event(f"f{n}", ts=T0 + n * HOUR_MS)]))
+    consumer = LakeConsumer(settings, "c1")
+    acks: list[list[str]] = []
+    real_ack = consumer._ack
+
+    def flaky_ack(ids: list[str]) -> None:
+        acks.append(ids)
+        if len(acks) == 1:
+            raise redis.ConnectionError("injected: Redis went away")
+        real_ack(ids)
+
+    monkeypatch.setattr(consumer, "_ack", flaky_ack)
+    stats = run_until(consumer, lambda: drained(client, settings), "the stream to be drained")
+
+    assert sorted(lake.read_table(settings.lake, "events")["event_id"].to_pylist()) == ["f0", "f1", "f2", "f3"]
+    assert len(lake.parts(settings.lake, "events")) == 4 and acks[0] == acks[1]
+    assert stats.duplicates == 0 and stats.stored["events"] == 4

@@ -327,6 +327,8 @@ class LakeConsumer:
         backoff = 0.0
         while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
             try:
+                if self._batch.prepared:  # a flush failed half-way: finish it (same file names) before reading more
+                    self.flush()
                 if time.monotonic() >= next_claim:
                     self.flush()  # first: our own pending entries must not come back to us as "recovered"
                     self.recover()
