@@ -26,7 +26,13 @@ def command_line() -> str:
     cwd = Path.cwd()
     python = Path(sys.executable)
     shown = os.path.relpath(python, cwd) if python.is_relative_to(cwd) else str(python)
-    parts = [f"{k}={shlex.quote(os.environ[k])}" for k in env]
+    # secrets (the pseudonymisation key, API keys) are named, never printed or committed
+    parts = [
+        f"{k}=<redacted>"
+        if any(w in k for w in ("KEY", "SECRET", "TOKEN", "PASSWORD")) and not k.endswith("_FILE")
+        else f"{k}={shlex.quote(os.environ[k])}"
+        for k in env
+    ]
     niceness = os.nice(0)
     if niceness:
         parts += ["nice", "-n", str(niceness)]

@@ -107,11 +107,13 @@ class Recommender:
             self.model_tag = str(self.bundle_model.tag)
         else:
             path = Path(ref)
-            self.model_tag = str(path.resolve())
+            self.model_tag = ""  # set below from the manifest: answers never carry the server's filesystem path
         # recstack-serve hashed every file before starting any worker (bundle_verified); a bare `bentoml serve` did not.
         bundle = Bundle.load(
             path, verify=not self.settings.bundle_verified, index_params={"ef_search": self.settings.ef_search}
         )
+        if not self.model_tag:
+            self.model_tag = f"{path.resolve().name}@{bundle.manifest.digest()[:12]}"
         config = PipelineConfig(n_candidates=self.settings.n_candidates, max_recent=self.settings.recent_max)
         self.pipeline = Pipeline.from_bundle(bundle, config)
         self.store = RedisOnlineStore(self.settings.redis_store())

@@ -202,3 +202,13 @@ async def test_erasure_tombstones_and_removes_the_online_keys(stream: str) -> No
     assert bad.status_code == 400 and bad.json()["field"] == "user_id"
     audits = [rows[0] for table, rows in entries(stream) if table == "audit"]
     assert [a["action"] for a in audits].count("erasure") == 3 and all("erin" not in str(a) for a in audits)
+
+
+async def test_cors_only_for_listed_origins(stream: str) -> None:
+    async with make_client(stream, "cors_origins=[https://shop.example]") as client:
+        preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+        allowed = await client.options("/events", headers={"origin": "https://shop.example", **preflight})
+        refused = await client.options("/events", headers={"origin": "https://evil.example", **preflight})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://shop.example"
+    assert allowed.headers["access-control-allow-credentials"] == "true"
+    assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers

@@ -215,3 +215,4 @@ def test_no_user_and_no_cookie_is_popularity_not_personalised(server: Server) ->
         answer = http.post("/recommend", json={"k": 5})
     assert answer.status_code == 200, answer.text
     assert answer.json()["personalised"] is False and answer.json()["user_source"] == "popularity"
+    assert "/" not in answer.json()["model"]  # the bundle's name and digest, never the server's filesystem path

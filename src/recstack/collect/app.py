@@ -304,7 +304,24 @@ class Collector:
             Route(OPENAPI_PATH, self.openapi, methods=["GET"]),
             Route("/users/{user_id:path}", self.erase, methods=["DELETE"]),
         ]
-        return Starlette(routes=routes)
+        middleware = []
+        if self.settings.cors_origins:
+            from starlette.middleware import Middleware
+            from starlette.middleware.cors import CORSMiddleware
+
+            # Credentials (the visitor cookie) only for the listed origins; JSON bodies need a preflight, which
+            # Starlette answers for them and refuses for anyone else.
+            middleware.append(
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=list(self.settings.cors_origins),
+                    allow_methods=["GET", "POST"],
+                    allow_headers=["content-type", "authorization"],
+                    allow_credentials=True,
+                    max_age=600,
+                )
+            )
+        return Starlette(routes=routes, middleware=middleware)
 
 
 def batch_like(body: object) -> bool:

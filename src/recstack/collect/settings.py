@@ -36,6 +36,7 @@ class CollectSettings(BaseModel):
     cookie_secure: bool
     cookie_samesite: Literal["lax", "strict", "none"]
     retention_days: int = Field(ge=1)
+    cors_origins: list[str]
     consent_required: bool
     policy_version: str
     recent_prefix: str
