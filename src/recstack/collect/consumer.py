@@ -229,15 +229,23 @@ class Batch:
 
 
 class RecentIds:
-    """The event ids stored recently: two generations of sets, so at least ``size // 2`` and at most ``size`` of the
-    newest ids are remembered at O(1) per id."""
+    """The event ids stored recently: two generations of sets, so the newest ``size // 2`` to ``size`` ids (plus at
+    most one batch) are remembered, at O(1) per id."""
 
     def __init__(self, size: int) -> None:
         self._half = max(1, size // 2)
         self._current: set[str] = set()
         self._previous: set[str] = set()
 
-    def keep_new(self, ids: list[str]) -> list[bool]:
+    def keep_new(self, ids: list[str]) -> list[bool] | None:
+        """Which ids to keep (first sight); None when all are new (the common case, checked with set operations in C
+        instead of a Python loop per id)."""
+        distinct = dict.fromkeys(ids)
+        if len(distinct) == len(ids) and self._current.isdisjoint(distinct) and self._previous.isdisjoint(distinct):
+            if len(self._current) + len(ids) > self._half:
+                self._previous, self._current = self._current, set()
+            self._current.update(distinct)
+            return None
         keep = []
         current, previous = self._current, self._previous
         for event_id in ids:
@@ -486,8 +494,9 @@ class LakeConsumer:
                     table = self._drop_stored(name, table, batch.ids)
                 if name == "events":
                     keep = self._recent.keep_new(table["event_id"].to_pylist())
-                    self.stats.duplicates += keep.count(False)
-                    table = table.filter(pa.array(keep, pa.bool_()))
+                    if keep is not None:
+                        self.stats.duplicates += keep.count(False)
+                        table = table.filter(pa.array(keep, pa.bool_()))
                 batch.tables[name] = [table]
             batch.prepared = True
         stored = dict.fromkeys(TABLES, 0)
