@@ -17,8 +17,15 @@ import pyarrow as pa
 import pytest
 import redis
 
-from recstack.collect.consumer import ConsumerStats, LakeConsumer, parse_entries
-from recstack.collect.records import encode_entry, tombstone_key
+from recstack.collect.consumer import (
+    ConsumerStats,
+    LakeConsumer,
+    parse_entries,
+    stored_up_to,
+    stream_end,
+    wait_until_stored,
+)
+from recstack.collect.records import StreamNames, encode_entry, tombstone_key
 from recstack.collect.settings import CollectSettings
 from recstack.config import collect_settings
 from recstack.data import lake
@@ -244,3 +251,18 @@ def test_a_flush_cut_short_by_redis_is_finished_under_the_same_names(
     assert sorted(lake.read_table(settings.lake, "events")["event_id"].to_pylist()) == ["f0", "f1", "f2", "f3"]
     assert len(lake.parts(settings.lake, "events")) == 4 and acks[0] == acks[1]
     assert stats.duplicates == 0 and stats.stored["events"] == 4
+
+
+def test_erasure_waits_until_what_was_in_flight_is_stored(client: redis.Redis, settings: CollectSettings) -> None:
+    for n in range(3):
+        client.xadd(settings.stream, encode_entry("events", [event(f"w{n}")]))
+    end = stream_end(client, settings.names)
+    assert end is not None and not stored_up_to(client, settings.names, end)  # no consumer has read them
+    assert not wait_until_stored(client, settings.names, end, timeout_s=0.1)
+    run_until(
+        LakeConsumer(settings, "c1"),
+        lambda: wait_until_stored(client, settings.names, end, timeout_s=0),
+        "everything up to the stream's end to be stored",
+    )
+    assert lake.read_table(settings.lake, "events").num_rows == 3
+    assert stream_end(client, StreamNames(stream=f"{settings.stream}:none")) is None
