@@ -553,7 +553,11 @@ class LakeConsumer:
         """Drop the entries every group has stored: below each group's oldest pending entry, or past its last
         delivered one when nothing is pending. Never an entry some group has not acknowledged."""
         bounds = []
-        for info in self.client.xinfo_groups(self.names.stream):
+        try:
+            groups = self.client.xinfo_groups(self.names.stream)
+        except redis.ResponseError:  # the stream is gone (Redis restarted empty): nothing to trim
+            return
+        for info in groups:
             group = _text(info["name"])
             if group == self.names.group:
                 self._last_lag = info.get("lag")
