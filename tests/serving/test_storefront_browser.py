@@ -4,7 +4,6 @@ link shows the notice with the lake's columns."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from serving_support import Server, start_server, stop_server
 
 from recstack.data.lake import EVENTS_SCHEMA
@@ -31,6 +29,46 @@ def _chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing and `apt-get install -y chromium` could not install it (needs root)")
     return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def lake(module_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The stream -> lake consumer as it runs beside a site (recstack-collect consume), on the shop's stream."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("lake")
+    log = folder.parent / "consume.log"
+    argv = [
+        str(Path(sys.executable).with_name("recstack-collect")),
+        "consume",
+        "consumer=shop",
+        f"collector.stream={module_prefix}collect",
+        f"collector.lake={folder}",
+        "collector.flush_interval_s=0.2",
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    yield folder
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def _wait_lake(lake: Path, wanted, timeout: float = 30) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Until the lake's committed files hold rows satisfying ``wanted(rows)`` (the consumer flushes every 0.2 s)."""
+
+    from recstack.data.lake import read_table
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = read_table(lake, "events").to_pylist()
+        if wanted(rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the lake {lake} never held the expected rows; it holds {len(rows)} rows")
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -121,33 +159,8 @@ def _click_item(page, item_id: str, close: bool = True) -> None:  # type: ignore
         page.get_by_role("button", name="Close product details").click()
 
 
-def _stream_rows(stream: str) -> list[dict]:
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        entries = client.xrange(stream)
-    finally:
-        client.close()
-    rows = []
-    for _, fields in entries:
-        if fields[b"t"] == b"events":
-            rows += json.loads(fields[b"r"])
-    return rows
-
-
-def _wait_rows(stream: str, wanted, timeout: float = 20) -> list[dict]:  # type: ignore[no-untyped-def]
-    """Until the stream holds rows satisfying ``wanted(rows)`` (the collector writes one entry per request)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = _stream_rows(stream)
-        if wanted(rows):
-            return rows
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the stream {stream} never held the expected rows; it holds {rows}")
-        time.sleep(0.1)
-
-
 def test_accept_all_then_clicks_reach_the_stream_and_change_the_shelf(
-    shop: Server, context, module_prefix: str, tmp_path: Path
+    shop: Server, context, module_prefix: str, tmp_path: Path, lake: Path
 ) -> None:
     requests = Requests(context)
     page = _open_shop(context, shop)
@@ -178,8 +191,7 @@ def test_accept_all_then_clicks_reach_the_stream_and_change_the_shelf(
     assert "Picked for you" in page.locator("#shelf-source").inner_text()
     page.screenshot(path=str(tmp_path / "storefront.png"), full_page=True)
 
-    stream = f"{module_prefix}collect"
-    rows = _wait_rows(stream, lambda rows: {r["item_id"] for r in rows if r["event_type"] == "click"} >= set(CLICKED))
+    rows = _wait_lake(lake, lambda rows: {r["item_id"] for r in rows if r["event_type"] == "click"} >= set(CLICKED))
     clicks = [r for r in rows if r["event_type"] == "click" and r["item_id"] in CLICKED]
     assert len({r["user_id"] for r in clicks}) == 1 and all(r["anonymous"] for r in clicks)  # one visitor pseudonym
     assert all(r["source"] == "api" and r["local_hour"] is not None and r["client_ts"] for r in clicks)
@@ -187,7 +199,7 @@ def test_accept_all_then_clicks_reach_the_stream_and_change_the_shelf(
     visitor = clicks[0]["user_id"]
     # the tracking pixel: one view per product opened
     assert [u.split("i=", 1)[1].split("&", 1)[0] for _, u in requests.to("/pixel.gif")] == list(CLICKED)
-    _wait_rows(stream, lambda rows: {r["item_id"] for r in rows if r["source"] == "pixel"} >= set(CLICKED))
+    _wait_lake(lake, lambda rows: {r["item_id"] for r in rows if r["source"] == "pixel"} >= set(CLICKED))
     # nothing went to /events before the choice was recorded
     assert requests.index("/consent", "POST") < requests.index("/events")
 
@@ -198,13 +210,17 @@ def test_accept_all_then_clicks_reach_the_stream_and_change_the_shelf(
     def mine(rows: list[dict], kind: str) -> list[dict]:
         return [r for r in rows if r["user_id"] == visitor and r["event_type"] == kind]
 
-    rows = _wait_rows(
-        stream, lambda rows: mine(rows, "scroll") and {r["item_id"] for r in mine(rows, "dwell")} >= set(CLICKED)
+    rows = _wait_lake(
+        lake, lambda rows: mine(rows, "scroll") and {r["item_id"] for r in mine(rows, "dwell")} >= set(CLICKED)
     )
     scroll = mine(rows, "scroll")
     assert len(scroll) == 1 and scroll[0]["item_id"] == "page:/demo" and 0.9 <= scroll[0]["value"] <= 1
     assert all(r["value"] >= 0 for r in mine(rows, "dwell"))
     assert [r["item_id"] for r in mine(rows, "add_to_cart")] == [CLICKED[-1]]
+
+    # every click is in the lake exactly once, stored by the consumer (stream_id), with no IP (dropped by default)
+    assert sorted(r["item_id"] for r in mine(rows, "click")) == sorted(CLICKED)
+    assert all(r["stream_id"] for r in rows) and not any(r["ip"] for r in rows)
 
 
 def test_reject_all_sends_no_events(shop: Server, context) -> None:
@@ -227,7 +243,9 @@ def test_reject_all_sends_no_events(shop: Server, context) -> None:
     assert again.get_by_role("dialog", name="Your privacy").is_hidden()
 
 
-def test_choose_analytics_only_keeps_the_shelf_unpersonalised(shop: Server, context, module_prefix: str) -> None:
+def test_choose_analytics_only_keeps_the_shelf_unpersonalised(
+    shop: Server, context, module_prefix: str, lake: Path
+) -> None:
     requests = Requests(context)
     page = _open_shop(context, shop)
     before = _shelf(page)
@@ -240,8 +258,7 @@ def test_choose_analytics_only_keeps_the_shelf_unpersonalised(shop: Server, cont
     _click_item(page, "i3")  # an item no other test here clicks, so its rows name this visitor
     assert _shelf(page) == before  # without personalisation the shelf stays popular ...
     assert "Popular right now" in page.locator("#shelf-source").inner_text()
-    stream = f"{module_prefix}collect"
-    rows = _wait_rows(stream, lambda rows: any(r["item_id"] == "i3" and r["event_type"] == "click" for r in rows))
+    rows = _wait_lake(lake, lambda rows: any(r["item_id"] == "i3" and r["event_type"] == "click" for r in rows))
     visitor = next(r["user_id"] for r in rows if r["item_id"] == "i3")  # ... while analytics stores the click
     assert requests.index("/consent", "POST") < requests.index("/events")
 
@@ -249,8 +266,8 @@ def test_choose_analytics_only_keeps_the_shelf_unpersonalised(shop: Server, cont
     # Debian's Chromium allows for an application/json Blob on the same origin (a beacon is a "ping" request).
     with page.expect_request(lambda r: r.url.endswith("/events") and r.resource_type == "ping"):
         page.evaluate("window.dispatchEvent(new PageTransitionEvent('pagehide'))")
-    rows = _wait_rows(
-        stream,
+    rows = _wait_lake(
+        lake,
         lambda rows: {r["event_type"] for r in rows if r["user_id"] == visitor} >= {"click", "view", "dwell", "scroll"},
     )
     assert [r["item_id"] for r in rows if r["user_id"] == visitor and r["event_type"] == "dwell"] == ["i3"]
