@@ -5,6 +5,7 @@ The manifest lists every other file with its sha256 and carries a ``digest``: th
 :func:`recstack.bundle.writer.write_bundle` and :func:`recstack.bundle.writer.record_blend` write it.
 
 Format history: 1 had untyped ``index`` / ``ranker`` dicts and no digest; 2 (this) is the typed layout below.
+``erased_users`` came later within format 2: optional, so a manifest without it reads as 0 and its digest still checks.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class BundleManifest:
     index: IndexInfo
     ranker: RankerInfo | None = None
     text_dim: int | None = None
+    # Trained users left out at export because they asked to be erased (their user_idx is a hole in users.parquet).
+    erased_users: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -159,7 +162,7 @@ class BundleManifest:
                     f"{source}: digest mismatch, manifest records {recorded}, its content hashes to {actual}; "
                     "the manifest was edited after export: export the bundle again"
                 )
-        optional = {"ranker", "text_dim"}
+        optional = {"ranker", "text_dim", "erased_users"}
         missing = sorted(f.name for f in fields(cls) if f.name not in raw and f.name not in optional)
         if missing:
             raise BundleError(f"{source}: missing field(s) {missing}; export the bundle again")
@@ -168,6 +171,9 @@ class BundleManifest:
             raise BundleError(f"{source}: files must map file names to sha256 digests; export the bundle again")
         for name in values["files"]:
             check_file_name(name, source)
+        erased = values.get("erased_users", 0)
+        if type(erased) is not int or erased < 0:
+            raise BundleError(f"{source}: erased_users must be a count >= 0, got {erased!r}; export the bundle again")
         try:
             values["index"] = IndexInfo.from_dict(values["index"])
             if values.get("ranker") is not None:

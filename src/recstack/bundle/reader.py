@@ -21,11 +21,11 @@ from recstack.bundle.layout import (
     SEEN_INDICES,
     SEEN_INDPTR,
     TEXT_EMB,
-    USER_COLUMNS,
     USER_EMB,
     USERS,
     BundleError,
     check_table,
+    check_users,
     sha256_file,
 )
 from recstack.bundle.manifest import BundleManifest
@@ -106,10 +106,12 @@ class Bundle:
         users = pd.read_parquet(root / USERS)
         items = pd.read_parquet(root / ITEMS)
         try:
-            check_table(users, USER_COLUMNS, "user_idx", m.n_users, USERS)
+            check_users(users, m.n_users, m.erased_users)
             check_table(items, ITEM_COLUMNS, "item_idx", m.n_items, ITEMS)
         except BundleError as exc:
-            raise BundleError(f"{root}: {exc} (manifest says n_users={m.n_users}, n_items={m.n_items})") from exc
+            raise BundleError(
+                f"{root}: {exc} (manifest says n_users={m.n_users}, erased_users={m.erased_users}, n_items={m.n_items})"
+            ) from exc
         user_emb = _load_npy(root, USER_EMB)
         item_emb = _load_npy(root, ITEM_EMB)
         _expect_shape(USER_EMB, user_emb, (m.n_users, m.embedding_dim))

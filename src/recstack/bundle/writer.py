@@ -7,7 +7,7 @@ import os
 import platform
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -28,11 +28,12 @@ from recstack.bundle.layout import (
     SEEN_INDICES,
     SEEN_INDPTR,
     TEXT_EMB,
-    USER_COLUMNS,
     USER_EMB,
     USERS,
     BundleError,
     check_table,
+    check_users,
+    minimise_users,
     sha256_file,
 )
 from recstack.bundle.manifest import FORMAT_VERSION, Blend, BundleManifest, IndexInfo, RankerInfo
@@ -105,6 +106,17 @@ def _ranker_info(path: Path, n_users: int, n_items: int) -> RankerInfo:
     return RankerInfo(contract=contract)
 
 
+def _check_holes_blank(present: np.ndarray, user_emb: np.ndarray, seen: sp.csr_matrix) -> None:
+    """The users without a row (erased) must carry nothing: zero embedding rows, no seen items."""
+    holes = np.setdiff1d(np.arange(len(user_emb)), present)
+    if not len(holes):
+        return
+    if np.any(user_emb[holes]):
+        raise BundleError(f"user_embeddings: rows of users absent from {USERS} (erased) must be zeros")
+    if np.any(seen.indptr[holes + 1] - seen.indptr[holes]):
+        raise BundleError(f"seen: rows of users absent from {USERS} (erased) must be empty")
+
+
 def _write_manifest(folder: Path, manifest: BundleManifest) -> None:
     """Replace ``manifest.json`` atomically (a reader sees the old or the new one, never half of one)."""
     tmp = folder / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
@@ -127,15 +139,26 @@ def write_bundle(
     dataset: str = "",
     split_hash: str = "",
     metrics: Mapping[str, Any] | None = None,
+    erased_users: int = 0,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a bundle to ``out_dir`` and return its path.
+
+    ``users`` keeps only the columns a bundle may hold (:func:`~recstack.bundle.layout.minimise_users`).
+    ``erased_users``: how many trained users have no row in ``users`` because they were erased; their indices are
+    holes, and their rows of ``user_embeddings`` and ``seen`` must already be blank (zeros, empty), else this refuses.
+    ``check``: called on the finished folder before it is moved into place; whatever it raises leaves no bundle
+    behind (an existing one at ``out_dir`` is kept).
 
     Written into a sibling temporary folder and renamed into place, so a reader never sees half a bundle. An existing
     bundle at ``out_dir`` is replaced; any other non-empty folder there is refused.
     """
     out_dir = Path(out_dir)
-    n_users, n_items = len(users), len(items)
-    check_table(users, USER_COLUMNS, "user_idx", n_users, USERS)
+    if erased_users < 0:
+        raise BundleError(f"erased_users={erased_users} must be >= 0")
+    n_users, n_items = len(user_embeddings), len(items)  # every trained user has a vector row, erased ones too
+    user_table = minimise_users(users)
+    check_users(user_table, n_users, erased_users)
     check_table(items, ITEM_COLUMNS, "item_idx", n_items, ITEMS)
     user_emb = float32_matrix(user_embeddings, n_users, "user_embeddings")
     dim = user_emb.shape[1]
@@ -145,6 +168,7 @@ def write_bundle(
     if seen.shape != (n_users, n_items):
         raise BundleError(f"seen: shape {seen.shape}, expected ({n_users}, {n_items})")
     seen.sort_indices()
+    _check_holes_blank(user_table["user_idx"].to_numpy(np.int64), user_emb, seen)
     config = index_config if isinstance(index_config, IndexConfig) else IndexConfig.from_mapping(index_config)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
         raise BundleError(f"{out_dir} exists and is not a bundle; choose another output folder or empty it")
@@ -153,7 +177,7 @@ def write_bundle(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        users.reset_index(drop=True).to_parquet(tmp / USERS, index=False)
+        user_table.to_parquet(tmp / USERS, index=False)
         item_table = items.reset_index(drop=True).copy()
         item_table["popularity"] = item_table["popularity"].astype(np.int64)
         item_table.to_parquet(tmp / ITEMS, index=False)
@@ -189,8 +213,11 @@ def write_bundle(
             index=IndexInfo(config=index.config, factory=index.config.factory_string()),
             ranker=ranker,
             text_dim=None if text is None else int(text.shape[1]),
+            erased_users=erased_users,
         )
         _write_manifest(tmp, manifest)
+        if check is not None:
+            check(tmp)
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
             out_dir.rename(old)

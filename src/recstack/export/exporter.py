@@ -4,6 +4,8 @@ From the retrieval run (MF or LightGCN, best checkpoint): the final user and ite
 done here, once), checked against the model's own ``score_all``. From the split: the id maps, item metadata and
 popularity, the training interactions (to filter seen items). The MiniLM item text vectors (from the text encoder's
 disk cache when present). From an optional Wide & Deep run on the same split: ``ranker.onnx``, parity-checked.
+Users erased since training are left out of all of it, and the written bundle is checked for them before it is moved
+into place (:mod:`recstack.export.erasure`).
 
 The bundle is written through :func:`recstack.bundle.writer.write_bundle`. Tuning the ranker's blend weight needs the
 served pipeline, which sits above this package: ``recstack-export`` runs it afterwards
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ import torch
 
 from recstack.bundle.contract import INPUT_NAMES
 from recstack.bundle.writer import write_bundle
+from recstack.export.erasure import Erasures, check_no_erased_users, redact_users, zero_ranker_users
 from recstack.export.onnx_export import export_ranker
 from recstack.models.wide_deep import WideAndDeep
 from recstack.models.wide_deep_frozen import FrozenWideAndDeep
@@ -87,14 +91,20 @@ def export_run(
     text: bool = True,
     parity_samples: int = 1000,
     seed: int = 0,
+    erasures: Erasures | None = None,
 ) -> Path:
     """Export ``run_dir`` (and ``ranker_run``) as a bundle at ``out_dir`` (no blend weight yet, see the module docstring).
+
+    ``erasures``: the users to leave out (:class:`~recstack.export.erasure.Erasures`; ``recstack-export`` reads them
+    from the lake and Redis); a bundle still holding one of them is refused with
+    :class:`~recstack.export.erasure.ErasureError` and not written.
 
     Returns the bundle folder. The same runs exported twice give bundles with identical search results (the index
     build is seeded and single-threaded; see :mod:`recstack.retrieval.index`).
     """
     from recstack.training.runs import load_run, read_metrics
 
+    erasures = erasures if erasures is not None else Erasures()
     run = load_run(run_dir)
     kind = model_kind(run.config)
     split = run.split
@@ -102,6 +112,9 @@ def export_run(
     items = split.items.sort_values("item_idx").reset_index(drop=True).copy()
     items["popularity"] = split.item_popularity.astype(np.int64)
     users = split.users.sort_values("user_idx").reset_index(drop=True)
+    redacted = redact_users(users, users_vec, split.matrix("train"), erasures)
+    if len(redacted.erased):
+        log.info("%d erased user(s) left out of the bundle", len(redacted.erased))
     text_cache = run.config.get("text_cache_dir", "data/cache/text")
     text_vectors = item_text_vectors(split, text_cache) if text else None
     metrics: dict[str, Any] = {"retrieval": _metrics_or_empty(read_metrics, run.run_dir)}
@@ -137,20 +150,25 @@ def export_run(
             )
             metrics["ranker"] = _metrics_or_empty(read_metrics, ranker.run_dir)
             metrics["ranker_parity_max_abs_diff"] = report.max_abs_diff
+            if len(redacted.erased):  # after the parity check, which compares every user's rows with the model
+                tables = zero_ranker_users(onnx_path, redacted.erased, split.n_users)
+                log.info("ranker: erased users' rows zeroed in %s", ", ".join(tables) or "no per-user table")
         out = write_bundle(
             out_dir,
             model_kind=kind,
-            users=users,
+            users=redacted.users,
             items=items,
-            user_embeddings=users_vec,
+            user_embeddings=redacted.user_embeddings,
             item_embeddings=items_vec,
-            seen=split.matrix("train"),
+            seen=redacted.seen,
             index_config=index_config,
             item_text_embeddings=text_vectors,
             ranker_onnx=onnx_path,
             dataset=split.dataset,
             split_hash=split.config_hash,
             metrics=metrics,
+            erased_users=len(redacted.erased),
+            check=partial(check_no_erased_users, erasures=erasures),
         )
     log.info("bundle written to %s", out)
     return out

@@ -2,7 +2,8 @@
 
 Built once at load from the bundle's seen matrix and user table, so a cold request costs one dictionary lookup.
 A segment is one ``(column, value)`` of the user table (``("gender", "F")``); columns with too many distinct values
-(zip codes) and segments with too few users are skipped, since their rankings would be noise.
+(zip codes; the limit is the bundle's, which keeps no other columns) and segments with too few users are skipped,
+since their rankings would be noise.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from recstack.bundle.layout import MAX_SEGMENT_VALUES
 
 ID_COLUMNS = ("user_idx", "user_id")
 
@@ -32,7 +35,7 @@ class PopularityFallback:
         seen: sp.csr_matrix | None = None,
         users: pd.DataFrame | None = None,
         *,
-        max_distinct: int = 32,
+        max_distinct: int = MAX_SEGMENT_VALUES,
         min_users: int = 20,
         keep: int = 5000,
     ) -> PopularityFallback:
