@@ -26,8 +26,23 @@ from recstack.config import compose
 log = logging.getLogger("recstack.demo")
 
 
+def ensure_dev_key(path: Path) -> str:
+    """A local development pseudonymisation key when the environment names none (a deployment sets its own secret:
+    README, privacy). Returns what to tell the user ('' when a key was already configured)."""
+    if os.environ.get("RECSTACK_HMAC_KEY") or os.environ.get("RECSTACK_HMAC_KEY_FILE"):
+        return ""
+    note = f"pseudonymisation key: {path} (local development key)"
+    if not path.exists():
+        from recstack.cli.collect import keygen
+
+        keygen([str(path)])
+        note = f"pseudonymisation key: created {path} (mode 0600) for local development; keep it out of the repo"
+    os.environ["RECSTACK_HMAC_KEY_FILE"] = str(path.resolve())
+    return note
+
+
 def _banner(step: int, text: str) -> None:
-    print(f"\n{'=' * 100}\n[{step}/6] {text}\n{'=' * 100}", flush=True)
+    print(f"\n{'=' * 100}\n[{step}/7] {text}\n{'=' * 100}", flush=True)
 
 
 def _free_port(preferred: int) -> int:
@@ -114,14 +129,21 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
 
     if not serve:
         return 0
-    _banner(5, "serve: BentoML service over the bundle (FAISS -> ONNX re-rank, recent activity in Redis)")
+    _banner(5, "serve: BentoML service over the bundle (FAISS -> ONNX re-rank, recent activity in Redis, collector)")
+    from recstack.cli.demo_collect import demo_overrides, fresh, run_collection
     from recstack.serving.client import RecstackClient, send_examples
 
+    key_note = ensure_dev_key(Path("outputs/secrets/hmac.key"))
+    if key_note:
+        print(f"  {key_note}", flush=True)
     port = _free_port(port)
     base_url = f"http://127.0.0.1:{port}"
     server_log = out / "serve.log"
     serve_bin = Path(sys.executable).with_name("recstack-serve")
-    argv = [str(serve_bin), f"bundle={bundle_dir.resolve()}", f"port={port}"]
+    stream = f"recstack:demo:{os.getpid()}:collect"  # a stream of the demo's own, deleted at the end
+    collect_overrides = demo_overrides(stream, (out / "lake").resolve())
+    fresh(out / "lake", stream, os.environ.get("RECSTACK_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    argv = [str(serve_bin), f"bundle={bundle_dir.resolve()}", f"port={port}", *collect_overrides]
     print(f"  {' '.join(argv)}  (log: {server_log})", flush=True)
     with server_log.open("w") as log_file:
         server = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
@@ -141,6 +163,11 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
             cold_user=f"demo-new-user-{os.getpid()}",
         ):
             print(block + "\n", flush=True)
+        print(f"  the storefront: {base_url}/demo   the privacy notice: {base_url}/privacy\n", flush=True)
+        _banner(
+            7, "collect: real interactions replayed through the collector -> Redis Stream -> Parquet lake -> prepare"
+        )
+        run_collection(base_url, split.frame("train"), out, stream)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
