@@ -40,7 +40,12 @@ test: lint
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
 
-# Serve the bundle the demo left behind (Ctrl-C stops it).
+# Serve the bundle the demo left behind (Ctrl-C stops it), with a local development pseudonymisation key when the
+# environment names none (a deployment mounts its own secret: README, privacy).
 BUNDLE ?= outputs/demo/bundle
+DEV_KEY ?= outputs/secrets/hmac.key
 serve: $(STAMP)
-	$(VENV)/bin/recstack-serve bundle=$(BUNDLE)
+	@if [ -z "$$RECSTACK_HMAC_KEY$$RECSTACK_HMAC_KEY_FILE" ] && [ ! -f $(DEV_KEY) ]; then \
+		$(VENV)/bin/recstack-collect keygen $(DEV_KEY) >/dev/null && echo "created $(DEV_KEY) (development key)"; fi
+	RECSTACK_HMAC_KEY_FILE=$${RECSTACK_HMAC_KEY_FILE:-$(if $(RECSTACK_HMAC_KEY),,$(abspath $(DEV_KEY)))} \
+		$(VENV)/bin/recstack-serve bundle=$(BUNDLE)
