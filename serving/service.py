@@ -194,7 +194,11 @@ class Recommender:
             return user_id, user_id or ""
         pseudo = COLLECTOR.intake.pseudo
         if user_id:
-            return pseudo.user(user_id), user_id
+            subject = pseudo.user(user_id)
+            # A bundle trained on collected data (data=lake) knows users by the same pseudonym; one trained on raw
+            # ids (MovieLens, an event log) by the id itself.
+            known = user_id in self.pipeline.user_index or subject not in self.pipeline.user_index
+            return subject, user_id if known else subject
         visitor = ctx.request.cookies.get(self.settings.collector.cookie_name, "")
         if len(visitor) != 32:
             return None, ""  # answered with popularity (personalised: false)
