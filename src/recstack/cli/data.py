@@ -1,17 +1,24 @@
-"""``recstack-data prepare|stats [data=ml100k] [split=random] [hydra overrides]``.
+"""``recstack-data prepare|stats [data=ml100k] [split=random] [hydra overrides]`` and
+``recstack-data ingest-logs path=<access.log[.gz]> rules=<yaml> [format=combined|common|json] [lake=<dir>]``.
 
 * ``prepare``: clean, index and split into ``<processed_root>/<dataset>/<config-hash>/`` (reused when it exists;
   ``force=true`` rebuilds), then print where it is.
 * ``stats``: the same preparation if needed, then statistics of the split computed in SQL (DuckDB).
+* ``ingest-logs``: a web-server access log into the event lake (recstack.collect.log_import), minimised like the
+  collector's events; the collector settings (lake, pseudonymisation key, ip_mode) come from
+  ``configs/collector/default.yaml``, ``lake=`` and ``collector.<key>=<value>`` override them. Prints what happened
+  to every line (events, skipped by reason, malformed line numbers, files, lines/s).
 
-The subcommand is the first word; everything after it goes to a Hydra app over ``configs/prepare.yaml``. Errors in
-the data or the config print one ``recstack-data: error: ...`` line and exit with status 2.
+The subcommand is the first word; for prepare and stats everything after it goes to a Hydra app over
+``configs/prepare.yaml``. Errors in the data or the config print one ``recstack-data <command>: error: ...`` line and
+exit with status 2.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import hydra
 from hydra.errors import InstantiationException
@@ -20,12 +27,16 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from recstack.config import config_dir
 
-COMMANDS: tuple[str, ...] = ("prepare", "stats")
+COMMANDS: tuple[str, ...] = ("prepare", "stats", "ingest-logs")
 USAGE = (
     "usage: recstack-data {prepare,stats} [data=<name>] [split=random|chrono|loo|time] [key=value ...]\n"
+    "       recstack-data ingest-logs path=<access.log[.gz]> rules=<rules.yaml> [format=combined|common|json]\n"
+    "                                 [lake=<dir>] [collector.<key>=<value> ...]\n"
     "  e.g. recstack-data prepare data=ml100k split=chrono data.clean.min_user_interactions=5\n"
-    "       recstack-data stats data=events data.source.path=events.csv"
+    "       recstack-data stats data=events data.source.path=events.csv\n"
+    "       recstack-data ingest-logs path=data/examples/access.log rules=configs/log_rules/demo.yaml"
 )
+INGEST_KEYS: tuple[str, ...] = ("path", "rules", "format", "lake")
 _CLEAR_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, OmegaConfBaseException)
 
 
@@ -38,6 +49,40 @@ def run(command: str, cfg: DictConfig) -> str:
     if command == "stats":
         return format_stats(stats(split.root))
     return f"{split!r}\n{split.root}"
+
+
+def ingest_logs(args: Sequence[str]) -> str:
+    """Import one access log as ``key=value`` arguments say and return the summary to print (testable without the
+    CLI). Bad arguments, a missing file, bad rules or settings raise the ValueError / OSError that says which."""
+    from recstack.collect.log_formats import FORMATS, LogError
+    from recstack.collect.log_import import import_log
+    from recstack.collect.log_rules import load_rules
+    from recstack.config import collect_settings
+
+    options: dict[str, str] = {}
+    overrides: list[str] = []
+    for arg in args:
+        key, equals, value = arg.partition("=")
+        if not equals:
+            raise ValueError(f"expected key=value, got {arg!r}")
+        if key.startswith("collector."):
+            overrides.append(f"{key.removeprefix('collector.')}={value}")
+        elif key in INGEST_KEYS:
+            options[key] = value
+        else:
+            raise ValueError(f"unknown argument {key!r}; ingest-logs takes {list(INGEST_KEYS)} and collector.<key>=")
+    for key in ("path", "rules"):
+        if not options.get(key):
+            raise ValueError(f"{key}= is required, e.g. {USAGE.splitlines()[-1].strip()}")
+    fmt = options.get("format", "combined")
+    if fmt not in FORMATS:
+        raise LogError(f"unknown log format {fmt!r}; use one of {list(FORMATS)}")
+    if not Path(options["path"]).is_file():
+        raise LogError(f"no such log file: {options['path']}")
+    rules = load_rules(options["rules"])
+    if options.get("lake"):
+        overrides.append(f"lake={options['lake']}")
+    return import_log(options["path"], fmt, rules, collect_settings(overrides)).text()
 
 
 def _message(exc: BaseException) -> str:
@@ -60,6 +105,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"recstack-data: error: unknown command {command!r}; use one of {list(COMMANDS)}", file=sys.stderr)
         print(USAGE, file=sys.stderr)
         sys.exit(2)
+    if command == "ingest-logs":
+        if any(arg in ("-h", "--help") for arg in rest):
+            print(USAGE)
+            sys.exit(0)
+        try:
+            print(ingest_logs(rest))
+        except (ValueError, OSError) as exc:
+            print(f"recstack-data {command}: error: {_message(exc)}", file=sys.stderr)
+            sys.exit(2)
+        return
 
     @hydra.main(config_path=str(config_dir()), config_name="prepare", version_base="1.3")
     def app(cfg: DictConfig) -> None:
