@@ -24,6 +24,7 @@ import numpy as np
 from starlette.responses import JSONResponse
 
 from recstack.collect.producer import consent_key
+from recstack.collect.purposes import ROLE_STATE, VISITOR
 from recstack.collect.records import tombstone_key
 from recstack.serving import collector_mount, demo_site, http_guards
 from recstack.serving.metrics import StageMetrics
@@ -146,6 +147,19 @@ class Recommender:
         consent to personalisation, or for an erased user, the answer is popularity only (``personalised: false``)."""
         observe = self._observe["recommend"]
         start = time.perf_counter()
+        role = ctx.request.scope.get("state", {}).get(ROLE_STATE)
+        if role == VISITOR and request.user_id:
+            ctx.response.metadata["www-authenticate"] = 'Bearer realm="recstack"'
+            return _ctx_error(
+                ctx,
+                401,
+                "authorization",
+                "a user_id needs an API key with role 'recommend'; without a "
+                "key a page gets recommendations for its own visitor cookie only",
+            )  # type: ignore[return-value]
+        if not request.exclude_seen and role != "admin":
+            # with exclude_seen=false the answer can hold a user's own history: an admin's question only
+            return _ctx_error(ctx, 403, "exclude_seen", "exclude_seen=false needs an API key with role 'admin'")  # type: ignore[return-value]
         subject, lookup_id = self._subject(request.user_id, ctx)
         state = None
         if subject is not None:
@@ -240,18 +254,22 @@ class Recommender:
 
 
 JSON_ROUTES = tuple(api.route for api in Recommender.apis.values())
+ACCESS_MIDDLEWARES = collector_mount.access_middlewares(SETTINGS)
+"""API keys and roles, then rate limits: the same policy on the recommender's routes and the collector's."""
 COLLECTOR_APP = (
     http_guards.guarded(
         COLLECTOR.app(),
         json_routes=collector_mount.JSON_ROUTES,
         max_header_bytes=SETTINGS.max_header_bytes,
         max_body_bytes=SETTINGS.max_events_body_bytes,
+        inner=ACCESS_MIDDLEWARES,
     )
     if COLLECTOR is not None
     else None
 )
 
-# Outermost first (Starlette wraps in list order): shape and log every 4xx, then the cheap guards, then the rest.
+# Outermost first (Starlette wraps in list order): shape and log every 4xx, then the cheap guards, then who is calling
+# (API keys and roles), how often (rate limits), then the rest. Readiness sits inside access: it reads the role.
 Recommender.add_asgi_middleware(http_guards.ErrorShapeMiddleware)
 # The demo storefront (GET /demo) reads the original path, so it sits outside the unknown-path guard.
 Recommender.add_asgi_middleware(
@@ -262,6 +280,8 @@ Recommender.add_asgi_middleware(
 Recommender.add_asgi_middleware(
     http_guards.RequestGuardMiddleware, json_routes=JSON_ROUTES, max_header_bytes=SETTINGS.max_header_bytes
 )
+for _middleware, _options in ACCESS_MIDDLEWARES:
+    Recommender.add_asgi_middleware(_middleware, **_options)
 Recommender.add_asgi_middleware(http_guards.BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 Recommender.add_asgi_middleware(http_guards.ReadinessMiddleware)
 Recommender.add_asgi_middleware(http_guards.GcFreezeMiddleware, after=SETTINGS.gc_freeze_after)

@@ -43,8 +43,9 @@ class Server:
 
 
 TEST_HMAC_KEY = "test-only-pseudonymisation-key-0123456789abcdef"
-CONSENTED = ("consent_for_personalisation=false", "collector.consent_required=false")
-"""Tests of serving mechanics run as if every user had consented (the consent tests turn it back on)."""
+CONSENTED = ("consent_for_personalisation=false", "collector.consent_required=false", "auth=false", "rate_limit=false")
+"""Tests of serving mechanics run as if every user had consented, with keys and rate limits off (the consent, access
+and rate-limit tests turn them back on)."""
 
 
 def launch(

@@ -73,7 +73,7 @@ def keys(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 @pytest.fixture
 def client(keys: tuple[Path, dict[str, str]]) -> Iterator[TestClient]:
     ring = KeyRing.from_file(keys[0], reload_s=0)
-    with TestClient(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring))) as c:
+    with TestClient(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring, visitor=()))) as c:
         yield c
 
 
@@ -120,7 +120,7 @@ def test_malformed_authorization_is_401(
 ) -> None:
     """Raw ASGI, so that headers no HTTP client would send (bytes outside ASCII, duplicates) reach the middleware."""
     ring = KeyRing.from_file(keys[0], reload_s=0)
-    status, sent = call(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring)), "POST", "/recommend", headers)
+    status, sent = call(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring, visitor=())), "POST", "/recommend", headers)
     assert status == 401
     body = json.loads(sent)
     assert body["field"] == "authorization" and body["error"]
@@ -149,7 +149,7 @@ def call(app, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> tup
 def test_random_header_bytes_never_raise(keys: tuple[Path, dict[str, str]]) -> None:
     """Whatever bytes the header holds, the answer is a 401 (never an exception, never a 500)."""
     ring = KeyRing.from_file(keys[0], reload_s=0)
-    app = AccessMiddleware(tiny_app(), policy=AccessPolicy(ring))
+    app = AccessMiddleware(tiny_app(), policy=AccessPolicy(ring, visitor=()))
     rng = random.Random(7)
     for _ in range(200):
         value = b"Bearer " * rng.randint(0, 1) + rng.randbytes(rng.randint(0, 80))
@@ -222,7 +222,7 @@ def test_websocket_on_a_protected_path_is_closed(client: TestClient) -> None:
 def test_the_4xx_keeps_its_challenge_through_error_shaping(keys: tuple[Path, dict[str, str]]) -> None:
     """Inside http_guards' ErrorShapeMiddleware (as in the service): same body, WWW-Authenticate kept."""
     ring = KeyRing.from_file(keys[0], reload_s=0)
-    app = ErrorShapeMiddleware(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring)))
+    app = ErrorShapeMiddleware(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring, visitor=())))
     with TestClient(app) as c:
         assert_refused(c.post("/recommend"), 401)
         assert_refused(c.post("/recommend", headers=bearer(keys[1]["collect"])), 403, "insufficient_scope")
@@ -231,7 +231,7 @@ def test_the_4xx_keeps_its_challenge_through_error_shaping(keys: tuple[Path, dic
 def test_revoked_key_stops_working_without_a_restart(keys: tuple[Path, dict[str, str]]) -> None:
     path, tokens = keys
     ring = KeyRing.from_file(path, reload_s=0)  # check the file at every request
-    with TestClient(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring))) as c:
+    with TestClient(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring, visitor=()))) as c:
         assert c.post("/events", headers=bearer(tokens["collect"])).status_code == 200  # now cached
         write_key_file(path, [e for e in read_key_file(path) if e.role != "collect"])
         assert_refused(c.post("/events", headers=bearer(tokens["collect"])), 401, "invalid_token")
@@ -318,3 +318,17 @@ def test_json_key_file(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(KeyFileError, match="not valid JSON"):
         read_key_file(path)
+
+
+def test_page_facing_routes_without_a_key_are_the_cookies_visitor(keys: tuple[Path, dict[str, str]]) -> None:
+    """A site's own pages call /events, /consent and /recommend without a key: the request gets role ``visitor``
+    (the collector and /recommend then refuse any user_id from it); a malformed or unknown key is still a 401, and
+    every other protected route still needs a key."""
+    ring = KeyRing.from_file(keys[0], reload_s=0)
+    with TestClient(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring))) as c:
+        for method, path in (("POST", "/events"), ("GET", "/consent"), ("POST", "/consent"), ("POST", "/recommend")):
+            answer = c.request(method, path)
+            assert answer.status_code == 200 and answer.json()["role"] == "visitor", (method, path)
+        assert c.post("/events", headers={"authorization": "Bearer nope"}).status_code == 401
+        assert c.post("/similar_items").status_code == 401
+        assert c.delete("/users/u1").status_code == 401

@@ -69,7 +69,7 @@ def test_workers_skip_hashing_only_after_recstack_serve_verified(
             return 0
 
     monkeypatch.setattr(cli, "Supervisor", Recorded)
-    assert cli.run(settings_from(compose("serve", [f"bundle={tiny_bundle}"]))) == 0
+    assert cli.run(settings_from(compose("serve", [f"bundle={tiny_bundle}", "auth=false"]))) == 0
     passed = ServeSettings.model_validate_json(started["env"][SETTINGS_ENV])  # type: ignore[index]
     assert passed.bundle_verified  # hashed once here; the workers load with verify=False
     # a user cannot switch verification off by configuration, and a bare worker (no recstack-serve) verifies

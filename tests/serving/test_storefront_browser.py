@@ -74,13 +74,26 @@ def _wait_lake(lake: Path, wanted, timeout: float = 30) -> list[dict]:  # type: 
 @pytest.fixture(scope="module")
 def shop(tiny_bundle: Path, module_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real service as a site runs it: consent required for storing events and for personalised answers."""
+    from recstack.serving.api_keys import new_key, write_key_file
+
     log = tmp_path_factory.mktemp("shop") / "bentoml.log"
+    keys = log.parent / "api_keys.yaml"
+    write_key_file(keys, [new_key("admin", "shop-admin")[1]])
     srv = start_server(
         tiny_bundle,
         log,
         redis_url="redis://127.0.0.1:6379/0",
         redis_prefix=module_prefix,
-        overrides=["redis_timeout_s=1.0", "collector.consent_required=true", "consent_for_personalisation=true"],
+        overrides=[
+            "redis_timeout_s=1.0",
+            "collector.consent_required=true",
+            "consent_for_personalisation=true",
+            # as deployed: keys and rate limits on; the page calls without a key, as its visitor cookie
+            "auth=true",
+            f"api_keys_file={keys}",
+            "rate_limit=true",
+            f"rate_limit_prefix={module_prefix}rl",
+        ],
     )
     yield srv
     stop_server(srv)

@@ -93,6 +93,7 @@ def run(settings: ServeSettings) -> int:
         print(f"recstack-serve: {verify_bundle(settings.require_bundle())}", flush=True)
         if settings.collect:
             settings.collector.hmac_key()  # the collector pseudonymises with it: no key, no start (and no worker loop)
+        settings.access_policy()  # auth on needs a readable key file: checked here, not in every worker
     except (OSError, ValueError, RuntimeError) as error:  # BundleError is a ValueError
         print(f"recstack-serve: not starting: {error}", file=sys.stderr, flush=True)
         return EXIT_BAD_BUNDLE

@@ -29,7 +29,7 @@ from recstack.collect.intake import ClientContext, Intake
 from recstack.collect.openapi import PATH as OPENAPI_PATH
 from recstack.collect.openapi import collector_openapi
 from recstack.collect.producer import Producer, StaleConsent, Unavailable
-from recstack.collect.purposes import CONSENT_COOKIE, PURPOSES
+from recstack.collect.purposes import CONSENT_COOKIE, PURPOSES, ROLE_STATE, VISITOR
 from recstack.collect.settings import CollectSettings
 
 # The smallest transparent 1x1 GIF (43 bytes), the classic tracking pixel.
@@ -65,6 +65,22 @@ class ConsentRequest(BaseModel):
 
 def _error(status: int, field: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+def _is_visitor(request: Request) -> bool:
+    """A keyless call from a site's page (serving's access middleware): it may act only as the cookie's visitor."""
+    state = request.scope.get("state")
+    return isinstance(state, dict) and state.get(ROLE_STATE) == VISITOR
+
+
+def _visitor_only(field: str) -> JSONResponse:
+    return _error(
+        401,
+        "authorization",
+        f"{field} needs an API key with role 'collect' (send 'Authorization: Bearer <key>'); without a key a page acts "
+        "only as its visitor cookie",
+        {"WWW-Authenticate": 'Bearer realm="recstack"'},
+    )
 
 
 def _unavailable(error: Unavailable) -> JSONResponse:
@@ -152,6 +168,8 @@ class Collector:
         visitor, new = self.visitor(request)
         try:
             events, batch = parse_events(body, self.settings.max_batch)
+            if _is_visitor(request) and any(e.user_id or e.anonymous_id for e in events):
+                return _visitor_only("an event with user_id or anonymous_id")
             rows = self.intake.rows(events, self.client(request, visitor, "api"), _now_ms(), batch)
         except BadEvent as error:
             self.count("rejected", "invalid", len(body["events"]) if batch_like(body) else 1)
@@ -228,6 +246,8 @@ class Collector:
     async def consent(self, request: Request) -> Response:
         if request.method == "GET":
             user_id = request.query_params.get("user_id")
+            if user_id and _is_visitor(request):
+                return _visitor_only("a user's consent")
             subject, visitor, new = self.consent_subject(request, user_id)
             try:
                 state = await self.producer.get_consent(subject)
@@ -242,6 +262,8 @@ class Collector:
                 req = ConsentRequest.model_validate_json(await request.body())
             except ValidationError as error:
                 return _validation_error(error)
+            if req.user_id and _is_visitor(request):
+                return _visitor_only("a user's consent")
             unknown = sorted(set(req.purposes) - set(PURPOSES))
             if unknown:
                 return _error(400, "purposes", f"unknown purpose(s) {unknown}; the purposes are {list(PURPOSES)}")

@@ -18,3 +18,9 @@ PURPOSES: tuple[str, ...] = tuple(CONSENT_PURPOSES)
 
 CONSENT_COOKIE = "rs_consent"
 """The readable cookie the collector sets with the visitor's choice (``analytics=1&personalisation=0``)."""
+
+ROLE_STATE = "recstack_role"
+"""``scope["state"]`` key holding the caller's role, set by the serving layer's access middleware."""
+VISITOR = "visitor"
+"""The role of a request without an API key on the routes a site's own pages call (events, consent, recommend): it
+may act only as the visitor whose first-party cookie it carries, never name a user_id."""

@@ -28,13 +28,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from recstack.collect.purposes import ROLE_STATE, VISITOR
 from recstack.serving.api_keys import ADMIN, COLLECT, RECOMMEND, ROLES, KeyRing, well_formed
 from recstack.serving.http_guards import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("recstack.auth")
 
-ROLE_STATE = "recstack_role"
-"""``scope["state"]`` key holding the verified caller's role (``None`` without a valid key)."""
 KEY_STATE = "recstack_key"
 """``scope["state"]`` key holding the verified key's name (what rate limits count per key)."""
 
@@ -51,11 +50,16 @@ ROUTE_ROLES: Mapping[str, str] = {
 }
 """recstack's routes and the role each needs (admin keys pass everywhere; unlisted routes need admin)."""
 
+VISITOR_ROUTES: tuple[str, ...] = ("POST /events", "GET /consent", "POST /consent", "POST /recommend")
+"""Routes a site's own pages call without a key: such a request gets role ``visitor`` and may act only as the cookie's
+visitor (the collector and /recommend refuse a user_id from it with a 401), like the public pixel."""
+
 PUBLIC_ROUTES: tuple[str, ...] = (
     "GET /pixel.gif",  # rate-limited per IP instead (rate_limit.py)
     "/demo",
     "/demo/*",
     "/privacy",
+    "/collector/openapi.json",
     "/livez",
     "/healthz",
     "/readyz",  # without an admin key it answers only ready / not ready (the service decides, by role)
@@ -151,6 +155,7 @@ class AccessPolicy:
     key_ring: KeyRing | None
     routes: Mapping[str, str] = field(default_factory=lambda: dict(ROUTE_ROLES))
     public: Collection[str] = PUBLIC_ROUTES
+    visitor: Collection[str] = VISITOR_ROUTES
     enforce: bool = True
 
     def __post_init__(self) -> None:
@@ -205,6 +210,7 @@ class AccessMiddleware:
         self._ring = policy.key_ring
         self._roles: RouteTable[str] = RouteTable(policy.routes)
         self._public: RouteTable[bool] = RouteTable(policy.public, True)
+        self._visitor: RouteTable[bool] = RouteTable(policy.visitor, True)
         if not policy.enforce:
             logger.warning("auth is off: every request is treated as admin (auth: false is for local experiments)")
 
@@ -231,6 +237,10 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         required = self._roles.match(method, path) or ADMIN
+        if why == _MISSING and self._visitor.match(method, path):
+            state[ROLE_STATE] = VISITOR  # no key on a page-facing route: the cookie's visitor only
+            await self.app(scope, receive, send)
+            return
         if entry is not None and (entry.role == required or entry.role == ADMIN):
             await self.app(scope, receive, send)
             return

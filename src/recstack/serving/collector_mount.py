@@ -48,3 +48,17 @@ def build(settings: ServeSettings) -> Collector:
 
     notice_html = render_notice(settings.collector)
     return build_collector(settings.collector, vocabulary_path(settings), EventCounter(), lambda: notice_html)
+
+
+def access_middlewares(settings: ServeSettings) -> list[tuple[type, dict]]:
+    """API keys and roles, then rate limits (when on): ``(middleware class, options)``, outermost first. The rate
+    limiter's Prometheus counter is created here, once per process, and shared by both uses."""
+    from recstack.serving import access, rate_limit
+
+    layers: list[tuple[type, dict]] = [(access.AccessMiddleware, {"policy": settings.access_policy()})]
+    if settings.rate_limit:
+        outcomes = rate_limit.prometheus_outcomes()
+        layers.append(
+            (rate_limit.RateLimitMiddleware, {"policy": settings.rate_limit_policy(), "on_outcome": outcomes})
+        )
+    return layers

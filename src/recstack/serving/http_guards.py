@@ -19,9 +19,11 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from http import HTTPStatus
 from typing import Any
+
+from recstack.collect.purposes import ROLE_STATE
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -337,9 +339,13 @@ class ReadinessMiddleware:
         except Exception:
             service = None
         if service is None or not hasattr(service, "readiness"):
-            await send_json(send, 503, {"status": "starting", "detail": "bundle not loaded yet"})
+            await send_json(send, 503, {"status": "starting"})
             return
-        await send_json(send, 200, await service.readiness())
+        state = await service.readiness()
+        # Details (model, sizes, the online store's address and state) only for an admin key: the rest of the world,
+        # load balancers included, learns ready / degraded and nothing about the deployment.
+        role = (scope.get("state") or {}).get(ROLE_STATE)
+        await send_json(send, 200, state if role == "admin" else {"status": state["status"]})
 
 
 def dispatch_first(app: ASGIApp, first: ASGIApp, paths: Collection[str]) -> ASGIApp:
@@ -363,9 +369,19 @@ def dispatch_first(app: ASGIApp, first: ASGIApp, paths: Collection[str]) -> ASGI
     return route
 
 
-def guarded(app: ASGIApp, *, json_routes: Collection[str], max_header_bytes: int, max_body_bytes: int) -> ASGIApp:
+def guarded(
+    app: ASGIApp,
+    *,
+    json_routes: Collection[str],
+    max_header_bytes: int,
+    max_body_bytes: int,
+    inner: Sequence[tuple[type, dict]] = (),
+) -> ASGIApp:
     """``app`` behind recstack's guards (the same ones the recommender's endpoints have), outermost first: error
-    shape and 4xx logging, content type and header size, body size."""
-    inner = BodyLimitMiddleware(app, max_bytes=max_body_bytes)
-    inner = RequestGuardMiddleware(inner, json_routes=json_routes, max_header_bytes=max_header_bytes)
-    return ErrorShapeMiddleware(inner)
+    shape and 4xx logging, content type and header size, then ``inner`` (access, rate limits: (class, options)
+    pairs, outermost first), then body size."""
+    wrapped = BodyLimitMiddleware(app, max_bytes=max_body_bytes)
+    for middleware, options in reversed(list(inner)):
+        wrapped = middleware(wrapped, **options)
+    wrapped = RequestGuardMiddleware(wrapped, json_routes=json_routes, max_header_bytes=max_header_bytes)
+    return ErrorShapeMiddleware(wrapped)

@@ -11,12 +11,16 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from recstack.collect.settings import CollectSettings
 from recstack.serving.online_store import RedisStoreConfig
+
+if TYPE_CHECKING:
+    from recstack.serving.access import AccessPolicy
+    from recstack.serving.rate_limit import RateLimitPolicy
 
 SETTINGS_ENV = "RECSTACK_SERVE_SETTINGS"
 BUNDLE_ENV = "RECSTACK_BUNDLE"
@@ -53,6 +57,16 @@ class ServeSettings(BaseModel):
     collect: bool = Field(description="mount the collector (/events, /pixel.gif, /identify, /consent, /privacy)")
     consent_for_personalisation: bool = Field(description="/recommend personalises only with consent")
     max_events_body_bytes: int = Field(ge=1)
+    auth: bool
+    api_keys_file: str | None
+    api_keys_reload_s: float = Field(gt=0)
+    rate_limit: bool
+    rate_limit_per_key: str
+    rate_limit_per_ip: str
+    rate_limit_pixel_per_ip: str
+    rate_limit_ip_roles: list[str]
+    rate_limit_lease_fraction: float = Field(ge=0, le=1)
+    rate_limit_prefix: str
     collector: CollectSettings
     stop_timeout_s: float = Field(gt=0)
     bundle_verified: bool = Field(
@@ -115,6 +129,35 @@ class ServeSettings(BaseModel):
             key_prefix=self.redis_prefix,
             max_events=self.recent_max,
             ttl_s=self.recent_ttl_s,
+            timeout_s=self.redis_timeout_s,
+            max_connections=self.redis_max_connections,
+            backoff_s=self.redis_backoff_s,
+            max_backoff_s=self.redis_max_backoff_s,
+            failure_threshold=self.redis_failure_threshold,
+        )
+
+    def access_policy(self) -> AccessPolicy:
+        """Who may call what (recstack.serving.access); auth on without a key file is an error saying what to do."""
+        from recstack.serving.access import AccessPolicy
+        from recstack.serving.api_keys import KeyRing
+
+        ring = (
+            KeyRing.from_file(self.api_keys_file, self.api_keys_reload_s) if self.auth and self.api_keys_file else None
+        )
+        return AccessPolicy(ring, enforce=self.auth)
+
+    def rate_limit_policy(self) -> RateLimitPolicy:
+        from recstack.serving.rate_limit import EXEMPT_ROUTES, RateLimitPolicy
+
+        return RateLimitPolicy(
+            per_key=self.rate_limit_per_key,
+            per_ip=self.rate_limit_per_ip,
+            per_route_ip={"GET /pixel.gif": self.rate_limit_pixel_per_ip},
+            ip_roles=tuple(self.rate_limit_ip_roles),
+            exempt=EXEMPT_ROUTES,
+            lease_fraction=self.rate_limit_lease_fraction,
+            redis_url=self.redis_url,
+            key_prefix=self.rate_limit_prefix,
             timeout_s=self.redis_timeout_s,
             max_connections=self.redis_max_connections,
             backoff_s=self.redis_backoff_s,
