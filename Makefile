@@ -40,12 +40,17 @@ test: lint
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
 
-# Serve the bundle the demo left behind (Ctrl-C stops it), with a local development pseudonymisation key when the
-# environment names none (a deployment mounts its own secret: README, privacy).
+# Serve the bundle the demo left behind (Ctrl-C stops it). Unless the environment names its own secrets, it uses (and
+# creates when missing) a local development pseudonymisation key and an API key file holding one admin key, printed
+# once when created (README, privacy). A deployment mounts its own secrets instead.
 BUNDLE ?= outputs/demo/bundle
 DEV_KEY ?= outputs/secrets/hmac.key
+DEV_API_KEYS ?= outputs/secrets/api_keys.yaml
 serve: $(STAMP)
 	@if [ -z "$$RECSTACK_HMAC_KEY$$RECSTACK_HMAC_KEY_FILE" ] && [ ! -f $(DEV_KEY) ]; then \
 		$(VENV)/bin/recstack-collect keygen $(DEV_KEY) >/dev/null && echo "created $(DEV_KEY) (development key)"; fi
+	@if [ -z "$$RECSTACK_API_KEYS_FILE" ] && [ ! -f $(DEV_API_KEYS) ]; then \
+		echo "development API key (role admin): $$($(VENV)/bin/recstack-keys create role=admin file=$(DEV_API_KEYS) name=dev 2>/dev/null)"; fi
 	RECSTACK_HMAC_KEY_FILE=$${RECSTACK_HMAC_KEY_FILE:-$(if $(RECSTACK_HMAC_KEY),,$(abspath $(DEV_KEY)))} \
+	RECSTACK_API_KEYS_FILE=$${RECSTACK_API_KEYS_FILE:-$(abspath $(DEV_API_KEYS))} \
 		$(VENV)/bin/recstack-serve bundle=$(BUNDLE)

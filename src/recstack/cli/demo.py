@@ -41,6 +41,16 @@ def ensure_dev_key(path: Path) -> str:
     return note
 
 
+def demo_api_key(out: Path) -> tuple[str, Path]:
+    """A fresh admin key for this demo run (its hash in ``<out>/api_keys.yaml``, replaced each run)."""
+    from recstack.serving.api_keys import new_key, write_key_file
+
+    path = out / "api_keys.yaml"
+    token, entry = new_key("admin", "demo")
+    write_key_file(path, [entry])
+    return token, path
+
+
 def _banner(step: int, text: str) -> None:
     print(f"\n{'=' * 100}\n[{step}/7] {text}\n{'=' * 100}", flush=True)
 
@@ -136,6 +146,8 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
     key_note = ensure_dev_key(Path("outputs/secrets/hmac.key"))
     if key_note:
         print(f"  {key_note}", flush=True)
+    api_key, keys_file = demo_api_key(out)
+    print(f"  API key (role admin, for this demo only; hash in {keys_file}): {api_key}", flush=True)
     port = _free_port(port)
     base_url = f"http://127.0.0.1:{port}"
     server_log = out / "serve.log"
@@ -143,7 +155,13 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
     stream = f"recstack:demo:{os.getpid()}:collect"  # a stream of the demo's own, deleted at the end
     collect_overrides = demo_overrides(stream, (out / "lake").resolve())
     fresh(out / "lake", stream, os.environ.get("RECSTACK_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    argv = [str(serve_bin), f"bundle={bundle_dir.resolve()}", f"port={port}", *collect_overrides]
+    argv = [
+        str(serve_bin),
+        f"bundle={bundle_dir.resolve()}",
+        f"port={port}",
+        f"api_keys_file={keys_file.resolve()}",
+        *collect_overrides,
+    ]
     print(f"  {' '.join(argv)}  (log: {server_log})", flush=True)
     with server_log.open("w") as log_file:
         server = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
@@ -161,13 +179,14 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
             item_id=popular[0],
             clicked_items=popular,
             cold_user=f"demo-new-user-{os.getpid()}",
+            api_key=api_key,
         ):
             print(block + "\n", flush=True)
         print(f"  the storefront: {base_url}/demo   the privacy notice: {base_url}/privacy\n", flush=True)
         _banner(
             7, "collect: real interactions replayed through the collector -> Redis Stream -> Parquet lake -> prepare"
         )
-        run_collection(base_url, split.frame("train"), out, stream)
+        run_collection(base_url, split.frame("train"), out, stream, api_key=api_key)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

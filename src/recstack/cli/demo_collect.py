@@ -56,10 +56,12 @@ def replay_frame(interactions: pd.DataFrame, users: int, seed: int, now_s: float
     return frame
 
 
-def replay(base_url: str, frame: pd.DataFrame) -> tuple[int, int]:
+def replay(base_url: str, frame: pd.DataFrame, api_key: str | None = None) -> tuple[int, int]:
     """Consent for every replayed user, then their events: batches on /events, every PIXEL_EVERY-th by the pixel."""
     api = pixel = 0
     headers = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"}
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"  # a site's backend: a collect (here admin) key
     with httpx.Client(base_url=base_url, timeout=30, headers=headers) as http:
         for user in frame["user_id"].astype(str).unique():
             answer = http.post(
@@ -103,7 +105,9 @@ def _post(http: httpx.Client, batch: list[dict]) -> None:
     answer.raise_for_status()
 
 
-def run_collection(base_url: str, interactions: pd.DataFrame, out: Path, stream: str, seed: int = 0) -> CollectSummary:
+def run_collection(
+    base_url: str, interactions: pd.DataFrame, out: Path, stream: str, seed: int = 0, api_key: str | None = None
+) -> CollectSummary:
     """Replay, consume, prepare from the lake; prints what each step did."""
     import redis
 
@@ -127,7 +131,7 @@ def run_collection(base_url: str, interactions: pd.DataFrame, out: Path, stream:
     started = time.perf_counter()
     try:
         frame = replay_frame(interactions, REPLAY_USERS, seed, time.time())
-        api, pixel = replay(base_url, frame)
+        api, pixel = replay(base_url, frame, api_key)
         seconds = time.perf_counter() - started
         print(
             f"  replayed {api + pixel:,} interactions of {frame['user_id'].nunique()} users in {seconds:.1f} s: "

@@ -30,8 +30,9 @@ class Exchange:
 class RecstackClient:
     """Thin wrapper over ``httpx.Client``: one method per endpoint, answers returned as :class:`Exchange`."""
 
-    def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
+    def __init__(self, base_url: str, timeout_s: float = 5.0, api_key: str | None = None) -> None:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers)
 
     def __enter__(self) -> RecstackClient:
         return self
@@ -122,6 +123,7 @@ def send_examples(
     clicked_items: Sequence[str] = (),
     cold_user: str = "demo-new-user",
     k: int = 5,
+    api_key: str | None = None,
 ) -> list[str]:
     """Send the example requests to a running service and return them, answered, as readable text blocks.
 
@@ -130,8 +132,8 @@ def send_examples(
     """
     clicks = list(clicked_items) or [item_id]
     blocks = []
-    with RecstackClient(base_url) as client:
-        blocks.append(format_exchange("readiness", client.ready()))
+    with RecstackClient(base_url, api_key=api_key) as client:
+        blocks.append(format_exchange("readiness (an admin key sees the details)", client.ready()))
         blocks.append(
             format_exchange(f"{known_user} before any consent: popularity only", client.recommend(known_user, k))
         )
