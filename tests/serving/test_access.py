@@ -120,7 +120,9 @@ def test_malformed_authorization_is_401(
 ) -> None:
     """Raw ASGI, so that headers no HTTP client would send (bytes outside ASCII, duplicates) reach the middleware."""
     ring = KeyRing.from_file(keys[0], reload_s=0)
-    status, sent = call(AccessMiddleware(tiny_app(), policy=AccessPolicy(ring, visitor=())), "POST", "/recommend", headers)
+    status, sent = call(
+        AccessMiddleware(tiny_app(), policy=AccessPolicy(ring, visitor=())), "POST", "/recommend", headers
+    )
     assert status == 401
     body = json.loads(sent)
     assert body["field"] == "authorization" and body["error"]
