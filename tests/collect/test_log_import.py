@@ -9,6 +9,7 @@ import gzip
 import importlib.util
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from recstack.collect.log_formats import parse, split_lines
+from recstack.collect.log_formats import parse, read_chunks, split_lines
 from recstack.collect.log_import import import_log
 from recstack.collect.log_rules import RulesError, load_rules, parse_rules
 from recstack.collect.pseudonymise import Pseudonymiser
@@ -137,6 +138,18 @@ def test_json_lines_accept_the_documented_keys() -> None:
     assert out[1]["time"].isoformat() == "2026-11-02T09:15:00+00:00" and out[1]["remote_user"] is None
     assert (out[1]["method"], out[1]["target"], out[1]["status"]) == ("POST", "/checkout/9", 200)
     assert out[2]["time"].isoformat() == "2026-11-02T09:15:00+00:00" and out[2]["target"] == "/movie/7"
+
+
+def test_chunks_hold_exactly_n_lines_whatever_the_read_sizes() -> None:
+    rng = random.Random(3)
+    text = b"".join(b"x" * rng.randint(0, 30) + b"\n" for _ in range(1000)) + b"no newline at the end"
+    cuts = sorted(rng.sample(range(1, len(text)), 40))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    chunks = list(read_chunks(pieces, 64))
+    assert b"".join(bytes(data) for data, _ in chunks) == text
+    assert [len(split_lines(data, ends)) for data, ends in chunks] == [64] * 15 + [41]
+    for data, ends in chunks:
+        assert list(ends) == [i for i, byte in enumerate(bytes(data)) if byte == 10]
 
 
 # --- rules -----------------------------------------------------------------------------------------------------------
