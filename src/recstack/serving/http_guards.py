@@ -253,14 +253,17 @@ class ErrorShapeMiddleware:
             body = json.dumps(data).encode()
             path = scope.get(ORIGINAL_PATH, scope.get("path", ""))
             # %r: the path and the error text carry client input; repr escapes newlines, so no forged log lines.
-            logger.info(
-                "%d %s %r: %r (field %r)",
-                status,
-                scope.get("method"),
-                path[:80],
-                str(data["error"])[:300],
-                data["field"],
-            )
+            # 429s are not logged: a client over its limit would turn into a log flood; recstack_rate_limit_total
+            # counts them.
+            if status != 429:
+                logger.info(
+                    "%d %s %r: %r (field %r)",
+                    status,
+                    scope.get("method"),
+                    path[:80],
+                    str(data["error"])[:300],
+                    data["field"],
+                )
             headers = [
                 (k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
             ]
