@@ -55,7 +55,7 @@ def launch(
     (the supervisor prints it once every worker reported ready). Returns at once: see :func:`wait_ready`."""
     port = port or free_port()
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "RECSTACK_HMAC_KEY": TEST_HMAC_KEY, **(extra_env or {})}
-    argv = [str(SERVE), *overrides, "host=127.0.0.1", f"port={port}"]
+    argv = [str(SERVE), *CONSENTED, *overrides, "host=127.0.0.1", f"port={port}"]
     process = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
@@ -102,7 +102,6 @@ def start_server(
         f"redis_url={redis_url}",
         f"redis_prefix={redis_prefix}",
         f"collector.stream={redis_prefix}collect",
-        *CONSENTED,
         *(overrides or []),
     ]
     return wait_ready(launch(args, log, extra_env=extra_env))

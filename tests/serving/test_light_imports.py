@@ -21,8 +21,18 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "
 """
 
 
-def test_service_and_pipeline_import_no_torch(tiny_bundle: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RECSTACK_BUNDLE": str(tiny_bundle), "RECSTACK_HMAC_KEY": "k" * 32}
+def test_service_and_pipeline_import_no_torch(tiny_bundle: Path, tmp_path: Path) -> None:
+    from recstack.serving.api_keys import new_key, write_key_file
+
+    keys = tmp_path / "api_keys.yaml"
+    write_key_file(keys, [new_key("admin", "probe")[1]])
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RECSTACK_BUNDLE": str(tiny_bundle),
+        "RECSTACK_HMAC_KEY": "k" * 32,
+        "RECSTACK_API_KEYS_FILE": str(keys),
+    }
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(tiny_bundle)], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )
