@@ -46,9 +46,11 @@ UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chr
 USERS = [f"bench-user-{i}" for i in range(10)]
 
 
-def wrk_lua(path: Path, method: str, body: str | None) -> Path:
-    """A wrk script: one fixed request with JSON content type and a browser User-Agent."""
+def wrk_lua(path: Path, method: str, body: str | None, token: str | None = None) -> Path:
+    """A wrk script: one fixed request with JSON content type, a browser User-Agent and (when given) an API key."""
     lines = [f'wrk.method = "{method}"', f'wrk.headers["User-Agent"] = "{UA}"']
+    if token:
+        lines.append(f'wrk.headers["Authorization"] = "Bearer {token}"')
     if body is not None:
         lines += ['wrk.headers["Content-Type"] = "application/json"', f"wrk.body = [==[{body}]==]"]
     path.write_text("\n".join(lines) + "\n")
@@ -111,7 +113,7 @@ def consume(env: dict, overrides: list[str], client: redis.Redis, stream: str, g
     return {"events": stored, "seconds": round(seconds, 2), "events_per_s": stored / seconds}
 
 
-def lake_latency(base: str, lake: Path, rate: float = 100.0, seconds: float = 20.0) -> dict:
+def lake_latency(base: str, lake: Path, token: str, rate: float = 100.0, seconds: float = 20.0) -> dict:
     """Single events at ~``rate``/s while the consumer runs; per event: first seen in a committed file - accepted."""
     accepted: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -134,7 +136,9 @@ def lake_latency(base: str, lake: Path, rate: float = 100.0, seconds: float = 20
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    with httpx.Client(base_url=base, timeout=10, headers={"user-agent": UA}) as http:
+    with httpx.Client(
+        base_url=base, timeout=10, headers={"user-agent": UA, "authorization": f"Bearer {token}"}
+    ) as http:
         start = time.perf_counter()
         n = 0
         while time.perf_counter() - start < seconds:
@@ -171,21 +175,41 @@ def main() -> None:
     stream = f"recstack:bench:{os.getpid()}:collect"
     lake = work / "lake"
     overrides = [f"collector.stream={stream}", f"collector.lake={lake}", "collector.max_backlog=100000000"]
+    from recstack.serving.api_keys import new_key, write_key_file
+
+    token, entry = new_key("collect", "bench-collect")
+    keys = work / "api_keys.yaml"
+    write_key_file(keys, [entry])
+    # Keys and rate limits on, as deployed, with limits far above the load so that their cost is measured, not a 429
+    # (the shipped per-address limits are for keyless pages and collect keys in browsers, not a load generator).
+    guarded = [
+        f"api_keys_file={keys}",
+        "rate_limit_per_key=100000000/second",
+        "rate_limit_per_ip=100000000/second",
+        "rate_limit_pixel_per_ip=100000000/second",
+        f"rate_limit_prefix={stream}:rl",
+    ]
     client = redis.Redis()
     results: dict = {"command": command_line(), "started": started.isoformat(), "load_before": loadavg(), "runs": []}
     bundle = find_bundle(args.bundle, work)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    serve = [str(Path(sys.executable).with_name("recstack-serve")), f"bundle={bundle}", f"port={port}", *overrides]
+    serve = [
+        str(Path(sys.executable).with_name("recstack-serve")),
+        f"bundle={bundle}",
+        f"port={port}",
+        *overrides,
+        *guarded,
+    ]
     server = subprocess.Popen(serve, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(f"{base}/readyz", server)
-        with httpx.Client(base_url=base, timeout=10) as http:
+        with httpx.Client(base_url=base, timeout=10, headers={"authorization": f"Bearer {token}"}) as http:
             for user in USERS:
                 http.post("/consent", json={"user_id": user, "purposes": {"analytics": True, "personalisation": True}})
         scripts = {
-            "events_batch100": (wrk_lua(work / "batch.lua", "POST", batch_body(100)), "/events", 100),
-            "events_single": (wrk_lua(work / "one.lua", "POST", batch_body(1)), "/events", 1),
+            "events_batch100": (wrk_lua(work / "batch.lua", "POST", batch_body(100), token), "/events", 100),
+            "events_single": (wrk_lua(work / "one.lua", "POST", batch_body(1), token), "/events", 1),
             "pixel": (wrk_lua(work / "pixel.lua", "GET", None), f"/pixel.gif?e=view&i=1&u={USERS[0]}", 1),
         }
         for name, (script, path, per_request) in scripts.items():
@@ -210,7 +234,7 @@ def main() -> None:
         with (work / "consume-latency.log").open("w") as out:
             consumer = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            results["lake_latency"] = lake_latency(base, lake)
+            results["lake_latency"] = lake_latency(base, lake, token)
         finally:
             os.killpg(consumer.pid, signal.SIGTERM)
             consumer.wait(timeout=60)

@@ -386,3 +386,17 @@ def test_the_example_log_is_what_its_script_writes() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert "".join(line + "\n" for line in module.lines(3000)) == EXAMPLE_LOG.read_text(encoding="utf-8")
+
+
+def test_erased_people_are_not_imported_again(tmp_path: Path) -> None:
+    """Re-importing an old log after an erasure must not bring the person back: their lines are skipped."""
+    rules, lake_dir = load_rules(DEMO_RULES), tmp_path / "lake"
+    first = import_log(EXAMPLE_LOG, "combined", rules, settings(lake_dir))
+    table = lake.read_table(lake_dir, "events")
+    signed_in = [u for u, a in zip(table["user_id"].to_pylist(), table["anonymous"].to_pylist(), strict=True) if not a]
+    person = signed_in[0]
+    again = import_log(EXAMPLE_LOG, "combined", rules, settings(lake_dir), erased=frozenset({person}))
+    after = lake.read_table(lake_dir, "events")["user_id"].to_pylist()
+    assert person not in after and again.skipped["erased"] == signed_in.count(person)
+    assert again.events == first.events - signed_in.count(person) == len(after)
+    assert "of erased people" in again.text()

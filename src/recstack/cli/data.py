@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.errors import InstantiationException
@@ -26,6 +27,9 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from recstack.config import config_dir
+
+if TYPE_CHECKING:
+    from recstack.collect.settings import CollectSettings
 
 COMMANDS: tuple[str, ...] = ("prepare", "stats", "ingest-logs")
 USAGE = (
@@ -82,7 +86,25 @@ def ingest_logs(args: Sequence[str]) -> str:
     rules = load_rules(options["rules"])
     if options.get("lake"):
         overrides.append(f"lake={options['lake']}")
-    return import_log(options["path"], fmt, rules, collect_settings(overrides)).text()
+    settings = collect_settings(overrides)
+    return import_log(options["path"], fmt, rules, settings, erased=_erased(settings)).text()
+
+
+def _erased(settings: CollectSettings) -> frozenset[str]:
+    """The tombstone set: erased people's lines are not imported again. Redis unreachable is an error (an import that
+    could bring an erased person back must not run blind)."""
+    import redis
+
+    from recstack.collect.records import tombstone_key
+
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        return frozenset(m.decode() for m in client.smembers(tombstone_key(settings.names)))
+    except redis.RedisError as error:
+        raise ValueError(
+            f"cannot read the erasure tombstones from Redis ({type(error).__name__}): start Redis or set "
+            "collector.redis_url, so that erased people's log lines are not imported again"
+        ) from None
 
 
 def _message(exc: BaseException) -> str:

@@ -82,7 +82,8 @@ class ImportSummary:
             f"{self.path} ({self.fmt}): {self.lines:,} lines read, {self.events:,} events written",
             f"  events by type: {types}",
             f"  skipped: {s['unmatched']:,} unmatched by any rule, {s['bot']:,} bots, "
-            f"{s['status']:,} with a status the rule does not accept (default: only 2xx), {s['malformed']:,} malformed",
+            f"{s['status']:,} with a status the rule does not accept (default: only 2xx), {s['malformed']:,} malformed, "
+            f"{s.get('erased', 0):,} of erased people",
         ]
         if s["malformed"]:
             out.append(f"  malformed lines: {shown}{more}")
@@ -101,7 +102,7 @@ class _Tally:
 
     lines: int = 0
     skipped: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("malformed", "bot", "unmatched", "status"), 0)
+        default_factory=lambda: dict.fromkeys(("malformed", "bot", "unmatched", "status", "erased"), 0)
     )
     malformed_lines: list[int] = field(default_factory=list)
     by_type: dict[str, int] = field(default_factory=dict)
@@ -124,12 +125,14 @@ def import_log(
     *,
     lines_per_chunk: int = CHUNK_LINES,
     workers: int | None = None,
+    erased: frozenset[str] = frozenset(),
 ) -> ImportSummary:
     """Read ``path`` (plain or gzip), write its events to ``settings.lake`` and say what happened to every line.
 
     ``workers`` chunks are processed at once (default: the CPU count, at most 4) while the next one is read: the Arrow
     and DuckDB kernels release the GIL, so threads use every core; Python's share (User-Agent parsing, HMACs) does not
-    parallelise and is kept small by running once per distinct value."""
+    parallelise and is kept small by running once per distinct value. ``erased``: pseudonyms of erased people (the
+    tombstone set); their lines are skipped, so re-importing an old log never brings an erased person back."""
     if fmt not in FORMATS:
         raise LogError(f"unknown log format {fmt!r}; use one of {list(FORMATS)}")
     if not rules:
@@ -146,7 +149,7 @@ def import_log(
         running: deque[Future[_Tally]] = deque()
         for index, (data, ends) in enumerate(read_chunks(read_pieces(path, problems), lines_per_chunk)):
             chunk = _Chunk(data, ends, index * lines_per_chunk + 1, f"log-{name}-{index:05d}", salt)
-            running.append(pool.submit(_import_chunk, chunk, fmt, rules, door, settings.lake))
+            running.append(pool.submit(_import_chunk, chunk, fmt, rules, door, settings.lake, erased))
             while len(running) > workers:
                 total.add(running.popleft().result())
         while running:
@@ -177,10 +180,19 @@ class _Chunk:
     salt: str  # the file's event-id key
 
 
-def _import_chunk(chunk: _Chunk, fmt: str, rules: tuple[LogRule, ...], door: _Minimiser, lake: str) -> _Tally:
+def _import_chunk(
+    chunk: _Chunk, fmt: str, rules: tuple[LogRule, ...], door: _Minimiser, lake: str, erased: frozenset[str]
+) -> _Tally:
     tally = _Tally()
     lines = split_lines(chunk.data, chunk.ends)
     rows = _events(lines, parse(lines, fmt), chunk.first_line, rules, door, chunk.salt, tally)
+    if erased and rows.num_rows:
+        gone = pc.is_in(rows["user_id"], value_set=pa.array(sorted(erased), pa.string()))
+        if pc.any(gone).as_py():
+            for counted in pc.value_counts(rows["event_type"].filter(gone)).to_pylist():
+                tally.by_type[counted["values"]] -= counted["counts"]
+            tally.skipped["erased"] = int(pc.sum(gone).as_py())
+            rows = rows.filter(pc.invert(gone))
     tally.lines = len(lines)
     tally.files = write_rows(lake, "events", rows, name=chunk.name)
     return tally
