@@ -24,6 +24,18 @@ from recstack.collect.settings import CollectSettings
 ITEM_RECENT_TYPES = frozenset({"view", "click", "add_to_cart", "purchase", "rating", "dwell"})
 
 
+ADMIT_SCRIPT = """
+local out = {redis.call('XLEN', KEYS[1])}
+for i = 2, #ARGV do
+  out[#out + 1] = redis.call('HGET', ARGV[1] .. ARGV[i], 'analytics') == '1' and 1 or 0
+  out[#out + 1] = redis.call('SISMEMBER', KEYS[2], ARGV[i])
+end
+return out
+"""
+"""XLEN, then per subject (consent given, tombstoned). The consent keys are built in the script from their prefix: in
+Redis Cluster, give the stream name a hash tag (``{recstack}:collect``) so every key shares its slot."""
+
+
 class Unavailable(RuntimeError):
     """Redis cannot take the write now; ``retry_after_s`` is what to tell the client."""
 
@@ -65,30 +77,27 @@ class Producer:
         self.client = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=0
         )
+        self._admit = self.client.register_script(ADMIT_SCRIPT)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     async def admit(self, subjects: list[str]) -> Admission:
-        """One round trip: the backlog, each subject's analytics consent and tombstone."""
+        """One round trip, one command: the backlog, each subject's analytics consent and tombstone (a server-side
+        script: a pipeline of two commands per subject cost ~20 us of client CPU per event in a batch of 100)."""
         s = self.settings
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(s.stream)
-        for subject in subjects:
-            pipe.hget(consent_key(s, subject), "analytics")
-        pipe.smismember(self.tombstones, subjects)
         try:
-            replies = await pipe.execute()
+            replies = await self._admit(keys=[s.stream, self.tombstones], args=[consent_key(s, ""), *subjects])
         except (RedisError, OSError) as error:
             raise Unavailable(f"the event store (Redis) is unavailable: {type(error).__name__}") from None
         backlog = int(replies[0])
         if backlog >= s.max_backlog:
             raise Unavailable(f"the event stream holds {backlog} unconsumed entries (is the consumer running?)", 5)
-        consents = replies[1 : 1 + len(subjects)]
-        erased = {subj for subj, member in zip(subjects, replies[-1]) if member}
+        consents, tombstoned = replies[1::2], replies[2::2]
+        erased = {subj for subj, member in zip(subjects, tombstoned, strict=True) if member}
         no_consent = set()
         if s.consent_required:
-            no_consent = {subj for subj, value in zip(subjects, consents) if value != b"1"} - erased
+            no_consent = {subj for subj, value in zip(subjects, consents, strict=True) if not value} - erased
         allowed = frozenset(subjects) - erased - no_consent
         return Admission(allowed, frozenset(no_consent), frozenset(erased))
 
