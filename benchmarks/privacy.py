@@ -130,15 +130,29 @@ def lake_rewrite(events: int, work: Path) -> dict:
     }
 
 
-def wrk_lua(path: Path, bodies: list[str], token: str | None) -> Path:
+def wrk_lua(path: Path, bodies: list[str], token: str | None, failures: Path) -> Path:
+    """POST /recommend bodies in turn; every non-200 answer's status and the start of its body go to ``failures``."""
     auth = f'\n  headers["Authorization"] = "Bearer {token}"' if token else ""
     quoted = ",\n".join("  [==[" + b + "]==]" for b in bodies)
     path.write_text(
         f"local bodies = {{\n{quoted}\n}}\nlocal n = 0\nrequest = function()\n  n = n + 1\n"
         f'  local headers = {{}}\n  headers["Content-Type"] = "application/json"{auth}\n'
         '  return wrk.format("POST", nil, headers, bodies[(n % #bodies) + 1])\nend\n'
+        f'local failures = io.open("{failures}", "a")\n'
+        "response = function(status, headers, body)\n"
+        '  if status ~= 200 then failures:write(status .. " " .. string.sub(body, 1, 100) .. "\\n"); failures:flush() end\n'
+        "end\n"
     )
     return path
+
+
+def failure_counts(failures: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if failures.exists():
+        for line in failures.read_text().splitlines():
+            counts[line] = counts.get(line, 0) + 1
+        failures.unlink()
+    return counts
 
 
 def main() -> None:
@@ -199,8 +213,10 @@ def main() -> None:
             try:
                 base = f"http://127.0.0.1:{port}"
                 wait_ready(f"{base}/readyz", process)
-                script = wrk_lua(work / f"rec-{repeat}.lua", bodies, reader if "on" in name else None)
+                failures = work / "failures.txt"
+                script = wrk_lua(work / f"rec-{repeat}.lua", bodies, reader if "on" in name else None, failures)
                 run_wrk(base + "/recommend", script, 4, 3)
+                failure_counts(failures)  # the warm-up's are not counted
                 load = loadavg()
                 cpu = tree_cpu_seconds(process.pid)
                 row = run_wrk(base + "/recommend", script, 16, args.seconds)
@@ -208,6 +224,7 @@ def main() -> None:
                     name=name,
                     repeat=repeat,
                     load_before=load,
+                    failures=failure_counts(failures),
                     server_cpu_ms_per_request=1e3 * (tree_cpu_seconds(process.pid) - cpu) / max(row["requests"], 1),
                 )
                 print(json.dumps(row), flush=True)

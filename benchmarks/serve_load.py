@@ -221,7 +221,11 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
     result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    result["errors"] = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    result["non2xx"] = int(non2xx.group(1)) if non2xx else 0
+    result["socket_errors"] = (
+        dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()))) if sock else {}
+    )
+    result["errors"] = result["non2xx"] + sum(result["socket_errors"].values())
     return result
 
 
