@@ -28,7 +28,7 @@ from recstack.collect.events import MAX_ID, BadEvent, parse_events
 from recstack.collect.intake import ClientContext, Intake
 from recstack.collect.openapi import PATH as OPENAPI_PATH
 from recstack.collect.openapi import collector_openapi
-from recstack.collect.producer import Producer, StaleConsent, Unavailable
+from recstack.collect.producer import ERASED, NO_CONSENT, STORED, Producer, StaleConsent, Unavailable
 from recstack.collect.purposes import CONSENT_COOKIE, PURPOSES, ROLE_STATE, VISITOR
 from recstack.collect.settings import CollectSettings
 
@@ -136,16 +136,14 @@ class Collector:
 
     # -- storing -------------------------------------------------------------------------------------------------
     async def store(self, rows: list[dict]) -> dict:
-        """Consent and erasure checks, then one stream entry. Returns the response body."""
-        subjects = sorted({row["user_id"] for row in rows})
-        admission = await self.producer.admit(subjects)
-        kept = [row for row in rows if row["user_id"] in admission.allowed]
+        """Consent and erasure checks and one stream entry, in one Redis call. Returns the response body."""
+        _, status = await self.producer.store_events(rows)
+        kept = [row for row in rows if status[row["user_id"]] == STORED]
         dropped = {
-            "no_analytics_consent": sum(row["user_id"] in admission.no_consent for row in rows),
-            "erased": sum(row["user_id"] in admission.erased for row in rows),
+            "no_analytics_consent": sum(status[row["user_id"]] == NO_CONSENT for row in rows),
+            "erased": sum(status[row["user_id"]] == ERASED for row in rows),
         }
         if kept:
-            await self.producer.append("events", kept)
             self.count("accepted", "stored", len(kept))
         for reason, n in dropped.items():
             if n:
