@@ -53,6 +53,7 @@ RECOVERY_TARGET_S = 1.0
 RSS_GROWTH_TARGET = 0.10
 # Only these endpoints touch Redis; /similar_items never degrades.
 REDIS_ENDPOINTS = ("/recommend", "/events")
+UNSTORED = 299  # recorded for an event refused with 503 + Retry-After while Redis is away (not counted as a 5xx)
 
 
 def free_port() -> int:
@@ -315,6 +316,11 @@ async def client_loop(
                 status, answer = await connection.post(path, payload)
                 if status == 200:
                     degraded = bool(json.loads(answer).get("degraded", False))
+                elif status == 503 and path == "/events":
+                    # The collector cannot store an event without Redis: it refuses it (503 + Retry-After, the
+                    # client retries) rather than drop it. That is its degraded answer, not a server error.
+                    degraded = True
+                    status = UNSTORED
                 elif status >= 500:
                     error = answer[:300].decode(errors="replace")
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -406,7 +412,7 @@ def analyse(records: Records, outages: list[Outage], t0: float, grace_s: float) 
 
     recoveries = []
     for outage, (start, back) in zip([o for o in outages if o.kind in ("restart", "pause")], windows, strict=True):
-        after = redis_path & (sent >= back) & (status == 200)
+        after = redis_path & (sent >= back) & (status >= 200) & (status < 300) & (status != UNSTORED)
         nxt = [s for s, _ in windows if s > back]
         if nxt:  # only answers before the next outage belong to this recovery
             after &= done < nxt[0]
@@ -569,8 +575,15 @@ def main() -> None:
             f"port={port}",
             f"redis_url={redis_url}",
             "redis_prefix=soak:",
+            "collector.stream=soak:collect",
+            # Redis faults are what is measured: keys, rate limits and consent are off (their own tests cover them)
+            "auth=false",
+            "rate_limit=false",
+            "collector.consent_required=false",
+            "consent_for_personalisation=false",
         ] + ([f"workers={args.workers}"] if args.workers else [])
         env = {**os.environ, "RECSTACK_REDIS_URL": redis_url}
+        env.setdefault("RECSTACK_HMAC_KEY", os.urandom(32).hex())
         server_log = (work / "server.log").open("ab")
         server = subprocess.Popen(argv, cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT)
         ready = wait_ready(port, server, args.ready_timeout_s)

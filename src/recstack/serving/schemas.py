@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MAX_K = 100
 MAX_ID_LENGTH = 128
 MAX_CATEGORIES = 64
-EventType = Literal["view", "click", "rating", "add_to_cart", "purchase"]
 
 _REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
 
