@@ -175,7 +175,7 @@ def test_rules_map_urls_to_items_and_event_types(tmp_path: Path) -> None:
     )
     summary = import_log(log, "combined", rules, settings(tmp_path / "lake"))
     assert summary.lines == 9 and summary.events == 5
-    assert summary.skipped == {"malformed": 0, "bot": 0, "unmatched": 3, "status": 1, "erased": 0}
+    assert summary.skipped == {"malformed": 0, "bot": 0, "unmatched": 3, "status": 1, "erased": 0, "no_consent": 0}
     assert summary.by_type == {"click": 2, "view": 1, "add_to_cart": 1, "purchase": 1}
     got = {(row["item_id"], row["event_type"]) for row in rows(tmp_path / "lake")}
     assert got == {("5", "click"), ("7", "view"), ("9", "add_to_cart"), ("3", "purchase"), ("11", "click")}
@@ -348,9 +348,14 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def cli_no_consent_needed(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI for a log with a legal basis of its own (consent not required)."""
+    return cli(*args, "collector.consent_required=false", cwd=cwd)
+
+
 def test_cli_summary_and_one_line_errors(tmp_path: Path) -> None:
     lake_dir = tmp_path / "lake"
-    done = cli(f"path={EXAMPLE_LOG}", f"rules={DEMO_RULES}", f"lake={lake_dir}", cwd=tmp_path)
+    done = cli_no_consent_needed(f"path={EXAMPLE_LOG}", f"rules={DEMO_RULES}", f"lake={lake_dir}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "3,000 lines read" in done.stdout and "lines/s" in done.stdout and "malformed lines: " in done.stdout
     assert lake.parts(lake_dir, "events") and not (tmp_path / "outputs").exists()
@@ -371,7 +376,7 @@ def test_the_shipped_example_imports_cleanly(tmp_path: Path) -> None:
     got = rows(tmp_path / "lake")
     assert summary.lines == 3000 and summary.events == len(got) > 1000
     assert set(summary.by_type) == {"view", "click", "add_to_cart", "purchase"}
-    assert all(s > 0 for k, s in summary.skipped.items() if k != "erased")  # each way of being skipped is in it
+    assert all(s > 0 for k, s in summary.skipped.items() if k not in ("erased", "no_consent"))  # each way is in it
     assert summary.skipped["malformed"] == len(summary.malformed_lines) < 20  # all of them named
     assert {row["item_id"] for row in got} <= {str(i) for i in range(1, 1683)}
     assert any(not row["anonymous"] for row in got) and sum(row["anonymous"] for row in got) > len(got) / 2
@@ -400,3 +405,36 @@ def test_erased_people_are_not_imported_again(tmp_path: Path) -> None:
     assert person not in after and again.skipped["erased"] == signed_in.count(person)
     assert again.events == first.events - signed_in.count(person) == len(after)
     assert "of erased people" in again.text()
+
+
+def test_under_opt_in_only_consenting_users_lines_are_imported(tmp_path: Path) -> None:
+    """As at the API door: a subject without analytics consent is not stored (a log's anonymous visitors have no
+    consent record at all); the CLI reads the collector's consent records."""
+    import uuid
+
+    import redis
+
+    from recstack.collect.producer import consent_key
+
+    rules, lake_dir = load_rules(DEMO_RULES), tmp_path / "lake"
+    everyone = import_log(EXAMPLE_LOG, "combined", rules, settings(lake_dir / "all"))
+    table = lake.read_table(lake_dir / "all", "events")
+    signed_in = [u for u, a in zip(table["user_id"].to_pylist(), table["anonymous"].to_pylist(), strict=True) if not a]
+    stream = f"test:{uuid.uuid4().hex[:10]}:collect"
+    chosen = settings(lake_dir / "opt-in", f"stream={stream}")
+    client = redis.Redis()
+    client.hset(consent_key(chosen, signed_in[0]), mapping={"analytics": "1"})
+    try:
+        done = cli(
+            f"path={EXAMPLE_LOG}",
+            f"rules={DEMO_RULES}",
+            f"lake={lake_dir / 'opt-in'}",
+            f"collector.stream={stream}",
+            cwd=tmp_path,
+        )
+    finally:
+        client.delete(consent_key(chosen, signed_in[0]))
+    assert done.returncode == 0, done.stderr
+    kept = lake.read_table(lake_dir / "opt-in", "events")["user_id"].to_pylist()
+    assert set(kept) == {signed_in[0]} and len(kept) == signed_in.count(signed_in[0])
+    assert f"{everyone.events - len(kept):,} without analytics consent" in done.stdout

@@ -17,7 +17,7 @@ exit with status 2.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,7 +87,28 @@ def ingest_logs(args: Sequence[str]) -> str:
     if options.get("lake"):
         overrides.append(f"lake={options['lake']}")
     settings = collect_settings(overrides)
-    return import_log(options["path"], fmt, rules, settings, erased=_erased(settings)).text()
+    consented = _consented(settings) if settings.consent_required else None
+    return import_log(options["path"], fmt, rules, settings, erased=_erased(settings), consented=consented).text()
+
+
+def _consented(settings: CollectSettings) -> Callable[[list[str]], set[str]]:
+    """Which subjects gave analytics consent, from the collector's consent records (opt-in, as at the API door). A
+    log's anonymous visitors (a pseudonym of address and browser) have no consent record, so under opt-in only the
+    lines of signed-in users who consented are imported; set collector.consent_required=false where the logs have a
+    legal basis of their own."""
+    import redis
+
+    from recstack.collect.producer import consent_key
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+    def consented(subjects: list[str]) -> set[str]:
+        pipe = client.pipeline(transaction=False)
+        for subject in subjects:
+            pipe.hget(consent_key(settings, subject), "analytics")
+        return {s for s, value in zip(subjects, pipe.execute(), strict=True) if value == b"1"}
+
+    return consented
 
 
 def _erased(settings: CollectSettings) -> frozenset[str]:

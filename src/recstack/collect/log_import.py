@@ -83,7 +83,7 @@ class ImportSummary:
             f"  events by type: {types}",
             f"  skipped: {s['unmatched']:,} unmatched by any rule, {s['bot']:,} bots, "
             f"{s['status']:,} with a status the rule does not accept (default: only 2xx), {s['malformed']:,} malformed, "
-            f"{s.get('erased', 0):,} of erased people",
+            f"{s.get('erased', 0):,} of erased people, {s.get('no_consent', 0):,} without analytics consent",
         ]
         if s["malformed"]:
             out.append(f"  malformed lines: {shown}{more}")
@@ -102,7 +102,7 @@ class _Tally:
 
     lines: int = 0
     skipped: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("malformed", "bot", "unmatched", "status", "erased"), 0)
+        default_factory=lambda: dict.fromkeys(("malformed", "bot", "unmatched", "status", "erased", "no_consent"), 0)
     )
     malformed_lines: list[int] = field(default_factory=list)
     by_type: dict[str, int] = field(default_factory=dict)
@@ -126,13 +126,16 @@ def import_log(
     lines_per_chunk: int = CHUNK_LINES,
     workers: int | None = None,
     erased: frozenset[str] = frozenset(),
+    consented: Callable[[list[str]], set[str]] | None = None,
 ) -> ImportSummary:
     """Read ``path`` (plain or gzip), write its events to ``settings.lake`` and say what happened to every line.
 
     ``workers`` chunks are processed at once (default: the CPU count, at most 4) while the next one is read: the Arrow
     and DuckDB kernels release the GIL, so threads use every core; Python's share (User-Agent parsing, HMACs) does not
     parallelise and is kept small by running once per distinct value. ``erased``: pseudonyms of erased people (the
-    tombstone set); their lines are skipped, so re-importing an old log never brings an erased person back."""
+    tombstone set); their lines are skipped, so re-importing an old log never brings an erased person back.
+    ``consented``: when consent is required, which of a chunk's subjects gave analytics consent (the same records
+    the collector reads); the others' lines are skipped and counted, as the collector drops their events."""
     if fmt not in FORMATS:
         raise LogError(f"unknown log format {fmt!r}; use one of {list(FORMATS)}")
     if not rules:
@@ -149,7 +152,7 @@ def import_log(
         running: deque[Future[_Tally]] = deque()
         for index, (data, ends) in enumerate(read_chunks(read_pieces(path, problems), lines_per_chunk)):
             chunk = _Chunk(data, ends, index * lines_per_chunk + 1, f"log-{name}-{index:05d}", salt)
-            running.append(pool.submit(_import_chunk, chunk, fmt, rules, door, settings.lake, erased))
+            running.append(pool.submit(_import_chunk, chunk, fmt, rules, door, settings.lake, erased, consented))
             while len(running) > workers:
                 total.add(running.popleft().result())
         while running:
@@ -181,7 +184,13 @@ class _Chunk:
 
 
 def _import_chunk(
-    chunk: _Chunk, fmt: str, rules: tuple[LogRule, ...], door: _Minimiser, lake: str, erased: frozenset[str]
+    chunk: _Chunk,
+    fmt: str,
+    rules: tuple[LogRule, ...],
+    door: _Minimiser,
+    lake: str,
+    erased: frozenset[str],
+    consented: Callable[[list[str]], set[str]] | None,
 ) -> _Tally:
     tally = _Tally()
     lines = split_lines(chunk.data, chunk.ends)
@@ -193,6 +202,15 @@ def _import_chunk(
                 tally.by_type[counted["values"]] -= counted["counts"]
             tally.skipped["erased"] = int(pc.sum(gone).as_py())
             rows = rows.filter(pc.invert(gone))
+    if consented is not None and rows.num_rows:
+        subjects = pc.unique(rows["user_id"]).to_pylist()
+        allowed = consented(subjects)
+        refused = pc.invert(pc.is_in(rows["user_id"], value_set=pa.array(sorted(allowed), pa.string())))
+        if pc.any(refused).as_py():
+            for counted in pc.value_counts(rows["event_type"].filter(refused)).to_pylist():
+                tally.by_type[counted["values"]] -= counted["counts"]
+            tally.skipped["no_consent"] = int(pc.sum(refused).as_py())
+            rows = rows.filter(pc.invert(refused))
     tally.lines = len(lines)
     tally.files = write_rows(lake, "events", rows, name=chunk.name)
     return tally
