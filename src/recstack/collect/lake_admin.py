@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recstack.collect.consumer import REJECTED_DIR, SUBJECT_COLUMNS, parse_id
-from recstack.data.lake import TABLES, parts, write_part, write_rows
+from recstack.data.lake import TABLES, fsync_dir, parts, write_part, write_rows
 
 PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
 _DT = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
@@ -105,7 +105,7 @@ def _rewrite_without(path: Path, table: str, value_set: pa.Array) -> tuple[int, 
         return 0, False
     if kept.num_rows == 0:
         path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return removed, True
     write_part(kept, path.parent, name=path.name.removeprefix("part-").removesuffix(".parquet"))
     return removed, False
@@ -193,11 +193,3 @@ def purge(lake: str | Path, older_than_days: int, now: datetime | None = None) -
 
 def _ms(now: datetime | None) -> int:
     return int((now or datetime.now(UTC)).timestamp() * 1000)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -165,7 +165,7 @@ def write_part(table: pa.Table, directory: Path, name: str | None = None) -> Pat
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return final
 
 
@@ -197,7 +197,8 @@ def glob_pattern(lake: str | Path, table: str) -> str:
     return str(Path(lake) / table / "dt=*" / "hour=*" / "part-*.parquet")
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable (the directory entry itself is fsynced)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
