@@ -32,6 +32,7 @@ from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
+from recstack.cli.subcommands import split_command
 from recstack.config import collect_settings, compose
 
 COMMANDS: tuple[str, ...] = ("consume", "erase", "purge", "keygen")
@@ -187,15 +188,7 @@ def run(command: str, args: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE, file=sys.stdout if args else sys.stderr)
-        sys.exit(0 if args else 2)
-    command, rest = args[0], args[1:]
-    if command not in COMMANDS:
-        print(f"recstack-collect: error: unknown command {command!r}; use one of {list(COMMANDS)}", file=sys.stderr)
-        print(USAGE, file=sys.stderr)
-        sys.exit(2)
+    command, rest = split_command("recstack-collect", argv, COMMANDS, USAGE)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code = run(command, rest)

@@ -26,6 +26,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from recstack.cli.subcommands import split_command
 from recstack.config import config_dir
 
 if TYPE_CHECKING:
@@ -139,15 +140,7 @@ def _message(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE, file=sys.stdout if args else sys.stderr)
-        sys.exit(0 if args else 2)
-    command, rest = args[0], args[1:]
-    if command not in COMMANDS:
-        print(f"recstack-data: error: unknown command {command!r}; use one of {list(COMMANDS)}", file=sys.stderr)
-        print(USAGE, file=sys.stderr)
-        sys.exit(2)
+    command, rest = split_command("recstack-data", argv, COMMANDS, USAGE)
     if command == "ingest-logs":
         if any(arg in ("-h", "--help") for arg in rest):
             print(USAGE)
