@@ -11,8 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,15 +29,6 @@ KEY = "k" * 64
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RECSTACK_HMAC_KEY": KEY}
     return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
-
-
-@pytest.fixture
-def stream() -> Iterator[str]:
-    name = f"test:{uuid.uuid4().hex[:10]}:collect"
-    yield name
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    client.delete(name, tombstone_key(StreamNames(stream=name)))
-    client.close()
 
 
 @pytest.mark.parametrize(

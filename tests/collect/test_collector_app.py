@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,24 +15,7 @@ from recstack.collect.records import StreamNames, decode_entry, tombstone_key
 from recstack.config import collect_settings, config_dir
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
-KEY = "k" * 40
 UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile/15E148 Safari"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("RECSTACK_HMAC_KEY", KEY)
-    name = f"test:{uuid.uuid4().hex[:10]}:collect"
-    yield name
-    client = redis.Redis()
-    keys = list(client.scan_iter(match=name + "*")) + list(client.scan_iter(match=f"{name}-recent:*"))
-    if keys:
-        client.delete(*keys)
 
 
 def make_client(stream: str, *overrides: str) -> httpx.AsyncClient:

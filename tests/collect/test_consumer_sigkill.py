@@ -13,15 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from recstack.collect.records import StreamNames, encode_entry, tombstone_key
+from recstack.collect.records import encode_entry
 from recstack.data import lake
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -87,15 +86,6 @@ class Producer(threading.Thread):
                 n += 1
             pipe.execute()
             self.halt.wait(0.01)  # pacing (~15k events/s), not waiting for anything
-
-
-@pytest.fixture
-def stream() -> Iterator[str]:
-    name = f"test:{uuid.uuid4().hex[:10]}:collect"
-    yield name
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    client.delete(name, tombstone_key(StreamNames(stream=name)))
-    client.close()
 
 
 def events_files(root: Path, temporary: bool) -> set[str]:

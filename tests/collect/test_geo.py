@@ -64,8 +64,3 @@ async def test_the_collector_stores_the_location_and_drops_the_ip(city_db: Path,
         assert "198.51.100" not in json.dumps(rows)
     finally:
         redis.Redis().delete(stream, *redis.Redis().keys(f"{stream}*"))
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

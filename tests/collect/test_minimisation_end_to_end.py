@@ -5,8 +5,6 @@ stored only as pseudonyms; control characters are refused."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,21 +20,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 IP = "198.51.100.234"
 UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"
 RAW_IDS = ["alice.raw@example.com", "../../etc/passwd", "1'; DROP TABLE events; --", "x" * 128]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def stream() -> Iterator[str]:
-    name = f"test:{uuid.uuid4().hex[:10]}:collect"
-    yield name
-    client = redis.Redis()
-    keys = list(client.scan_iter(match=name + "*"))
-    if keys:
-        client.delete(*keys)
 
 
 async def test_no_raw_id_full_ip_or_user_agent_reaches_redis_or_the_lake(stream: str, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ and single-process use. The defaults live in ``configs/serve.yaml`` (``recstack.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
+
+from recstack.collect.recent import decode_recent, encode_recent
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,12 @@ class Event:
     timestamp: int
 
     def to_json(self) -> str:
-        return json.dumps([self.item_id, self.event_type, self.value, self.timestamp], separators=(",", ":"))
+        """The collector's recent-list entry format (recstack.collect.recent: the one home of it)."""
+        return encode_recent(self.item_id, self.event_type, self.value, self.timestamp)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Event:
-        item_id, event_type, value, timestamp = json.loads(raw)
-        return cls(str(item_id), str(event_type), float(value), int(timestamp))
+        return cls(*decode_recent(raw))
 
 
 @dataclass(frozen=True)
