@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from recstack.collect.purposes import PURPOSES
 from recstack.collect.recent import encode_recent
+from recstack.collect import records
 from recstack.collect.records import encode_entry, tombstone_key
 from recstack.collect.settings import CollectSettings
 
@@ -111,7 +112,7 @@ def consent_key(settings: CollectSettings, subject: str) -> str:
 
 def profile_key(settings: CollectSettings, subject: str) -> str:
     """The subject's online profile hash (kept by the profiles job; removed on erasure)."""
-    return f"{settings.stream}:profile:{subject}"
+    return records.profile_key(settings.names, subject)
 
 
 class Producer:
@@ -246,13 +247,27 @@ class Producer:
         audit = {
             "action": "erasure",
             "subject": subject,
-            "detail": "online: tombstone, recent, consent, profile",
+            "detail": "online: tombstone, recent, consent, profile, segment counters and memberships",
             "received_ts": int(time.time() * 1000),
         }
+        names = s.names
+        of = records.memberships_key(names, subject)
         try:
+            # the tombstone first: from here the segment follower drops the subject's events, so the memberships
+            # read next are all there will be
+            await self.client.sadd(self.tombstones, subject)
+            segments = [m.decode() for m in await self.client.smembers(of)]
             pipe = self.client.pipeline(transaction=True)
-            pipe.sadd(self.tombstones, subject)
-            pipe.delete(s.recent_prefix + subject, consent_key(s, subject), profile_key(s, subject))
+            for segment in segments:
+                pipe.zrem(records.members_key(names, segment), subject)
+            pipe.zrem(records.segments_key(names, "active"), subject)
+            pipe.delete(
+                s.recent_prefix + subject,
+                consent_key(s, subject),
+                profile_key(s, subject),
+                records.counters_key(names, subject),
+                of,
+            )
             pipe.xadd(s.stream, encode_entry("audit", [audit]))
             await pipe.execute()
         except (RedisError, OSError) as error:

@@ -55,3 +55,31 @@ def tombstone_key(names: StreamNames) -> str:
     events for a member, the consumer drops rows of a member still in flight in the stream, and every server worker
     answers a member with popularity only."""
     return f"{names.stream}:erased"
+
+
+# The online keys of profiles and segments (recstack.profiles writes them). Declared here, beside the tombstone set,
+# because erasure (recstack.collect.producer) must delete every one of a subject's keys and sits below profiles.
+def profile_key(names: StreamNames, subject: str) -> str:
+    """The subject's profile hash (``recstack-profiles build`` loads it; ``GET /users/{id}/profile`` reads it)."""
+    return f"{names.stream}:profile:{subject}"
+
+
+def counters_key(names: StreamNames, subject: str) -> str:
+    """The subject's real-time segment counters: a hash of ``<feature id>@<hour bucket>`` -> value, plus state."""
+    return f"{names.stream}:counters:{subject}"
+
+
+def memberships_key(names: StreamNames, subject: str) -> str:
+    """The set of segment names the subject is in now (``GET /users/{id}/segments``)."""
+    return f"{names.stream}:segments:of:{subject}"
+
+
+def members_key(names: StreamNames, segment: str) -> str:
+    """A segment's members: a sorted set, every score 0, so members page by cursor in name order (ZRANGE BYLEX)."""
+    return f"{names.stream}:segments:members:{segment}"
+
+
+def segments_key(names: StreamNames, what: str) -> str:
+    """Segment-wide keys: ``rules`` (registry hash name -> JSON), ``meta`` (hash name -> JSON of the last batch run),
+    ``applied`` (the real-time follower's last applied stream entry), ``active`` (zset subject -> last event ms)."""
+    return f"{names.stream}:segments:{what}"

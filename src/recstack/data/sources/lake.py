@@ -65,6 +65,24 @@ DEFAULT_DWELL_THRESHOLD_MS = 10_000.0
 # A client clock more than this ahead of our receipt is wrong; an event queued offline longer than this is stale news.
 CLIENT_CLOCK_SKEW = timedelta(minutes=5)
 CLIENT_MAX_DELAY = timedelta(days=7)
+
+
+def event_time_ms(client_ms: int | None, received_ms: int) -> int:
+    """When an event happened: the client's clock when it is plausible (not ahead of receipt by more than
+    CLIENT_CLOCK_SKEW, not older than CLIENT_MAX_DELAY), else the receive time. The SQL twin is
+    :data:`EVENT_TIME_SQL` (and ``_INTERACTIONS_SQL``); the real-time segment follower uses this one."""
+    skew = int(CLIENT_CLOCK_SKEW.total_seconds() * 1000)
+    delay = int(CLIENT_MAX_DELAY.total_seconds() * 1000)
+    if client_ms is not None and received_ms - delay <= client_ms <= received_ms + skew:
+        return int(client_ms)
+    return int(received_ms)
+
+
+# event_time_ms over a lake row ``e`` (DuckDB), epoch milliseconds
+EVENT_TIME_SQL = (
+    f"epoch_ms(CASE WHEN e.client_ts BETWEEN e.received_ts - INTERVAL {int(CLIENT_MAX_DELAY.total_seconds())} SECOND "
+    f"AND e.received_ts + INTERVAL {int(CLIENT_CLOCK_SKEW.total_seconds())} SECOND THEN e.client_ts ELSE e.received_ts END)"
+)
 _HIVE = "hive_partitioning=true, union_by_name=true, hive_types={'dt': DATE, 'hour': INTEGER}"
 
 
@@ -216,7 +234,7 @@ def _day_globs(root: Path, table: str, days: list[date]) -> list[str]:
     return [str(folder / "hour=*" / "part-*.parquet") for folder in sorted(folders)]
 
 
-def _clean_events_sql(*, profiles_only: bool, has_aliases: bool) -> str:
+def clean_events_sql(*, profiles_only: bool, has_aliases: bool) -> str:
     """Events in the window (``profiles_only``: profile events up to its end, whenever they began), each event once,
     anonymous ids replaced by the user they were identified as, with a ``bot`` flag. ``$events``/``$aliases``: the
     day globs to read; the ``dt`` filter repeats the window so DuckDB also prunes by the partition column."""
@@ -245,11 +263,10 @@ def _clean_events_sql(*, profiles_only: bool, has_aliases: bool) -> str:
     """
 
 
-_INTERACTIONS_SQL = """
+_INTERACTIONS_SQL = f"""
     SELECT e.user_id, e.item_id, e.event_type,
            CASE WHEN w.own_value THEN e.value ELSE w.weight END AS weight,
-           epoch_ms(CASE WHEN e.client_ts BETWEEN e.received_ts - $max_delay AND e.received_ts + $skew
-                         THEN e.client_ts ELSE e.received_ts END) // 1000 AS ts
+           {EVENT_TIME_SQL} // 1000 AS ts
     FROM windowed e JOIN weights w USING (event_type)
     WHERE NOT (e.bot AND $drop_bots) AND e.item_id IS NOT NULL
       AND (e.event_type <> 'dwell' OR e.value >= $dwell)
@@ -327,17 +344,16 @@ def load_lake(
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
             con.register("weights", weight_table)
-            windowed = _clean_events_sql(profiles_only=False, has_aliases=bool(alias_days))
+            windowed = clean_events_sql(profiles_only=False, has_aliases=bool(alias_days))
             con.execute(f"CREATE TEMP TABLE windowed AS {windowed}", params)
-            profiles = _clean_events_sql(profiles_only=True, has_aliases=bool(alias_days))
+            profiles = clean_events_sql(profiles_only=True, has_aliases=bool(alias_days))
             con.execute(f"CREATE TEMP TABLE profiles AS {profiles}", profile_params)
             n_events, n_copies, n_files = con.execute(
                 "SELECT count(*), coalesce(sum(copies), 0), count(DISTINCT filename) FROM windowed"
             ).fetchone()
             stats = {"drop_bots": bool(drop_bots), "dwell": float(dwell_threshold_ms)}
             outcomes = dict(con.execute(_OUTCOMES_SQL, stats).fetchall())
-            weighted = {**stats, "max_delay": CLIENT_MAX_DELAY, "skew": CLIENT_CLOCK_SKEW}
-            table = con.sql(_INTERACTIONS_SQL, params=weighted).to_arrow_table()
+            table = con.sql(_INTERACTIONS_SQL, params=stats).to_arrow_table()
             users_table = con.sql(_PROFILES_SQL, params={"drop_bots": bool(drop_bots)}).to_arrow_table()
     except duckdb.Error as err:
         raise DataError(

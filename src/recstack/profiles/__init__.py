@@ -1,0 +1,1 @@
+"""Profiles and segments: per-user aggregates and rule-based segments over the event lake, batch and real time."""
