@@ -43,7 +43,7 @@ from recstack.data.sources.lake import (
 
 HOUR_MS = 3_600_000
 
-__all__ = ["HOUR_MS", "load_catalogue", "load_events", "lake_days", "hive_options"]
+__all__ = ["HOUR_MS", "hive_options", "lake_days", "load_catalogue", "load_events"]
 
 
 def hive_options() -> str:
@@ -66,7 +66,7 @@ def _globs(root: Path, table: str, days: list[date]) -> list[str]:
     return [str(root / table / f"dt={day.isoformat()}" / "hour=*" / "part-*.parquet") for day in days]
 
 
-def load_events(con, lake_root: str | Path, start_ms: int, end_ms: int, drop_bots: bool = True) -> int:  # noqa: ANN001
+def load_events(con, lake_root: str | Path, start_ms: int, end_ms: int, drop_bots: bool = True) -> int:
     """Create the temporary table ``events`` (module docstring): events whose event time is in ``[start_ms,
     end_ms)``. Returns its row count. ``con`` is a DuckDB connection (its time zone is set to UTC)."""
     root = Path(lake_root).expanduser()
@@ -113,10 +113,25 @@ def load_events(con, lake_root: str | Path, start_ms: int, end_ms: int, drop_bot
     return int(con.execute("SELECT count(*) FROM events").fetchall()[0][0])
 
 
-_NAMES = (
-    "event_id user_id item_id event_type value category device_class browser_family os_family referrer_host "
-    "local_hour geo_country age_band gender country language source"
-).split()
+_NAMES = [
+    "event_id",
+    "user_id",
+    "item_id",
+    "event_type",
+    "value",
+    "category",
+    "device_class",
+    "browser_family",
+    "os_family",
+    "referrer_host",
+    "local_hour",
+    "geo_country",
+    "age_band",
+    "gender",
+    "country",
+    "language",
+    "source",
+]
 _COLUMNS = ", ".join(_NAMES) + ", ts_ms"
 _EMPTY = (
     "SELECT "
@@ -127,7 +142,7 @@ _EMPTY = (
 )
 
 
-def load_catalogue(con, items_path: str | Path | None) -> int:  # noqa: ANN001
+def load_catalogue(con, items_path: str | Path | None) -> int:
     """Create ``item_categories`` (from the item metadata file; empty without one) and ``event_categories`` over
     ``events``. Returns the number of items with at least one category."""
     if items_path is None:
@@ -142,7 +157,9 @@ def load_catalogue(con, items_path: str | Path | None) -> int:  # noqa: ANN001
             }
         )
     con.register("_item_categories", table)
-    con.execute("CREATE OR REPLACE TEMP TABLE item_categories AS SELECT DISTINCT item_id, category FROM _item_categories")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE item_categories AS SELECT DISTINCT item_id, category FROM _item_categories"
+    )
     con.unregister("_item_categories")
     con.execute(
         """CREATE OR REPLACE TEMP VIEW event_categories AS
@@ -152,3 +169,45 @@ def load_catalogue(con, items_path: str | Path | None) -> int:  # noqa: ANN001
                SELECT event_id, category FROM events WHERE category IS NOT NULL)"""
     )
     return int(con.execute("SELECT count(DISTINCT item_id) FROM item_categories").fetchall()[0][0])
+
+
+def load_attributes(con, lake_root: str | Path, as_of_ms: int, drop_bots: bool = True) -> int:
+    """Create ``attributes (user_id, age_band, gender, country, language)``: each user's latest non-null value of each
+    demographic column from ``profile`` events of all history up to ``as_of_ms`` (latest by event time, then
+    event_id: the order the real-time follower applies too). A profile is state, not behaviour: one stated long ago
+    still describes the user. Returns the number of users."""
+    root = Path(lake_root).expanduser()
+    as_of = datetime.fromtimestamp(as_of_ms / 1000, UTC)
+    last_day = (as_of + CLIENT_MAX_DELAY + timedelta(days=1)).date()
+    days = [day for day in lake_days(root, "events") if day <= last_day] if root.is_dir() else []
+    con.execute("SET TimeZone = 'UTC'")
+    columns = ("age_band", "gender", "country", "language")
+    if not days:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE attributes AS SELECT NULL::VARCHAR AS user_id, "
+            + ", ".join(f"NULL::VARCHAR AS {c}" for c in columns)
+            + " WHERE false"
+        )
+        return 0
+    alias_days = [day for day in lake_days(root, "aliases") if day <= last_day]
+    params: dict = {
+        "events": _globs(root, "events", days),
+        "end": last_day,
+        "end_ts": datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC),
+        "hi": as_of_ms,
+        "drop_bots": bool(drop_bots),
+    }
+    if alias_days:
+        params["aliases"] = _globs(root, "aliases", alias_days)
+    cleaned = clean_events_sql(profiles_only=True, has_aliases=bool(alias_days))
+    latest = ", ".join(f"arg_max({c}, (ts_ms, event_id)) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in columns)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE attributes AS
+            WITH cleaned AS ({cleaned}),
+            timed AS (SELECT e.*, {EVENT_TIME_SQL} AS ts_ms FROM cleaned e)
+            SELECT user_id, {latest} FROM timed
+            WHERE ts_ms <= $hi AND NOT (bot AND $drop_bots)
+            GROUP BY user_id""",
+        params,
+    )
+    return int(con.execute("SELECT count(*) FROM attributes").fetchall()[0][0])
