@@ -158,15 +158,15 @@ def _summary(con, segments: Mapping[str, Segment], members: pa.Table, as_of_ms: 
         items = con.sql(
             f"""SELECT segment, item_id, count(*) AS n FROM _members m JOIN events e USING (user_id)
                 WHERE e.item_id IS NOT NULL AND e.bucket >= {low} AND e.ts_ms <= {int(as_of_ms)}
-                GROUP BY ALL QUALIFY row_number() OVER (PARTITION BY segment ORDER BY n DESC, item_id) <= {TOP_ITEMS}
+                GROUP BY segment, item_id QUALIFY row_number() OVER (PARTITION BY segment ORDER BY n DESC, item_id) <= {TOP_ITEMS}
                 ORDER BY segment, n DESC, item_id"""
         ).fetchall()
         categories = con.sql(
             f"""SELECT segment, c.category, count(*) AS n
                 FROM _members m JOIN events e USING (user_id) JOIN event_categories c USING (event_id)
                 WHERE e.bucket >= {low} AND e.ts_ms <= {int(as_of_ms)}
-                GROUP BY ALL QUALIFY row_number() OVER (PARTITION BY segment ORDER BY n DESC, category) <= {TOP_CATEGORIES}
-                ORDER BY segment, n DESC, category"""
+                GROUP BY segment, c.category QUALIFY row_number() OVER (PARTITION BY segment ORDER BY n DESC, c.category) <= {TOP_CATEGORIES}
+                ORDER BY segment, n DESC, c.category"""
         ).fetchall()
         overlap = con.sql(
             """SELECT a.segment, b.segment, count(*) FROM _members a JOIN _members b USING (user_id)
