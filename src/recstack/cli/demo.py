@@ -52,7 +52,7 @@ def demo_api_key(out: Path) -> tuple[str, Path]:
 
 
 def _banner(step: int, text: str) -> None:
-    print(f"\n{'=' * 100}\n[{step}/7] {text}\n{'=' * 100}", flush=True)
+    print(f"\n{'=' * 100}\n[{step}/8] {text}\n{'=' * 100}", flush=True)
 
 
 def _free_port(preferred: int) -> int:
@@ -140,7 +140,8 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
     if not serve:
         return 0
     _banner(5, "serve: BentoML service over the bundle (FAISS -> ONNX re-rank, recent activity in Redis, collector)")
-    from recstack.cli.demo_collect import demo_overrides, fresh, run_collection
+    from recstack.cli.demo_collect import demo_overrides, fresh, run_collection, write_items
+    from recstack.cli.demo_segments import run_profiles_and_segments
     from recstack.serving.client import RecstackClient, send_examples
 
     key_note = ensure_dev_key(Path("outputs/secrets/hmac.key"))
@@ -186,7 +187,10 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
         _banner(
             7, "collect: real interactions replayed through the collector -> Redis Stream -> Parquet lake -> prepare"
         )
-        run_collection(base_url, split.frame("train"), out, stream, api_key=api_key)
+        items_csv = write_items(split.items, out / "items.csv")
+        collected = run_collection(base_url, split.frame("train"), out, stream, api_key=api_key, users=split.users)
+        _banner(8, "profiles and segments: per-user profiles and rule-based segments over the lake, served by the API")
+        run_profiles_and_segments(base_url, out, stream, items_csv, api_key, collected.example_user)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

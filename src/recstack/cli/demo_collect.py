@@ -36,6 +36,7 @@ class CollectSummary:
     lake_files: int
     lake_rows: int
     prepared: str
+    example_user: str = ""  # a replayed user (raw id), for the steps that follow
 
 
 def demo_overrides(stream: str, lake: Path) -> list[str]:
@@ -56,8 +57,47 @@ def replay_frame(interactions: pd.DataFrame, users: int, seed: int, now_s: float
     return frame
 
 
-def replay(base_url: str, frame: pd.DataFrame, api_key: str | None = None) -> tuple[int, int]:
-    """Consent for every replayed user, then their events: batches on /events, every PIXEL_EVERY-th by the pixel."""
+def profile_events(users: pd.DataFrame, replayed: pd.Series, when_s: float) -> list[dict]:
+    """One ``profile`` event per replayed user with the age and gender MovieLens knows (the collector bands the age
+    at the door: the lake never holds it raw)."""
+    known = users.assign(user_id=users["user_id"].astype(str)).set_index("user_id")
+    out = []
+    for user in replayed.astype(str).unique():
+        if user not in known.index:
+            continue
+        row = known.loc[user]
+        event: dict = {
+            "event_id": f"demo-profile-{user}",
+            "user_id": user,
+            "event_type": "profile",
+            "timestamp": when_s,
+        }
+        if pd.notna(row.get("age")):
+            event["age_band"] = int(row["age"])
+        if isinstance(row.get("gender"), str) and row["gender"]:
+            event["gender"] = row["gender"]
+        out.append(event)
+    return out
+
+
+def write_items(items: pd.DataFrame, path: Path) -> Path:
+    """The catalogue's categories as an item metadata file (``item_id,title,categories``), which segment rules read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {
+            "item_id": items["item_id"].astype(str),
+            "title": items["title"].astype(str),
+            "categories": ["|".join(c) for c in items["categories"]],
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+def replay(
+    base_url: str, frame: pd.DataFrame, api_key: str | None = None, users: pd.DataFrame | None = None
+) -> tuple[int, int]:
+    """Consent for every replayed user, their profiles (when ``users`` is given), then their events: batches on
+    /events, every PIXEL_EVERY-th by the pixel."""
     api = pixel = 0
     headers = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"}
     if api_key:
@@ -68,6 +108,11 @@ def replay(base_url: str, frame: pd.DataFrame, api_key: str | None = None) -> tu
                 "/consent", json={"user_id": user, "purposes": {"analytics": True, "personalisation": True}}
             )
             answer.raise_for_status()
+        if users is not None:
+            profiles = profile_events(users, frame["user_id"], float(frame["replay_ts"].min()))
+            for start in range(0, len(profiles), BATCH):
+                _post(http, profiles[start : start + BATCH])
+            api += len(profiles)
         batch: list[dict] = []
         for n, row in enumerate(frame.itertuples(index=False)):
             event = {
@@ -106,7 +151,13 @@ def _post(http: httpx.Client, batch: list[dict]) -> None:
 
 
 def run_collection(
-    base_url: str, interactions: pd.DataFrame, out: Path, stream: str, seed: int = 0, api_key: str | None = None
+    base_url: str,
+    interactions: pd.DataFrame,
+    out: Path,
+    stream: str,
+    seed: int = 0,
+    api_key: str | None = None,
+    users: pd.DataFrame | None = None,
 ) -> CollectSummary:
     """Replay, consume, prepare from the lake; prints what each step did."""
     import redis
@@ -131,7 +182,7 @@ def run_collection(
     started = time.perf_counter()
     try:
         frame = replay_frame(interactions, REPLAY_USERS, seed, time.time())
-        api, pixel = replay(base_url, frame, api_key)
+        api, pixel = replay(base_url, frame, api_key, users)
         seconds = time.perf_counter() - started
         print(
             f"  replayed {api + pixel:,} interactions of {frame['user_id'].nunique()} users in {seconds:.1f} s: "
@@ -152,7 +203,8 @@ def run_collection(
         compose("prepare", ["data=lake", f"data.source.path={lake}", "data.source.window_days=90"])
     )
     print(f"  recstack-data prepare data=lake data.source.path={lake}\n  {split!r}", flush=True)
-    return CollectSummary(frame["user_id"].nunique(), api, pixel, seconds, len(files), rows, repr(split))
+    busiest = str(frame["user_id"].value_counts().index[0])
+    return CollectSummary(frame["user_id"].nunique(), api, pixel, seconds, len(files), rows, repr(split), busiest)
 
 
 def fresh(lake: Path, stream: str, redis_url: str) -> None:
