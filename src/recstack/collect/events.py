@@ -6,7 +6,8 @@ The four kinds the product promises share one event shape (Segment's ``track`` /
   0-1), ``search`` (query);
 * explicit: ``rating`` (value 0-10), ``preference`` (category + value -1..1: dislike..like), ``survey`` (question_id +
   answer);
-* demographic: ``profile`` (age_band / gender / country / language, standardised at the door);
+* demographic: ``profile`` (age_band / gender / country / language, standardised at the door; an optional ``email``
+  is turned into a keyed identity hash at the door, so duplicate accounts can be merged, and never stored as is);
 * contextual: not sent as fields but derived from the request (User-Agent classes, referrer host, the client's local
   hour from ``tz_offset_min``, GeoIP country/region).
 
@@ -46,6 +47,8 @@ REQUIRED_VALUE = frozenset({"dwell", "scroll", "rating", "preference"})
 MAX_ID = 128
 _ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # printable: no control characters (log injection, terminal escapes)
 _EVENT_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+MAX_EMAIL = 254  # RFC 5321's limit on a forward path
+_EMAIL_PATTERN = r"^\s*[^\s@\x00-\x1f\x7f]+@[^\s@\x00-\x1f\x7f]+\s*$"  # one @, no spaces or control characters
 
 _CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -76,6 +79,12 @@ class EventIn(BaseModel):
     gender: str | None = _id(32)
     country: str | None = _id(64)
     language: str | None = _id(32)
+    email: str | None = Field(
+        default=None,
+        max_length=MAX_EMAIL,
+        pattern=_EMAIL_PATTERN,
+        description="profile events only: hashed with the deployment's key at the door, never stored",
+    )
 
     @field_validator("value", "timestamp")
     @classmethod
@@ -150,8 +159,12 @@ def check_event(event: EventIn, where: str = "") -> None:
     if kind == "survey" and not (event.question_id and event.answer is not None):
         field = "question_id" if not event.question_id else "answer"
         raise BadEvent(f"{where}{field}", f"{where}{field} is required for survey events")
-    if kind == "profile" and all(getattr(event, c) is None for c in ("age_band", "gender", "country", "language")):
-        raise BadEvent(f"{where}age_band", f"{where}a profile event needs age_band, gender, country or language")
+    if event.email is not None and kind != "profile":
+        raise BadEvent(f"{where}email", f"{where}email is only accepted in profile events; send it in one")
+    if kind == "profile" and all(
+        getattr(event, c) is None for c in ("age_band", "gender", "country", "language", "email")
+    ):
+        raise BadEvent(f"{where}age_band", f"{where}a profile event needs age_band, gender, country, language or email")
 
 
 def check_timestamp(event: EventIn, where: str, now_s: float, max_future_s: int, min_s: int) -> None:

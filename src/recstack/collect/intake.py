@@ -6,7 +6,9 @@ into the stream, so neither Redis nor the lake ever sees a raw id, a full IP or 
 * ids -> keyed HMAC pseudonyms (recstack.collect.pseudonymise);
 * IP -> GeoIP country/region (optional), then truncated or dropped (``ip_mode``);
 * User-Agent -> device class, browser family, OS family; referrer -> host;
-* free text (search query, survey answer) -> cut to ``max_text_chars``; demographics -> the controlled vocabulary.
+* free text (search query, survey answer) -> cut to ``max_text_chars``; demographics -> the controlled vocabulary;
+* a profile event's e-mail address -> normalised (:func:`normalise_email`), then a keyed identity hash
+  (``identity_hash``): equal addresses give equal hashes, so recstack.profiles can merge duplicate accounts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from recstack.collect.pseudonymise import Pseudonymiser
 from recstack.collect.settings import CollectSettings
 from recstack.collect.user_agent import UserAgentClass, classify
 from recstack.collect.vocabulary import Vocabulary
+
+
+def normalise_email(email: str) -> str:
+    """The form an address is hashed in: surrounding space stripped, lower case (``Ann@X.org `` = ``ann@x.org``)."""
+    return email.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -103,5 +110,7 @@ class Intake:
             if event.event_type == "profile":
                 for column in ("age_band", "gender", "country", "language"):
                     row[column] = self.vocabulary.standardise(column, getattr(event, column))
+                if event.email is not None:
+                    row["identity_hash"] = self.pseudo.identity(normalise_email(event.email))
             out.append(row)
         return out

@@ -1,7 +1,9 @@
 """Keyed pseudonyms: HMAC-SHA256 of an id under a secret key, so the lake, Redis and bundles never hold a raw id.
 
 A signed-in user id and a visitor cookie id live in separate namespaces (``u:`` / ``v:`` before hashing), so a
-visitor id that happens to equal a user id never merges them; ``POST /identify`` links the two explicitly. Without the
+visitor id that happens to equal a user id never merges them; ``POST /identify`` links the two explicitly. An e-mail
+address a site sends in a ``profile`` event becomes an identity hash (``i:`` namespace, :meth:`Pseudonymiser.identity`)
+that only says "these accounts are one person" (recstack.profiles merges them); it is never a subject's id. Without the
 key a pseudonym cannot be reversed or recomputed from a guessed id (unlike a plain hash of a small id space). The same
 key must be used by every collector, consumer and server of one deployment; rotating it starts new pseudonyms
 (README, privacy: rotation).
@@ -33,6 +35,11 @@ class Pseudonymiser:
 
     def _visitor(self, visitor_id: str) -> str:
         return hmac.digest(self._key, b"v:" + visitor_id.encode(), "sha256").hex()[:PSEUDONYM_HEX]
+
+    def identity(self, normalised_email: str) -> str:
+        """The identity hash of an e-mail address already normalised (recstack.collect.intake.normalise_email): equal
+        for equal addresses, in a namespace of its own so it never equals a user or visitor pseudonym."""
+        return hmac.digest(self._key, b"i:" + normalised_email.encode(), "sha256").hex()[:PSEUDONYM_HEX]
 
     def subject(self, user_id: str | None, visitor_id: str | None) -> tuple[str, bool]:
         """``(pseudonym, anonymous)`` for whichever id is present, the user id first."""

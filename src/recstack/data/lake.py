@@ -65,6 +65,12 @@ EVENTS_SCHEMA = pa.schema(
         _field("gender", pa.string(), "gender you gave", _REC),
         _field("country", pa.string(), "country you gave (ISO code)", _REC),
         _field("language", pa.string(), "language you gave (ISO code)", _REC),
+        _field(
+            "identity_hash",
+            pa.string(),
+            "a keyed hash of the e-mail address you gave (the address itself is never stored)",
+            "operations: recognising two accounts of one person, so their histories are merged into one profile",
+        ),
         _field("device_class", pa.string(), "desktop, mobile, tablet or bot (the User-Agent is not stored)", _CTX),
         _field("browser_family", pa.string(), "browser family, e.g. Firefox (no version)", _CTX),
         _field("os_family", pa.string(), "operating system family, e.g. Android", _CTX),

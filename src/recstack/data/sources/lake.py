@@ -234,18 +234,30 @@ def _day_globs(root: Path, table: str, days: list[date]) -> list[str]:
     return [str(folder / "hour=*" / "part-*.parquet") for folder in sorted(folders)]
 
 
+MERGE_STREAM_ID = (
+    "profiles:merge"  # the stream_id of an aliases row that merges a duplicate account (recstack.profiles)
+)
+
+
 def clean_events_sql(*, profiles_only: bool, has_aliases: bool) -> str:
     """Events in the window (``profiles_only``: profile events up to its end, whenever they began), each event once,
-    anonymous ids replaced by the user they were identified as, with a ``bot`` flag. ``$events``/``$aliases``: the
-    day globs to read; the ``dt`` filter repeats the window so DuckDB also prunes by the partition column."""
+    ids replaced by the account they belong to, with a ``bot`` flag. ``$events``/``$aliases``: the day globs to read;
+    the ``dt`` filter repeats the window so DuckDB also prunes by the partition column.
+
+    Two kinds of alias rows: ``POST /identify`` links (visitor pseudonym -> account; applied to anonymous events only)
+    and merges of duplicate accounts that share an e-mail hash (``stream_id`` = :data:`MERGE_STREAM_ID`, written by
+    ``recstack-profiles``: account -> canonical account; applied to signed-in events only). A visitor identified as
+    an account that was later merged follows it to the canonical account. The latest row of each kind wins."""
     bounds = "AND event_type = 'profile'" if profiles_only else "AND dt >= $start AND received_ts >= $start_ts"
     aliases = (
-        f"""SELECT anonymous_id, user_id FROM read_parquet($aliases, {_HIVE})
-            WHERE dt <= $end AND received_ts < $end_ts
+        f"""SELECT anonymous_id, user_id, merge FROM (
+                SELECT *, coalesce(stream_id = '{MERGE_STREAM_ID}', false) AS merge FROM read_parquet($aliases, {_HIVE})
+                WHERE dt <= $end AND received_ts < $end_ts)
             QUALIFY row_number() OVER (
-                PARTITION BY anonymous_id ORDER BY received_ts DESC, stream_id DESC NULLS LAST, user_id DESC) = 1"""
+                PARTITION BY anonymous_id, merge
+                ORDER BY received_ts DESC, stream_id DESC NULLS LAST, user_id DESC) = 1"""
         if has_aliases
-        else "SELECT NULL::VARCHAR AS anonymous_id, NULL::VARCHAR AS user_id WHERE false"
+        else "SELECT NULL::VARCHAR AS anonymous_id, NULL::VARCHAR AS user_id, NULL::BOOLEAN AS merge WHERE false"
     )
     return f"""
         WITH raw AS (
@@ -256,10 +268,14 @@ def clean_events_sql(*, profiles_only: bool, has_aliases: bool) -> str:
             SELECT *, count(*) OVER (PARTITION BY event_id) AS copies FROM raw
             QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received_ts, stream_id NULLS LAST, filename) = 1
         ),
-        latest_alias AS ({aliases})
+        latest_alias AS ({aliases}),
+        resolved AS (
+            SELECT a.anonymous_id, a.merge, coalesce(b.user_id, a.user_id) AS user_id
+            FROM latest_alias a LEFT JOIN latest_alias b ON b.merge AND a.user_id = b.anonymous_id
+        )
         SELECT coalesce(a.user_id, e.user_id) AS user_id, e.* EXCLUDE (user_id),
                e.device_class IS NOT DISTINCT FROM 'bot' AS bot
-        FROM once e LEFT JOIN latest_alias a ON e.anonymous AND e.user_id = a.anonymous_id
+        FROM once e LEFT JOIN resolved a ON e.user_id = a.anonymous_id AND e.anonymous <> a.merge
     """
 
 
