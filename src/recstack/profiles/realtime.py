@@ -1,0 +1,761 @@
+"""The real-time segment follower (``recstack-segments follow``): the collector's stream -> per-user counters in Redis
+-> segment membership, a second or less after the event.
+
+A consumer group of its own (``segments``) on the collector stream (recstack.collect.records), beside the lake
+consumer's; the lake consumer trims the stream only below what every group has acknowledged, so the follower sees
+every entry. Per batch of a few hundred events:
+
+1. ``XREADGROUP``; events of bots are dropped, and of event ids seen recently (a client's retry); audit entries are
+   ignored; ``aliases`` move an anonymous visitor's counters into the user's (realtime_state.merge_states).
+2. One round trip: ``WATCH`` the erasure tombstone set, ``SMISMEMBER`` the batch's subjects in it, ``HGETALL`` each
+   subject's counters hash and ``SMEMBERS`` its memberships; plus the previous batch's ``XACK`` and the rules version.
+3. In Python (realtime_state): each event is added to its hour bucket of every feature it matches (the one compiler's
+   ``feature_updates``), a session starts after 30 minutes without an event, profile events set the latest attributes;
+   then the segments whose inputs moved are evaluated for the user as of its latest event (``compile.evaluate``).
+4. One ``MULTI``/``EXEC``: the changed counter fields (``HSET`` of absolute values: the hash was read under the same
+   WATCH, so one command per user instead of one per field), ``SADD``/``SREM`` memberships, ``ZADD``/``ZREM`` members
+   (score 0), the ``active`` zset (subject -> latest event ms), and the ``applied`` mark (the last entry id). An
+   erasure between 2 and 4 touches the tombstone set, so EXEC refuses and the batch is applied again without the
+   erased subject: erasure never races a resurrected counter.
+
+Exactly once: the counters, memberships and ``applied`` commit together, and ``XACK`` follows. A crash between the two
+leaves entries pending; at start the follower re-reads its pending entries and skips every entry ``<= applied``.
+One follower per group at a time (``applied`` is one mark): a second process is a hot spare, not a partner.
+
+Windows slide without events: membership can change only at an hour boundary (windows are whole UTC hours), so every
+``sweep_interval_s`` the follower checks whether the hour changed and, if so, re-evaluates every user in the
+``active`` zset as of the wall clock (:meth:`SegmentFollower.sweep`), in chunks between batches. Users with no event
+in the horizon are then final (no window holds their events) and leave ``active``; their hash keeps only state.
+
+Limits (the batch run, ``recstack-segments run``, is the authority and publishes over these):
+
+* Counters start when the group is created (at the oldest entry still in the stream): history before that is the
+  batch run's. A rule added later counts from its reload on.
+* Event order is arrival order: an event older than the user's ``_last`` is counted in its own hour but never starts
+  a session; duplicates older than the in-memory window (``dedupe_ids``) or across a restart are counted again.
+* An alias merges the visitor's counters into the user's once: sessions of the two are counted apart, and a visitor
+  aliased to a second user later stays with the first (the batch uses the latest alias for all its events).
+* A member published by the batch run whom the follower has no counters for is left as the batch put it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from recstack.collect.consumer import RecentIds
+from recstack.collect.records import (
+    TABLE_FIELD,
+    StreamNames,
+    counters_key,
+    members_key,
+    memberships_key,
+    segments_key,
+    tombstone_key,
+)
+from recstack.collect.settings import CollectSettings
+from recstack.profiles.realtime_state import (
+    ALIAS,
+    Alias,
+    Event,
+    UserState,
+    apply_events,
+    decode_entries,
+    members,
+    merge_states,
+    parse_id,
+    segment_index,
+    stale_fields,
+    touched_segments,
+)
+from recstack.profiles.rules import DEFAULT_HORIZON_H, HOUR_MS, SESSION_GAP_MS, Segment, all_features
+
+log = logging.getLogger(__name__)
+
+RULES_VERSION = "rules_version"  # segments_key(names, ...): the registry's change counter (profiles.segments_online)
+_LATENCY_KEPT = 1_000_000  # per-entry latency samples kept for percentiles
+_SWEEP_CHUNK = 500
+
+
+@dataclass
+class FollowerStats:
+    entries: int = 0
+    events: int = 0  # events applied
+    batches: int = 0
+    bots: int = 0
+    duplicates: int = 0
+    erased: int = 0  # events of tombstoned subjects dropped
+    malformed: int = 0
+    skipped: int = 0  # entries already applied (<= the applied mark) read again after a restart
+    aliases: int = 0
+    entered: int = 0
+    left: int = 0
+    retries: int = 0  # batches applied again (an erasure during the batch, or Redis away)
+    sweeps: int = 0
+    swept_users: int = 0
+    reloads: int = 0
+    # (ms from XADD to commit, events of the entry): the latency every event of the entry saw
+    latencies: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_KEPT))
+
+    def summary(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "latencies"}
+        out.update(latency_percentiles(self.latencies))
+        return out
+
+
+def latency_percentiles(samples: Any, quantiles: tuple[float, ...] = (0.5, 0.99, 0.999)) -> dict[str, float | None]:
+    """Event-weighted percentiles of ``(latency_ms, events)`` samples: ``{"p50_ms": .., "p99_ms": .., ...}``."""
+    pairs = sorted(samples)
+    total = sum(n for _, n in pairs)
+    out: dict[str, float | None] = {}
+    for q in quantiles:
+        key = f"p{q * 100:g}_ms".replace(".", "_")
+        if not total:
+            out[key] = None
+            continue
+        rank, seen = q * total, 0
+        for value, n in pairs:
+            seen += n
+            if seen >= rank:
+                out[key] = float(value)
+                break
+    out["max_ms"] = float(pairs[-1][0]) if pairs else None
+    return out
+
+
+class _Conn:
+    """One dedicated connection: WATCH, the reads and MULTI/EXEC must share it, and commands go out pipelined."""
+
+    def __init__(self, url: str, block_ms: int) -> None:
+        self.pool = redis.ConnectionPool.from_url(
+            url, protocol=2, socket_connect_timeout=5, socket_timeout=block_ms / 1000 + 10
+        )
+        self.conn = self.pool.get_connection()
+
+    def call(self, commands: list[tuple]) -> list[Any]:
+        """Send all, read all; an error reply comes back as the exception object, not raised."""
+        conn = self.conn
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            out = []
+            for _ in commands:
+                try:
+                    out.append(conn.read_response())
+                except ResponseError as error:
+                    out.append(error)
+            return out
+        except BaseException:
+            conn.disconnect()  # a half-read reply must not be read by the next call
+            raise
+
+    def close(self) -> None:
+        self.pool.release(self.conn)
+        self.pool.disconnect()
+
+
+@dataclass
+class _Run:
+    """Entries decoded, committed together: events, or the aliases of one entry; ``last_id`` is the applied mark."""
+
+    last_id: str
+    items: list[Event | Alias]
+
+
+@dataclass
+class _Prepared:
+    """A batch read but not wholly committed: kept across a Redis outage so it is neither lost nor judged twice."""
+
+    ids: list[str]
+    runs: list[_Run]
+
+
+class SegmentFollower:
+    """``run()`` until ``stop()`` (or ``max_seconds``); see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        names: StreamNames,
+        segments: Mapping[str, Segment],
+        categories: Mapping[str, frozenset[str]],
+        *,
+        group: str = "segments",
+        consumer: str | None = None,
+        horizon_h: int = DEFAULT_HORIZON_H,
+        gap_ms: int = SESSION_GAP_MS,
+        batch: int = 500,
+        block_ms: int = 1000,
+        sweep_interval_s: float | None = 60.0,
+        load_rules: Callable[[], Mapping[str, Segment]] | None = None,
+        dedupe_ids: int = 200_000,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.names = names
+        self.group = group
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.categories = categories
+        self.horizon_h = horizon_h
+        self.gap_ms = gap_ms
+        self.batch = batch
+        self.block_ms = block_ms
+        self.sweep_interval_s = sweep_interval_s
+        self.load_rules = load_rules
+        self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self.stats = FollowerStats()
+        self._recent = RecentIds(dedupe_ids)
+        self._stop = threading.Event()
+        self._redis = _Conn(redis_url, block_ms)
+        self._tomb = tombstone_key(names)
+        self._applied_key = segments_key(names, "applied")
+        self._active_key = segments_key(names, "active")
+        self._version_key = segments_key(names, RULES_VERSION)
+        self._rules_version: bytes | None = None
+        self._to_ack: list[str] = []
+        self._applied: tuple[int, int] | None = None
+        self._prepared: _Prepared | None = None
+        self._sweep_job: Iterator[None] | None = None
+        self._swept_hour: int | None = None
+        self._next_sweep_check = 0.0
+        self._set_segments(segments)
+
+    # -- rules ------------------------------------------------------------------------------------------------------
+    def _set_segments(self, segments: Mapping[str, Segment]) -> None:
+        self.segments = dict(segments)
+        self.features = tuple(all_features(self.segments).values())
+        self._by_feature, self._by_attribute = segment_index(self.segments)
+
+    def _reload(self, version: bytes | None) -> None:
+        if version == self._rules_version:
+            return
+        first = self._rules_version is None
+        self._rules_version = version
+        if self.load_rules is None or first:
+            return
+        old = self.segments
+        self._set_segments(self.load_rules())
+        self.stats.reloads += 1
+        removed = [name for name in old if name not in self.segments]
+        changed = [n for n, s in self.segments.items() if n not in old or old[n].rule != s.rule]
+        for name in removed:
+            self._drop_segment(name)
+        log.info(
+            "rules reloaded: %d segments (%d new or changed, %d removed)",
+            len(self.segments),
+            len(changed),
+            len(removed),
+        )
+        if changed:  # their members now: every active user, evaluated as of the clock
+            self._sweep_job = self._sweep_steps(self.clock_ms())
+
+    def _drop_segment(self, name: str) -> None:
+        key = members_key(self.names, name)
+        client = redis.Redis(connection_pool=self._redis.pool)
+        for chunk in _chunks((m for m, _ in client.zscan_iter(key)), _SWEEP_CHUNK):
+            pipe = client.pipeline(transaction=False)
+            for member in chunk:
+                pipe.srem(memberships_key(self.names, member.decode()), name)
+            pipe.execute()
+        client.delete(key)
+
+    # -- the loop ---------------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask ``run`` to finish its batch and return (safe from a signal handler)."""
+        self._stop.set()
+
+    def ensure_group(self) -> None:
+        reply = self._redis.call([("XGROUP", "CREATE", self.names.stream, self.group, "0", "MKSTREAM")])[0]
+        if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+            raise reply
+        reply = self._redis.call([("GET", self._applied_key), ("GET", self._version_key)])
+        self._applied = parse_id(reply[0].decode()) if isinstance(reply[0], bytes) else None
+        self._rules_version = reply[1] if isinstance(reply[1], bytes) else b""
+
+    def run(self, max_seconds: float | None = None, stop: threading.Event | None = None) -> FollowerStats:
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        if stop is not None:
+            self._stop = stop
+        self._with_retry(self.ensure_group)
+        self._with_retry(self.recover)
+        while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            self._with_retry(self.step)
+        self._with_retry(self._flush_ack)
+        return self.stats
+
+    def _with_retry(self, action: Callable[[], Any]) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                return action()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                if self._stop.is_set():
+                    raise
+                self.stats.retries += 1
+                log.warning("Redis unavailable (%s: %s); retrying in %.1fs", type(error).__name__, error, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def step(self) -> int:
+        """One read and apply (and one sweep chunk when a sweep is due); returns the entries read."""
+        self._commit_prepared()  # a batch an outage interrupted
+        self._maybe_sweep()
+        if self._sweep_job is not None:
+            try:
+                next(self._sweep_job)
+            except StopIteration:
+                self._sweep_job = None
+        # a sweep in progress: do not wait on the stream (BLOCK 0 would wait for ever)
+        block = ("BLOCK", self.block_ms) if self._sweep_job is None else ()
+        read = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.batch, *block, "STREAMS")
+        reply = self._redis.call([(*read, self.names.stream, ">")])[0]
+        if isinstance(reply, Exception):
+            if "NOGROUP" in str(reply):  # the stream was deleted (Redis restarted empty): start over
+                self.ensure_group()
+                return 0
+            raise reply
+        entries = _entries(reply)
+        if entries:
+            self.apply(entries)
+        elif self._to_ack:
+            self._flush_ack()
+        return len(entries)
+
+    def recover(self) -> None:
+        """Take over the entries other consumers of the group left pending (a follower that died; one follows at a
+        time), then re-read this consumer's pending entries: those ``<= applied`` are acknowledged only."""
+        cursor = "0-0"
+        while True:
+            reply = self._redis.call(
+                [("XAUTOCLAIM", self.names.stream, self.group, self.consumer, 0, cursor, "COUNT", 1000, "JUSTID")]
+            )[0]
+            if isinstance(reply, Exception):
+                raise reply
+            cursor = reply[0].decode()
+            if cursor == "0-0":
+                break
+        for info in self._redis.call([("XINFO", "CONSUMERS", self.names.stream, self.group)])[0]:
+            fields = dict(zip(info[::2], info[1::2], strict=True))
+            name = fields[b"name"].decode()
+            if name != self.consumer and int(fields[b"pending"]) == 0:
+                self._redis.call([("XGROUP", "DELCONSUMER", self.names.stream, self.group, name)])
+        while True:
+            reply = self._redis.call(
+                [
+                    (
+                        "XREADGROUP",
+                        "GROUP",
+                        self.group,
+                        self.consumer,
+                        "COUNT",
+                        self.batch,
+                        "STREAMS",
+                        self.names.stream,
+                        "0",
+                    )
+                ]
+            )[0]
+            if isinstance(reply, Exception):
+                raise reply
+            entries = _entries(reply)
+            if not entries:
+                return
+            log.info("recovering %d pending entries", len(entries))
+            self.apply(entries)
+            self._flush_ack()
+
+    def _flush_ack(self) -> None:
+        if self._to_ack:
+            self._redis.call([("XACK", self.names.stream, self.group, *self._to_ack)])
+            self._to_ack = []
+
+    # -- applying a batch -------------------------------------------------------------------------------------------
+    def apply(self, entries: list[tuple[str, dict[bytes, bytes] | None]]) -> None:
+        """Apply entries read from the stream (in id order) exactly once, then queue their acknowledgement. Entries
+        are cut into runs at alias entries; each run commits with its last id as the ``applied`` mark."""
+        self.stats.entries += len(entries)
+        fresh = [(i, f) for i, f in entries if self._applied is None or parse_id(i) > self._applied]
+        self.stats.skipped += len(entries) - len(fresh)
+        runs: list[_Run] = []
+        group: list[tuple[str, dict[bytes, bytes] | None]] = []
+        for entry in fresh:
+            if entry[1] is not None and entry[1].get(TABLE_FIELD) == b"aliases":
+                if group:
+                    runs.append(self._prepare(group))
+                    group = []
+                runs.append(self._prepare([entry]))
+            else:
+                group.append(entry)
+        if group:
+            runs.append(self._prepare(group))
+        self._prepared = _Prepared([entry_id for entry_id, _ in entries], runs)
+        self._commit_prepared()
+
+    def _prepare(self, entries: list[tuple[str, dict[bytes, bytes] | None]]) -> _Run:
+        """Decode and drop bots and recent duplicates, once (a retried commit must not see its own ids as seen)."""
+        decoded = decode_entries(entries)
+        self.stats.bots += decoded.bots
+        self.stats.malformed += decoded.malformed
+        items: list[Event | Alias] = []
+        for run in decoded.runs:
+            if isinstance(run, Alias):
+                items.append(run)
+                continue
+            keep = self._recent.keep_new([e.event_id for e in run])
+            if keep is not None:
+                self.stats.duplicates += keep.count(False)
+                run = [e for e, k in zip(run, keep, strict=True) if k]
+            items.extend(run)
+        return _Run(entries[-1][0], items)
+
+    def _commit_prepared(self) -> None:
+        """Commit the prepared runs in order (each one transaction); a run committed is never applied again."""
+        prepared = self._prepared
+        if prepared is None:
+            return
+        while prepared.runs:
+            run = prepared.runs[0]
+            while True:
+                try:
+                    aliases = [a for a in run.items if isinstance(a, Alias)]
+                    if aliases:
+                        for alias in aliases[:-1]:
+                            self._apply_alias(alias, None)
+                        self._apply_alias(aliases[-1], run.last_id)
+                    else:
+                        self._apply_events([e for e in run.items if isinstance(e, Event)], run.last_id)
+                    break
+                except WatchError:
+                    self.stats.retries += 1  # an erasure came in: read again, without the erased subject
+            self._applied = parse_id(run.last_id)
+            prepared.runs.pop(0)
+        self.stats.batches += 1
+        self._to_ack += prepared.ids
+        self._prepared = None
+
+    def _read(
+        self, subjects: list[str], extra: list[tuple] = ()
+    ) -> tuple[list[bool], list[UserState], list[set[str]], list[Any]]:
+        """WATCH the tombstones, then per subject: erased?, counters, memberships (one round trip)."""
+        commands: list[tuple] = []
+        ack = bool(self._to_ack)
+        if ack:
+            commands.append(("XACK", self.names.stream, self.group, *self._to_ack))
+        commands.append(("WATCH", self._tomb))
+        commands.append(("SMISMEMBER", self._tomb, *subjects) if subjects else ("PING",))
+        for subject in subjects:
+            commands.append(("HGETALL", counters_key(self.names, subject)))
+            commands.append(("SMEMBERS", memberships_key(self.names, subject)))
+        commands.extend(extra)
+        replies = self._redis.call(commands)
+        if ack:
+            self._to_ack = []
+            replies = replies[1:]
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        erased = [bool(x) for x in replies[1]] if subjects else []
+        n = len(subjects)
+        states = [UserState.parse(replies[2 + 2 * i]) for i in range(n)]
+        memberships = [{m.decode() for m in replies[3 + 2 * i]} for i in range(n)]
+        return erased, states, memberships, replies[2 + 2 * n :]
+
+    def _commit(self, writes: list[tuple], mark: str | None) -> None:
+        commands: list[tuple] = [("MULTI",), *writes]
+        if mark is not None:
+            commands.append(("SET", self._applied_key, mark))
+        commands.append(("EXEC",))
+        replies = self._redis.call(commands)
+        result = replies[-1]
+        if isinstance(result, Exception):
+            raise result
+        if result is None:
+            raise WatchError("the tombstone set changed during the batch")
+        for reply in result:
+            if isinstance(reply, Exception):
+                raise reply
+
+    def _apply_events(self, events: list[Event], mark: str | None) -> None:
+        by_subject: dict[str, list[Event]] = {}
+        for event in events:
+            by_subject.setdefault(event.subject, []).append(event)
+        # an anonymous visitor identified earlier: its events belong to the user (read once, resolved below)
+        subjects = list(by_subject)
+        erased, states, current, (version,) = self._read(subjects, [("GET", self._version_key)])
+        self._reload(version if isinstance(version, bytes) else b"")
+        aliased = {s: st.alias for s, st, e in zip(subjects, states, erased, strict=True) if st.alias and not e}
+        if aliased:
+            targets = sorted(set(aliased.values()) - set(subjects))
+            self._redis.call([("UNWATCH",)])
+            erased, states, current, _ = self._read(subjects + targets)
+            index = {s: i for i, s in enumerate(subjects + targets)}
+            for anon, user in aliased.items():
+                by_subject.setdefault(user, []).extend(by_subject.pop(anon))
+            subjects = list(by_subject)
+            erased = [erased[index[s]] for s in subjects]
+            states = [states[index[s]] for s in subjects]
+            current = [current[index[s]] for s in subjects]
+        writes: list[tuple] = []
+        applied = dropped = 0
+        entered = left = 0
+        for subject, is_erased, state, now in zip(subjects, erased, states, current, strict=True):
+            own = by_subject[subject]
+            if is_erased:
+                dropped += len(own)
+                continue
+            if len(own) > 1 and subject in aliased.values():
+                own.sort(key=lambda e: e.entry_ms)  # merged from two subjects: back into stream order
+            applied += len(own)
+            change = apply_events(state, own, self.features, self.categories, self.horizon_h, self.gap_ms)
+            names = (
+                set(self.segments)
+                if change.first_seen
+                else touched_segments(change, self._by_feature, self._by_attribute)
+            )
+            stale = stale_fields(state, state.last_ms, self.horizon_h)
+            key = counters_key(self.names, subject)
+            if change.fields:
+                writes.append(("HSET", key, *_flat(change.fields)))
+            if stale:
+                writes.append(("HDEL", key, *stale))
+            n_in, n_out = self._membership_writes(subject, state, now, names, state.last_ms, writes)
+            entered += n_in
+            left += n_out
+            writes.append(("ZADD", self._active_key, "GT", state.last_ms, subject))
+        self._commit(writes, mark)
+        committed_ms = time.time() * 1000
+        stats = self.stats
+        stats.events += applied
+        stats.erased += dropped
+        stats.entered += entered
+        stats.left += left
+        if applied:
+            counts: dict[int, int] = {}
+            for subject, is_erased in zip(subjects, erased, strict=True):
+                if not is_erased:
+                    for event in by_subject[subject]:
+                        counts[event.entry_ms] = counts.get(event.entry_ms, 0) + 1
+            stats.latencies.extend((committed_ms - ms, n) for ms, n in counts.items())
+
+    def _membership_writes(
+        self, subject: str, state: UserState, now: set[str], names: set[str], as_of_ms: int | None, writes: list
+    ) -> tuple[int, int]:
+        if not names or as_of_ms is None:
+            return 0, 0
+        verdict = members(state, (self.segments[n] for n in sorted(names)), as_of_ms, self.horizon_h)
+        entered = [n for n, member in verdict.items() if member and n not in now]
+        left = [n for n, member in verdict.items() if not member and n in now]
+        of = memberships_key(self.names, subject)
+        if entered:
+            writes.append(("SADD", of, *entered))
+        if left:
+            writes.append(("SREM", of, *left))
+        for name in entered:
+            writes.append(("ZADD", members_key(self.names, name), 0, subject))
+        for name in left:
+            writes.append(("ZREM", members_key(self.names, name), subject))
+        return len(entered), len(left)
+
+    def _apply_alias(self, alias: Alias, mark: str | None) -> None:
+        """Move the visitor's counters into the user's and point the visitor's hash at the user."""
+        anon, user = alias.anonymous_id, alias.user_id
+        erased, (source, target), (anon_now, user_now), _ = self._read([anon, user])
+        writes: list[tuple] = []
+        if not any(erased) and anon != user and source.alias is None:
+            fields = merge_states(target, source)
+            if fields:
+                writes.append(("HSET", counters_key(self.names, user), *_flat(fields)))
+            writes.append(("DEL", counters_key(self.names, anon)))
+            writes.append(("HSET", counters_key(self.names, anon), ALIAS, user))
+            self._membership_writes(anon, UserState(), anon_now, set(anon_now) & set(self.segments), 0, writes)
+            writes.append(("ZREM", self._active_key, anon))
+            if target.last_ms is not None:
+                self._membership_writes(user, target, user_now, set(self.segments), target.last_ms, writes)
+                writes.append(("ZADD", self._active_key, "GT", target.last_ms, user))
+            self.stats.aliases += 1
+        self._commit(writes, mark)
+
+    # -- windows sliding --------------------------------------------------------------------------------------------
+    def _maybe_sweep(self) -> None:
+        if self.sweep_interval_s is None or self._sweep_job is not None:
+            return
+        now = time.monotonic()
+        if now < self._next_sweep_check:
+            return
+        self._next_sweep_check = now + self.sweep_interval_s
+        as_of = self.clock_ms()
+        if self._swept_hour != as_of // HOUR_MS:  # membership changes by time alone only at an hour boundary
+            self._sweep_job = self._sweep_steps(as_of)
+
+    def sweep(self, as_of_ms: int) -> int:
+        """Re-evaluate every active user as of ``as_of_ms`` (memberships that expired with their window leave);
+        returns the users evaluated."""
+        before = self.stats.swept_users
+        for _ in self._sweep_steps(as_of_ms):
+            pass
+        return self.stats.swept_users - before
+
+    def _sweep_steps(self, as_of_ms: int) -> Iterator[None]:
+        client = redis.Redis(connection_pool=self._redis.pool)
+        for chunk in _chunks(
+            (m.decode() for m, _ in client.zscan_iter(self._active_key, count=_SWEEP_CHUNK)), _SWEEP_CHUNK
+        ):
+            while True:
+                try:
+                    self._sweep_chunk(chunk, as_of_ms)
+                    break
+                except WatchError:
+                    self.stats.retries += 1
+            yield
+        # users whose every event is older than the horizon are final now: no window will hold their events again
+        client.zremrangebyscore(self._active_key, "-inf", f"({as_of_ms - self.horizon_h * HOUR_MS - HOUR_MS}")
+        self._swept_hour = as_of_ms // HOUR_MS
+        self.stats.sweeps += 1
+
+    def _sweep_chunk(self, subjects: list[str], as_of_ms: int) -> None:
+        erased, states, current, _ = self._read(subjects)
+        writes: list[tuple] = []
+        names = set(self.segments)
+        for subject, is_erased, state, now in zip(subjects, erased, states, current, strict=True):
+            if is_erased or state.alias is not None:
+                continue
+            key = counters_key(self.names, subject)
+            stale = stale_fields(state, as_of_ms, self.horizon_h)
+            if stale:
+                writes.append(("HDEL", key, *stale))
+            n_in, n_out = self._membership_writes(subject, state, now, names, as_of_ms, writes)
+            self.stats.entered += n_in
+            self.stats.left += n_out
+        self.stats.swept_users += len(subjects)
+        self._commit(writes, None)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+# ---------------------------------------------------------------------------------------------------- helpers ---
+def _entries(reply: Any) -> list[tuple[str, dict[bytes, bytes] | None]]:
+    """XREADGROUP's raw reply -> [(id, fields or None for an entry deleted while pending)]."""
+    if not reply:
+        return []
+    out = []
+    for _stream, items in reply:
+        for entry_id, raw in items:
+            fields = None if raw is None else dict(zip(raw[::2], raw[1::2], strict=True))
+            out.append((entry_id.decode(), fields))
+    return out
+
+
+def _flat(mapping: Mapping[str, str]) -> list[str]:
+    return [x for pair in mapping.items() for x in pair]
+
+
+def _chunks(values, size: int):
+    chunk = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def realtime_memberships(client: redis.Redis, names: StreamNames) -> dict[str, set[str]]:
+    """segment -> members, read from every members zset under ``names`` (for tests and benchmarks)."""
+    prefix = members_key(names, "")
+    out: dict[str, set[str]] = {}
+    for key in client.scan_iter(match=prefix + "*", count=1000):
+        name = key.decode()[len(prefix) :]
+        if ":" in name:  # a batch publish's temporary key
+            continue
+        out[name] = {m.decode() for m, _ in client.zscan_iter(key)}
+    return out
+
+
+def load_categories(items_path: str | Path | None) -> dict[str, frozenset[str]]:
+    """item_id -> categories from an item metadata file (the format ``data.source.items_path`` reads)."""
+    if items_path is None:
+        return {}
+    from recstack.data.sources.lake import read_items
+
+    items = read_items(items_path)
+    return {
+        str(i): frozenset(str(c) for c in cats) for i, cats in zip(items["item_id"], items["categories"], strict=True)
+    }
+
+
+def follow(
+    settings: CollectSettings,
+    segments_dir: str | Path,
+    items_path: str | Path | None = None,
+    group: str = "segments",
+    consumer: str | None = None,
+    max_seconds: float | None = None,
+    horizon_h: int = DEFAULT_HORIZON_H,
+    sweep_interval_s: float | None = 60.0,
+    gap_ms: int = SESSION_GAP_MS,
+    registry: bool = True,
+) -> dict[str, Any]:
+    """``recstack-segments follow``: the YAML rules (synced into the Redis registry, plus rules saved through the
+    API when ``registry``), followed until SIGTERM/SIGINT or ``max_seconds``; returns the stats summary."""
+    from recstack.profiles.rules import load_segments
+    from recstack.profiles.segments_online import registry as read_registry
+    from recstack.profiles.segments_online import sync_yaml
+
+    names = settings.names
+    yaml_segments = load_segments(segments_dir, horizon_h)
+    client = redis.Redis.from_url(settings.redis_url, protocol=2)
+    sync_yaml(client, names, yaml_segments)
+
+    def rules() -> dict[str, Segment]:
+        if not registry:
+            return dict(yaml_segments)
+        return {**read_registry(client, names, horizon_h), **yaml_segments}
+
+    follower = SegmentFollower(
+        settings.redis_url,
+        names,
+        rules(),
+        load_categories(items_path),
+        group=group,
+        consumer=consumer,
+        horizon_h=horizon_h,
+        gap_ms=gap_ms,
+        batch=min(settings.consume_batch, 1000),
+        sweep_interval_s=sweep_interval_s,
+        load_rules=rules,
+    )
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        log.info(
+            "following %s as %s/%s: %d segments, %d features",
+            names.stream,
+            group,
+            follower.consumer,
+            len(follower.segments),
+            len(follower.features),
+        )
+        stats = follower.run(max_seconds, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        follower.close()
+        client.close()
+    return stats.summary()

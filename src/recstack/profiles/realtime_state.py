@@ -1,0 +1,328 @@
+"""The pure half of the real-time segment follower (recstack.profiles.realtime): stream entries -> events, a user's
+counter hash -> state, events -> counter changes, and state -> membership. No Redis here, so it is tested and timed
+without one.
+
+A user's counters hash (recstack.collect.records.counters_key) holds:
+
+=====================  ===================================================================================
+``<feature id>@<b>``   the feature's total in hour bucket ``b`` (``ts_ms // 3_600_000``): +1 per matching event
+                       for count, + value for sum, +1 per session start for sessions
+``_last``              the latest event time applied (ms): the session rule's "previous event"
+``_attr:<name>``       the latest stated value of a demographic attribute (age_band, gender, country, language)
+``_attr_at:<name>``    its order key ``<ts_ms>:<event_id>`` (latest wins, as in the batch's arg_max)
+``_profiled``          ``1`` once any profile event was seen (the batch evaluates such users even without events)
+``_alias``             on an anonymous visitor's hash only: the user it was identified as (its counters moved)
+=====================  ===================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from recstack.collect.records import ROWS_FIELD, TABLE_FIELD
+from recstack.data.sources.lake import PROFILE_COLUMNS, event_time_ms
+from recstack.profiles.compile import evaluate, feature_updates, feature_value, in_population, window_start_bucket
+from recstack.profiles.rules import HOUR_MS, SESSION_GAP_MS, Feature, Segment
+
+LAST = "_last"
+PROFILED = "_profiled"
+ALIAS = "_alias"
+ATTR = "_attr:"
+ATTR_AT = "_attr_at:"
+
+EntryId = tuple[int, int]
+
+
+def parse_id(entry_id: str) -> EntryId:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One lake event row as the follower needs it (bots already dropped)."""
+
+    entry_ms: int  # when the collector added the entry (the entry id's ms): the start of the latency measured
+    event_id: str
+    subject: str
+    anonymous: bool
+    item_id: str | None
+    event_type: str
+    value: float | None
+    ts_ms: int  # event time (recstack.data.sources.lake.event_time_ms)
+    category: str | None  # stated (preference events), not the item's
+    device_class: str | None
+    attributes: tuple[tuple[str, str], ...] = ()  # non-null demographic columns of a profile event
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """An anonymous visitor identified as a user (the ``aliases`` table)."""
+
+    entry_ms: int
+    anonymous_id: str
+    user_id: str
+
+
+@dataclass
+class Decoded:
+    """Entries read in stream order, cut into runs: a list of events, or one alias (applied on its own)."""
+
+    runs: list[list[Event] | Alias] = field(default_factory=list)
+    bots: int = 0
+    malformed: int = 0
+    ignored: int = 0  # rows of other tables (audit)
+
+
+def decode_entries(entries: Iterable[tuple[str, Mapping[bytes, bytes] | None]]) -> Decoded:
+    """Stream entries -> events and aliases. A malformed entry or row is counted and skipped: the lake consumer keeps
+    it under ``_rejected/`` and the batch run never sees it either."""
+    out = Decoded()
+    current: list[Event] = []
+    for entry_id, fields in entries:
+        if not fields:
+            out.malformed += 1
+            continue
+        table = fields.get(TABLE_FIELD, b"")
+        if table not in (b"events", b"aliases"):
+            out.ignored += 1
+            continue
+        entry_ms = parse_id(entry_id)[0]
+        try:
+            rows = json.loads(fields[ROWS_FIELD])
+            if not isinstance(rows, list):
+                raise TypeError("rows are not a list")
+        except (KeyError, ValueError, TypeError):
+            out.malformed += 1
+            continue
+        if table == b"aliases":
+            for row in rows:
+                try:
+                    alias = Alias(entry_ms, str(row["anonymous_id"]), str(row["user_id"]))
+                except (KeyError, TypeError):
+                    out.malformed += 1
+                    continue
+                if current:
+                    out.runs.append(current)
+                    current = []
+                out.runs.append(alias)
+            continue
+        for row in rows:
+            try:
+                if row.get("device_class") == "bot":
+                    out.bots += 1
+                    continue
+                event_type = row["event_type"]
+                value = row.get("value")
+                attributes: tuple[tuple[str, str], ...] = ()
+                if event_type == "profile":
+                    attributes = tuple((c, str(row[c])) for c in PROFILE_COLUMNS if row.get(c) is not None)
+                current.append(
+                    Event(
+                        entry_ms,
+                        str(row["event_id"]),
+                        str(row["user_id"]),
+                        bool(row.get("anonymous", False)),
+                        row.get("item_id"),
+                        str(event_type),
+                        None if value is None else float(value),
+                        event_time_ms(row.get("client_ts"), int(row["received_ts"])),
+                        row.get("category"),
+                        row.get("device_class"),
+                        attributes,
+                    )
+                )
+            except (KeyError, TypeError, ValueError, AttributeError):
+                out.malformed += 1
+    if current:
+        out.runs.append(current)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ user state ---
+@dataclass
+class UserState:
+    """One user's counters hash, parsed (a working copy: the follower changes it, then writes the changed fields)."""
+
+    last_ms: int | None = None
+    buckets: dict[str, dict[int, float]] = field(default_factory=dict)  # feature id -> bucket -> total
+    attributes: dict[str, str] = field(default_factory=dict)
+    attribute_at: dict[str, tuple[int, str]] = field(default_factory=dict)
+    profiled: bool = False
+    alias: str | None = None
+    fields: int = 0  # fields in the hash as read
+
+    @classmethod
+    def parse(cls, raw: list[bytes] | Mapping[bytes, bytes] | None) -> UserState:
+        """From an HGETALL reply (a flat list of field, value, ... or a mapping)."""
+        state = cls()
+        if not raw:
+            return state
+        pairs = raw.items() if isinstance(raw, Mapping) else zip(raw[::2], raw[1::2], strict=True)
+        for key, value in pairs:
+            name = key.decode()
+            state.fields += 1
+            if name[0] != "_":
+                fid, _, bucket = name.rpartition("@")
+                state.buckets.setdefault(fid, {})[int(bucket)] = float(value)
+            elif name == LAST:
+                state.last_ms = int(value)
+            elif name.startswith(ATTR):
+                state.attributes[name[len(ATTR) :]] = value.decode()
+            elif name.startswith(ATTR_AT):
+                ts, _, event_id = value.decode().partition(":")
+                state.attribute_at[name[len(ATTR_AT) :]] = (int(ts), event_id)
+            elif name == PROFILED:
+                state.profiled = True
+            elif name == ALIAS:
+                state.alias = value.decode()
+        return state
+
+    @property
+    def has_attributes(self) -> bool:
+        return self.profiled
+
+
+@dataclass
+class Change:
+    """What applying events did to one user: the hash fields to write and which rule inputs moved."""
+
+    fields: dict[str, str] = field(default_factory=dict)  # HSET mapping (absolute values)
+    features: set[str] = field(default_factory=set)  # feature ids touched
+    attributes: set[str] = field(default_factory=set)  # attributes changed
+    first_seen: bool = False  # the user was outside the population (no event in the horizon): every segment may change
+
+
+def apply_events(
+    state: UserState,
+    events: Iterable[Event],
+    features: Iterable[Feature],
+    categories: Mapping[str, frozenset[str]],
+    horizon_h: int,
+    gap_ms: int = SESSION_GAP_MS,
+) -> Change:
+    """Add events (of this user, in stream order) to its state and say which fields changed.
+
+    Sessions follow arrival order: an event older than ``_last`` (out of order) is counted in its own hour but never
+    starts a session, where the batch, sorting by time, might split the sessions differently. The batch run is the
+    authority; such events are rare (a client's queue flushed late)."""
+    events = list(events)
+    features = tuple(features)
+    change = Change()
+    if events and not state.profiled:  # outside the population until now: every segment may change
+        change.first_seen = not in_population(state.last_ms, False, events[0].ts_ms, horizon_h)
+    for event in events:
+        new_session = state.last_ms is None or event.ts_ms - state.last_ms > gap_ms
+        cats = categories.get(event.item_id, frozenset()) if event.item_id is not None else frozenset()
+        if event.category is not None:
+            cats = cats | {event.category}
+        bucket = event.ts_ms // HOUR_MS
+        for feature, amount in feature_updates(
+            features, event.event_type, event.value, event.device_class, cats, new_session
+        ):
+            counts = state.buckets.setdefault(feature.id, {})
+            total = counts.get(bucket, 0.0) + amount
+            counts[bucket] = total
+            change.fields[f"{feature.id}@{bucket}"] = repr(total)
+            change.features.add(feature.id)
+        if state.last_ms is None or event.ts_ms > state.last_ms:
+            state.last_ms = event.ts_ms
+            change.fields[LAST] = str(event.ts_ms)
+        if event.event_type == "profile":
+            if not state.profiled:
+                state.profiled = True
+                change.fields[PROFILED] = "1"
+                change.attributes.update(PROFILE_COLUMNS)  # the user joins the population of attribute rules
+            order = (event.ts_ms, event.event_id)
+            for name, value in event.attributes:
+                if name not in state.attribute_at or order > state.attribute_at[name]:
+                    state.attribute_at[name] = order
+                    change.fields[ATTR_AT + name] = f"{order[0]}:{order[1]}"
+                    if state.attributes.get(name) != value:
+                        state.attributes[name] = value
+                        change.fields[ATTR + name] = value
+                        change.attributes.add(name)
+    return change
+
+
+def merge_states(target: UserState, source: UserState) -> dict[str, str]:
+    """Move an anonymous visitor's counters into the user it was identified as; returns the target's changed fields.
+    Buckets add up; attributes keep the latest; ``_last`` the later. The sessions of the two are counted apart (the
+    batch, merging timelines, may count fewer)."""
+    fields: dict[str, str] = {}
+    for fid, counts in source.buckets.items():
+        mine = target.buckets.setdefault(fid, {})
+        for bucket, value in counts.items():
+            mine[bucket] = mine.get(bucket, 0.0) + value
+            fields[f"{fid}@{bucket}"] = repr(mine[bucket])
+    if source.last_ms is not None and (target.last_ms is None or source.last_ms > target.last_ms):
+        target.last_ms = source.last_ms
+        fields[LAST] = str(source.last_ms)
+    if source.profiled and not target.profiled:
+        target.profiled = True
+        fields[PROFILED] = "1"
+    for name, order in source.attribute_at.items():
+        if name not in target.attribute_at or order > target.attribute_at[name]:
+            target.attribute_at[name] = order
+            fields[ATTR_AT + name] = f"{order[0]}:{order[1]}"
+            if name in source.attributes:
+                target.attributes[name] = source.attributes[name]
+                fields[ATTR + name] = source.attributes[name]
+    return fields
+
+
+# ------------------------------------------------------------------------------------------------ membership ---
+def touched_segments(
+    change: Change, by_feature: Mapping[str, tuple[str, ...]], by_attribute: Mapping[str, tuple[str, ...]]
+) -> set[str]:
+    """The segments whose inputs an event moved (all of them for a user seen for the first time is the caller's)."""
+    out: set[str] = set()
+    for fid in change.features:
+        out.update(by_feature.get(fid, ()))
+    for name in change.attributes:
+        out.update(by_attribute.get(name, ()))
+    return out
+
+
+def members(state: UserState, segments: Iterable[Segment], as_of_ms: int, horizon_h: int) -> dict[str, bool]:
+    """Membership of ``state``'s user in each segment at ``as_of_ms`` (compile.evaluate over the windows' sums)."""
+    segments = list(segments)
+    if not in_population(state.last_ms, state.has_attributes, as_of_ms, horizon_h):
+        return {segment.name: False for segment in segments}
+    values: dict[str, float] = {}
+    out: dict[str, bool] = {}
+    for segment in segments:
+        for feature in segment.features:
+            if feature.id not in values:
+                values[feature.id] = feature_value(feature, state.buckets.get(feature.id, {}), as_of_ms)
+        out[segment.name] = evaluate(segment, values, state.attributes)
+    return out
+
+
+def stale_fields(state: UserState, as_of_ms: int, horizon_h: int) -> list[str]:
+    """Bucket fields older than any window can reach at ``as_of_ms`` (dropped from the hash and from ``state``)."""
+    low = window_start_bucket(as_of_ms, horizon_h)
+    out = []
+    for fid, counts in state.buckets.items():
+        old = [b for b in counts if b < low]
+        for bucket in old:
+            del counts[bucket]
+            out.append(f"{fid}@{bucket}")
+    return out
+
+
+def segment_index(segments: Mapping[str, Segment]) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """feature id -> segments reading it, attribute -> segments reading it."""
+    by_feature: dict[str, list[str]] = {}
+    by_attribute: dict[str, list[str]] = {}
+    for name, segment in segments.items():
+        for feature in segment.features:
+            by_feature.setdefault(feature.id, []).append(name)
+        for attribute in segment.attributes:
+            by_attribute.setdefault(attribute, []).append(name)
+    return (
+        {k: tuple(v) for k, v in by_feature.items()},
+        {k: tuple(v) for k, v in by_attribute.items()},
+    )
