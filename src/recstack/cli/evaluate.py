@@ -3,6 +3,7 @@
     recstack-evaluate models=[pop,itemknn,userknn] data=ml100k split=random
     recstack-evaluate runs=[outputs/runs/a,outputs/runs/b] models=[pop]
     recstack-evaluate runs=[outputs/runs/mf-...] bundles=[data/bundles/mf-...]   # + the served pipeline
+    recstack-evaluate models=[pop,itemknn] segment_set=outputs/segments/membership.parquet  # + per segment
 
 :func:`evaluate_models` is the plain function (tests and notebooks call it with a composed config); :func:`main` is
 the Hydra wrapper around ``configs/evaluate.yaml``.
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recstack.config import config_dir
 from recstack.data.prepared import PreparedSplit
+from recstack.evaluation.breakdown import read_segment_set
 from recstack.evaluation.evaluator import evaluate
 from recstack.evaluation.report import ReportPaths, RunEvaluation, write_report
 from recstack.models.base import Recommender
@@ -84,6 +86,9 @@ def evaluate_models(cfg: DictConfig) -> ReportPaths:
     device = resolve_device(cfg.get("device"))
     max_memory = int(float(cfg.max_memory_gb) * (1 << 30))
     progress = bool(cfg.get("progress", False))
+    # Read before any model is fitted, so a bad membership table fails in a second, not after the evaluation.
+    segment_set = read_segment_set(str(cfg.segment_set)) if cfg.get("segment_set") else None
+    segment_metrics = [str(m) for m in cfg.get("segment_metrics") or []] or None
     split: PreparedSplit | None = None
     entries: list[tuple[str, Recommender, dict]] = []
     names: set[str] = set()
@@ -150,6 +155,8 @@ def evaluate_models(cfg: DictConfig) -> ReportPaths:
         table_ks=[k for k in table_ks if k <= max_k],
         headline=headline,
         title=cfg.get("title"),
+        segment_set=segment_set,
+        segment_metrics=segment_metrics,
     )
     print(f"report: {paths.html}\n        {paths.markdown}\n        {paths.metrics_json}")
     print(f"out_dir: {paths.out_dir}")

@@ -2,7 +2,8 @@
 
 A reader should see at a glance which model wins, and for whom: a comparison table with the best value of each
 column highlighted, metric@K curves, the headline metric by user activity and by each demographic column, a
-popularity-bias figure, and one sentence naming the winner overall and per segment.
+popularity-bias figure, and one sentence naming the winner overall and per segment. Given a segment set (a membership
+table of possibly overlapping segments), a table of the headline metrics per segment and model is added.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from recstack.evaluation.report_plots import metric_curves_svg, popularity_bias_
 
 # Lower average popularity = less popularity bias; everything else in the table is better when higher.
 LOWER_IS_BETTER = frozenset({"avg_pop"})
+# Segment-set rows beside the segments: every evaluated user, and those in none of the segments.
+ALL_USERS = "(all users)"
+NO_SEGMENT = "(in no segment)"
+# The segment-set table's metrics besides the headline, at the headline's K.
+SEGMENT_SET_METRICS = ("ndcg", "recall", "map")
+MAX_SEGMENT_BARS = 40  # more segments than this: the table only, a bar chart would be unreadable
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,15 @@ class _SegmentTable:
     winners: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _SegmentSetTable:
+    source: str
+    metrics: tuple[str, ...]
+    table: pd.DataFrame  # rows: ALL_USERS, segments, NO_SEGMENT; columns: n_users, members, then "<metric> <run>"
+    best: dict[str, set[str]]  # column -> rows where that run is best on that metric
+    match: breakdown.SegmentSetMatch
+
+
 def write_report(
     runs: Sequence[RunEvaluation],
     split: PreparedSplit,
@@ -61,11 +77,15 @@ def write_report(
     table_ks: Sequence[int] = (10, 20),
     headline: str = "ndcg@10",
     title: str | None = None,
+    segment_set: breakdown.SegmentSet | None = None,
+    segment_metrics: Sequence[str] | None = None,
 ) -> ReportPaths:
     """Write the three report files into ``out_dir`` (created) and return their paths.
 
     Every run must be evaluated on ``split``'s same stage with per-user data kept, at least at ``table_ks`` and at the
     headline's K; curves run from K = 1 to the longest ranked list kept (evaluate with ``max(ks) = 50`` for K=1..50).
+    With ``segment_set``, a table gives per segment the users evaluated and ``segment_metrics`` per run (default: the
+    headline, then ndcg, recall and map at the headline's K).
     """
     _check_runs(runs, split, table_ks, headline)
     out = Path(out_dir)
@@ -74,7 +94,13 @@ def write_report(
     users = runs[0].result.per_user.users  # type: ignore[union-attr]
     comparison = _comparison_table(runs, table_ks)
     segments = _segment_tables(runs, split, users, headline)
-    verdict = _verdict(comparison, segments, headline)
+    seg_set = None
+    if segment_set is not None:
+        metrics = _segment_set_metrics(runs, headline, segment_metrics)
+        seg_set = _segment_set_table(runs, split, users, segment_set, metrics)
+    verdict = _verdict(
+        comparison, [*segments, *([_set_as_segments(seg_set, names, headline)] if seg_set else [])], headline
+    )
     k_pop = int(table_ks[0])
     history = breakdown.history_popularity(split, users)
     recommended = {r.name: r.result.per_user.metrics[f"avg_pop@{k_pop}"] for r in runs}  # type: ignore[union-attr]
@@ -98,10 +124,12 @@ def write_report(
         "curves": metric_curves_svg(curves),
         "segments": {s.name: segment_bars_svg(s.table[names], headline, f"{headline} by {s.name}") for s in segments},
         "popularity": popularity_bias_svg(history, recommended, tail, k_pop),
+        "segment_set": _segment_set_svg(seg_set, names, headline) if seg_set else "",
     }
-    paths.html.write_text(_html(header, verdict, comparison, segments, figures, tail, headline, k_pop))
-    paths.markdown.write_text(_markdown(header, verdict, comparison, segments, tail, headline, k_pop))
-    paths.metrics_json.write_text(json.dumps(_json(header, verdict, runs, segments, tail, curves, k_pop), indent=2))
+    paths.html.write_text(_html(header, verdict, comparison, segments, figures, tail, headline, k_pop, seg_set))
+    paths.markdown.write_text(_markdown(header, verdict, comparison, segments, tail, headline, k_pop, seg_set))
+    data = _json(header, verdict, runs, segments, tail, curves, k_pop, seg_set)
+    paths.metrics_json.write_text(json.dumps(data, indent=2))
     return paths
 
 
@@ -182,6 +210,80 @@ def _segment_tables(
     return out
 
 
+def _segment_set_metrics(
+    runs: Sequence[RunEvaluation], headline: str, requested: Sequence[str] | None
+) -> tuple[str, ...]:
+    if requested:
+        metrics = tuple(dict.fromkeys(str(m) for m in requested))
+    else:
+        k = headline.rsplit("@", 1)[-1]
+        metrics = tuple(dict.fromkeys([headline, *(f"{name}@{k}" for name in SEGMENT_SET_METRICS)]))
+    available = runs[0].result.per_user.metrics  # type: ignore[union-attr]
+    missing = [m for m in metrics if m not in available]
+    if missing:
+        raise ValueError(
+            f"segment metrics {missing} were not evaluated per user; pick from {sorted(available)} or evaluate with "
+            f"those K"
+        )
+    return metrics if headline in metrics else (headline, *metrics)
+
+
+def _segment_set_table(
+    runs: Sequence[RunEvaluation],
+    split: PreparedSplit,
+    users: np.ndarray,
+    segment_set: breakdown.SegmentSet,
+    metrics: tuple[str, ...],
+) -> _SegmentSetTable:
+    match = breakdown.match_segment_set(segment_set, split, users)
+    clash = {ALL_USERS, NO_SEGMENT} & set(match.names)
+    if clash:
+        raise ValueError(f"segment set {segment_set.source}: segments may not be named {sorted(clash)}; rename them")
+    none = breakdown.in_no_segment(match)
+    labels = [ALL_USERS, *match.names, NO_SEGMENT]
+    table = pd.DataFrame(index=labels)
+    table["n_users"] = [len(users), *match.n_users, int(none.sum())]
+    table["members"] = [math.nan, *match.members.astype(float), math.nan]
+    best: dict[str, set[str]] = {}
+    for metric in metrics:
+        columns = []
+        for run in runs:
+            values = run.result.per_user.metrics[metric]  # type: ignore[union-attr]
+            column = f"{metric} {run.name}"
+            rest = float(values[none].mean()) if none.any() else math.nan
+            table[column] = [
+                float(values.mean()),
+                *breakdown.segment_set_means(run.result.per_user, match, metric),
+                rest,
+            ]  # type: ignore[arg-type]
+            columns.append(column)
+        scores = table[columns].astype(float)
+        lower = metric.split("@")[0] in LOWER_IS_BETTER
+        target = scores.min(axis=1) if lower else scores.max(axis=1)
+        for column in columns:
+            hit = np.isclose(scores[column], target, rtol=0, atol=1e-12) & target.notna()
+            best[column] = set(scores.index[hit.to_numpy()])
+    return _SegmentSetTable(segment_set.source, metrics, table, best, match)
+
+
+def _set_as_segments(seg_set: _SegmentSetTable, names: Sequence[str], headline: str) -> _SegmentTable:
+    """The segment set's headline, shaped like a segmentation for the verdict (segments with evaluated users only)."""
+    rows = [label for label in seg_set.table.index if label != ALL_USERS and seg_set.table.loc[label, "n_users"] > 0]
+    table = seg_set.table.loc[rows, ["n_users", *(f"{headline} {name}" for name in names)]]
+    table.columns = ["n_users", *names]
+    winners = {str(label): str(row.drop("n_users").astype(float).idxmax()) for label, row in table.iterrows()}
+    return _SegmentTable("segment", table, winners)
+
+
+def _segment_set_svg(seg_set: _SegmentSetTable, names: Sequence[str], headline: str) -> str:
+    table = seg_set.table.loc[[label for label in seg_set.table.index if seg_set.table.loc[label, "n_users"] > 0]]
+    if len(table) > MAX_SEGMENT_BARS + 2:
+        return ""
+    bars = table[[f"{headline} {name}" for name in names]]
+    bars.columns = list(names)
+    return segment_bars_svg(bars, headline, f"{headline} by segment")
+
+
 def _verdict(comparison: pd.DataFrame, segments: Sequence[_SegmentTable], headline: str) -> str:
     scores = comparison[headline].astype(float).sort_values(ascending=False)
     winner = str(scores.index[0])
@@ -216,7 +318,7 @@ def _fmt(column: str, value: Any) -> str:
         return f"{value:.1f}"
     if column.endswith("_seconds"):
         return f"{value:.1f}"
-    if column in ("epochs", "n_users"):
+    if column in ("epochs", "n_users", "members"):
         return f"{value:.0f}"
     return f"{value:.4f}"
 
@@ -270,6 +372,7 @@ def _html(
     tail: Mapping[str, float],
     headline: str,
     k_pop: int,
+    seg_set: _SegmentSetTable | None = None,
 ) -> str:
     best = {c: _best(comparison, c) for c in comparison.columns}
     parts = [
@@ -297,6 +400,13 @@ def _html(
         parts.append(f"<h3>By {html.escape(seg.name)}</h3>")
         parts.append(_html_table(seg.table, _segment_best(seg), first=seg.name))
         parts.append(f"<div class='fig'>{figures['segments'][seg.name]}</div>")
+    if seg_set is not None:
+        parts += [
+            f"<h2 id='segment-set'>Per segment: {html.escape(', '.join(seg_set.metrics))}</h2>",
+            f"<p class='note'>{html.escape(_segment_set_note(seg_set))}</p>",
+            _html_table(seg_set.table, seg_set.best, first="segment"),
+            f"<div class='fig'>{figures['segment_set']}</div>" if figures["segment_set"] else "",
+        ]
     parts += [
         "<h2 id='popularity'>Popularity bias</h2>",
         f"<p class='note'>Points above the dashed line recommend more popular items than the user consumes. Long-tail "
@@ -332,6 +442,7 @@ def _markdown(
     tail: Mapping[str, float],
     headline: str,
     k_pop: int,
+    seg_set: _SegmentSetTable | None = None,
 ) -> str:
     best = {c: _best(comparison, c) for c in comparison.columns}
     parts = [
@@ -351,6 +462,15 @@ def _markdown(
     ]
     for seg in segments:
         parts += ["", f"### By {seg.name}", "", _md_table(seg.table, _segment_best(seg), seg.name)]
+    if seg_set is not None:
+        parts += [
+            "",
+            f"## Per segment: {', '.join(seg_set.metrics)}",
+            "",
+            _segment_set_note(seg_set),
+            "",
+            _md_table(seg_set.table, seg_set.best, "segment"),
+        ]
     parts += [
         "",
         "## Popularity bias",
@@ -371,6 +491,7 @@ def _json(
     tail: Mapping[str, float],
     curves: Mapping[str, Mapping[str, np.ndarray]],
     k_pop: int,
+    seg_set: _SegmentSetTable | None = None,
 ) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         if isinstance(value, (np.integer, np.floating)):
@@ -405,4 +526,41 @@ def _json(
             for s in segments
         },
         "segment_winners": {s.name: s.winners for s in segments},
+        **({"segment_set": _segment_set_json(seg_set, runs)} if seg_set is not None else {}),
+    }
+
+
+def _segment_set_note(seg_set: _SegmentSetTable) -> str:
+    match = seg_set.match
+    return (
+        f"Segments of {seg_set.source}: {len(match.names)} segments; a user in several counts in each. n_users = "
+        f"members evaluated; members = users of the table in that segment. Of the table's users, "
+        f"{match.n_not_in_split:,} are not in the split (ids it does not know) and {match.n_not_evaluated:,} are in "
+        f"it but were not evaluated (no items in the stage); both are left out. The best model per metric and "
+        f"segment is highlighted."
+    )
+
+
+def _segment_set_json(seg_set: _SegmentSetTable, runs: Sequence[RunEvaluation]) -> dict[str, Any]:
+    def num(value: Any) -> float | None:
+        return None if value is None or math.isnan(float(value)) else float(value)
+
+    match = seg_set.match
+    extra = {
+        name: {"members": int(m), "not_in_split": int(o), "not_evaluated": int(e)}
+        for name, m, o, e in zip(match.names, match.members, match.not_in_split, match.not_evaluated, strict=True)
+    }
+    return {
+        "source": seg_set.source,
+        "metrics": list(seg_set.metrics),
+        "n_not_in_split": match.n_not_in_split,
+        "n_not_evaluated": match.n_not_evaluated,
+        "segments": {
+            str(label): {
+                "n_users": int(row["n_users"]),
+                **extra.get(str(label), {}),
+                "metrics": {r.name: {m: num(row[f"{m} {r.name}"]) for m in seg_set.metrics} for r in runs},
+            }
+            for label, row in seg_set.table.iterrows()
+        },
     }
