@@ -25,8 +25,8 @@ from starlette.responses import JSONResponse
 
 from recstack.collect.producer import consent_key
 from recstack.collect.purposes import ROLE_STATE, VISITOR
-from recstack.collect.records import tombstone_key
-from recstack.serving import collector_mount, demo_site, http_guards
+from recstack.collect.records import memberships_key, segments_key, tombstone_key
+from recstack.serving import collector_mount, demo_site, http_guards, segments_api
 from recstack.serving.metrics import StageMetrics
 from recstack.serving.online_store import RedisOnlineStore
 from recstack.serving.pipeline import BadQuery, Pipeline, PipelineConfig, Query, UnknownItem
@@ -37,6 +37,7 @@ from recstack.serving.schemas import (
     SimilarItemsRequest,
     SimilarItemsResponse,
 )
+from recstack.serving.segment_targeting import SegmentCache, Target
 from recstack.serving.settings import ServeSettings
 from recstack.serving.supervisor import WorkerLink
 
@@ -45,6 +46,7 @@ SETTINGS = ServeSettings.from_env()
 
 COLLECTOR = collector_mount.build(SETTINGS) if SETTINGS.collect else None
 """The collector (recstack.collect.app), mounted below: /events, /pixel.gif, /identify, /consent, /privacy."""
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _is_tag(ref: str) -> bool:
@@ -121,6 +123,14 @@ class Recommender:
         self.metrics = StageMetrics()
         self._observe = {name: self.metrics.observer(name) for name in ("recommend", "similar_items")}
         self.collector_on = COLLECTOR is not None
+        names = self.settings.collector.names
+        meta = segments_key(names, "meta")
+        # Each segment's popular items, per worker, re-read in the background (segment_targeting).
+        self.segments = SegmentCache(
+            lambda: self.store.call_async(lambda client: client.hgetall(meta)),
+            self.pipeline.item_index,
+            self.settings.segments_cache_ttl_s,
+        )
         # Warm the request path once (lazy allocations in ORT/FAISS/numpy), then keep the long-lived heap out of the
         # garbage collector's full passes; see GcFreezeMiddleware.
         self.pipeline.recommend(Query(user_id="", k=1))
@@ -143,8 +153,10 @@ class Recommender:
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /, ctx: bentoml.Context) -> RecommendResponse:
         """Top-k items for a user now. Unknown users are cold starts: recent activity from /events, else popularity
-        (of `context.segment` when given). Without a user_id, the visitor cookie's recent activity is used. Without
-        consent to personalisation, or for an erased user, the answer is popularity only (``personalised: false``)."""
+        (of the segments they are in, else of `context.segment` when given, else global). Without a user_id, the
+        visitor cookie's recent activity is used. Without consent to personalisation, or for an erased user, the
+        answer is popularity only (``personalised: false``). `segment` restricts the answer to, or boosts, the items
+        popular in a named segment."""
         observe = self._observe["recommend"]
         start = time.perf_counter()
         role = ctx.request.scope.get("state", {}).get(ROLE_STATE)
@@ -160,10 +172,28 @@ class Recommender:
         if not request.exclude_seen and role != "admin":
             # with exclude_seen=false the answer can hold a user's own history: an admin's question only
             return _ctx_error(ctx, 403, "exclude_seen", "exclude_seen=false needs an API key with role 'admin'")  # type: ignore[return-value]
+        target = None
+        if request.segment is not None:
+            wanted = request.segment
+            found = await self.segments.lookup(wanted.name)
+            if found is None:
+                return _ctx_error(
+                    ctx,
+                    404,
+                    "segment.name",
+                    f"no segment named {wanted.name!r} has been run: GET /segments lists them, and "
+                    "`recstack-segments run` publishes a new one",
+                )  # type: ignore[return-value]
+            target = Target(found.items, found.weights, wanted.mode, wanted.weight)
         subject, lookup_id = self._subject(request.user_id, ctx)
         state = None
         if subject is not None:
-            state = await self.store.subject_async(subject, self.settings.recent_max, *self._consent_keys(subject))
+            # A user the bundle does not know may be cold: its segments ride in the same round trip.
+            cold = self.settings.segments_cold_start and lookup_id not in self.pipeline.user_index
+            memberships = memberships_key(self.settings.collector.names, subject) if cold else None
+            state = await self.store.subject_async(
+                subject, self.settings.recent_max, *self._consent_keys(subject), memberships
+            )
         observe("online_store", time.perf_counter() - start)
         degraded = subject is not None and state is None
         if degraded:
@@ -175,6 +205,12 @@ class Recommender:
         else:
             personalised = degraded and not (self.collector_on and self.settings.consent_for_personalisation)
         recent = state.recent if state is not None and personalised else ()
+        popular = None
+        if personalised and state is not None and state.segments:
+            # Used only when the user stays cold (no trained vector, no recent activity): its segments' popularity.
+            pipeline = self.pipeline
+            fallback = (pipeline.popularity.overall, pipeline.popularity.overall_scores)
+            popular = await self.segments.ranking(state.segments, fallback)
         context = request.context
         now = time.gmtime()
         query = Query(
@@ -186,6 +222,8 @@ class Recommender:
             include_categories=tuple(request.include_categories or ()),
             exclude_categories=tuple(request.exclude_categories or ()),
             segment=tuple((context.segment or {}).items()) if context and personalised else (),
+            popular=popular,
+            target=target,
         )
         try:
             ranked = self.pipeline.recommend(query, recent, observe)
@@ -267,6 +305,18 @@ COLLECTOR_APP = (
     if COLLECTOR is not None
     else None
 )
+SEGMENTS_APP = (
+    http_guards.guarded(
+        segments_api.build(SETTINGS, COLLECTOR.intake.pseudo.user if COLLECTOR is not None else None, STATIC).app(),
+        json_routes=segments_api.JSON_ROUTES,
+        max_header_bytes=SETTINGS.max_header_bytes,
+        max_body_bytes=SETTINGS.max_body_bytes,
+        inner=ACCESS_MIDDLEWARES,
+    )
+    if SETTINGS.segments_api
+    else None
+)
+"""Profiles and segments (recstack.serving.segments_api): routed before BentoML like the collector, same guards."""
 
 # Outermost first (Starlette wraps in list order): shape and log every 4xx, then the cheap guards, then who is calling
 # (API keys and roles), how often (rate limits), then the rest. Readiness sits inside access: it reads the role.
@@ -275,7 +325,7 @@ Recommender.add_asgi_middleware(http_guards.ErrorShapeMiddleware)
 Recommender.add_asgi_middleware(
     demo_site.DemoSiteMiddleware,
     catalogue=demo_site.service_catalogue,
-    static_dir=Path(__file__).resolve().parent / "static",
+    static_dir=STATIC,
 )
 Recommender.add_asgi_middleware(
     http_guards.RequestGuardMiddleware, json_routes=JSON_ROUTES, max_header_bytes=SETTINGS.max_header_bytes
@@ -302,6 +352,8 @@ def _to_asgi_with_one_unknown_label(service: bentoml.Service) -> None:
         app = http_guards.collapse_unknown_paths(app)
         if COLLECTOR_APP is not None:  # the collector's paths skip BentoML's stack: http_guards.dispatch_first
             app = http_guards.dispatch_first(app, COLLECTOR_APP, collector_mount.PATHS)
+        if SEGMENTS_APP is not None:  # GET /users/<id>/profile|segments before the collector's /users/ prefix
+            app = segments_api.dispatch(app, SEGMENTS_APP)
         return app
 
     cls.to_asgi = to_asgi  # type: ignore[method-assign]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from recstack.collect.purposes import ROLE_STATE, VISITOR
-from recstack.serving.api_keys import ADMIN, COLLECT, RECOMMEND, ROLES, KeyRing, well_formed
+from recstack.serving.api_keys import ADMIN, ANALYST, COLLECT, RECOMMEND, ROLES, KeyRing, well_formed
 from recstack.serving.http_guards import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("recstack.auth")
@@ -47,6 +47,13 @@ ROUTE_ROLES: Mapping[str, str] = {
     "DELETE /users/{id}": ADMIN,
     "POST /reload": ADMIN,
     "POST /items": ADMIN,
+    # profiles and segments (segments_api): reading them is an analyst's job; saving a rule (POST /segments) is admin
+    "GET /users/{id}/profile": ANALYST,
+    "GET /users/{id}/segments": ANALYST,
+    "GET /segments": ANALYST,
+    "GET /segments/{name}": ANALYST,
+    "GET /segments/{name}/members": ANALYST,
+    "GET /segments/{name}/export.csv": ANALYST,
 }
 """recstack's routes and the role each needs (admin keys pass everywhere; unlisted routes need admin)."""
 
@@ -58,6 +65,9 @@ PUBLIC_ROUTES: tuple[str, ...] = (
     "GET /pixel.gif",  # rate-limited per IP instead (rate_limit.py)
     "/demo",
     "/demo/*",
+    # the dashboard's page and scripts hold no data: the page asks for a key and calls the analyst routes with it
+    "GET /dashboard/segments",
+    "GET /dashboard/static/*",
     "/privacy",
     "/collector/openapi.json",
     "/livez",

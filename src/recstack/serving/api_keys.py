@@ -36,9 +36,11 @@ logger = logging.getLogger("recstack.auth")
 
 COLLECT = "collect"
 RECOMMEND = "recommend"
+ANALYST = "analyst"
 ADMIN = "admin"
-ROLES = (COLLECT, RECOMMEND, ADMIN)
-"""``collect``: send events and consent; ``recommend``: ask for recommendations; ``admin``: everything."""
+ROLES = (COLLECT, RECOMMEND, ANALYST, ADMIN)
+"""``collect``: send events and consent; ``recommend``: ask for recommendations; ``analyst``: read profiles and
+segments and export members (pseudonyms), not change anything; ``admin``: everything."""
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -45,11 +46,13 @@ class Event:
 
 @dataclass(frozen=True)
 class SubjectState:
-    """One subject's online state: recent events, consent to personalisation, erased (a tombstone)."""
+    """One subject's online state: recent events, consent to personalisation, erased (a tombstone), and the segments
+    it is in now (read only when asked for: cold users get their segments' popularity)."""
 
     recent: list[Event]
     personalisation: bool
     erased: bool
+    segments: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class StoreState:
 
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Errors that mean "Redis is unavailable" (a ConnectionError also means the bounded pool had no free connection in
 # time). Anything else is a bug or a cancellation: the breaker still resolves, see RedisOnlineStore._guarded.
@@ -334,10 +338,16 @@ class RedisOnlineStore:
         return None if raw is None else _decode(raw)  # type: ignore[arg-type]
 
     async def subject_async(
-        self, subject: str, limit: int, consent_key: str | None, tombstones: str | None
+        self,
+        subject: str,
+        limit: int,
+        consent_key: str | None,
+        tombstones: str | None,
+        memberships: str | None = None,
     ) -> SubjectState | None:
         """What /recommend needs about one (pseudonymised) subject in one round trip: recent activity, whether it
-        consented to personalisation (``consent_key`` None: not asked), whether it was erased. None: unavailable."""
+        consented to personalisation (``consent_key`` None: not asked), whether it was erased, and the segments it is
+        in (``memberships``: the subject's memberships set; None: not asked). None: unavailable."""
         stop = max(0, min(limit, self.config.max_events) - 1)
         key = self._key(subject)
 
@@ -348,6 +358,8 @@ class RedisOnlineStore:
                 pipe.hget(consent_key, "personalisation")
             if tombstones is not None:
                 pipe.sismember(tombstones, subject)
+            if memberships is not None:
+                pipe.smembers(memberships)
             return await pipe.execute()
 
         replies = await self._guarded(call)
@@ -356,7 +368,13 @@ class RedisOnlineStore:
         raw, rest = replies[0], list(replies[1:])  # type: ignore[index]
         personalisation = True if consent_key is None else rest.pop(0) == b"1"
         erased = bool(rest.pop(0)) if tombstones is not None else False
-        return SubjectState(_decode(raw), personalisation, erased)
+        segments = frozenset(m.decode() for m in rest.pop(0)) if memberships is not None else frozenset()
+        return SubjectState(_decode(raw), personalisation, erased, segments)
+
+    async def call_async(self, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T | None:
+        """Any other async Redis call (``call(client)``) under the same bounded pool, timeout and breaker: its
+        result, or None when Redis is unavailable (the caller answers 503 or degrades)."""
+        return await self._guarded(lambda: call(self._async_client()))  # type: ignore[return-value]
 
     async def record_async(self, user_id: str, event: Event) -> int | None:
         key = self._key(user_id)

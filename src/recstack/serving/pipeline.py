@@ -27,6 +27,7 @@ from recstack.bundle.layout import BundleError
 from recstack.serving.fallbacks import PopularityFallback
 from recstack.serving.metrics import StageObserver, null_observer
 from recstack.serving.online_store import Event
+from recstack.serving.segment_targeting import Target
 from recstack.serving.settings import serve_yaml_default
 
 if TYPE_CHECKING:
@@ -91,6 +92,11 @@ class Query:
     segment: tuple[tuple[str, str], ...] = ()
     rerank: bool | None = None
     """None: the pipeline's default."""
+    popular: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False)
+    """A cold user's own popularity ranking ``(item rows, scores)`` (its segments': segment_targeting), used instead of
+    the demographic or global one."""
+    target: Target | None = field(default=None, compare=False)
+    """A named segment's items to restrict the answer to, or to boost (segment_targeting.Target)."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +241,10 @@ class Pipeline:
             candidates, cand_scores = self._retrieve(vector, k, excluded, include, exclude_cats, observe)
             stage: Stage = "retrieval"
         else:
-            ranking, pop_scores, segmented = self.popularity.ranking(dict(query.segment))
+            if query.popular is not None:
+                (ranking, pop_scores), segmented = query.popular, True
+            else:
+                ranking, pop_scores, segmented = self.popularity.ranking(dict(query.segment))
             source = "segment_popularity" if segmented else "popularity"
             t2 = time.perf_counter()
             keep = self._keep(ranking, excluded, include, exclude_cats)
@@ -243,6 +252,14 @@ class Pipeline:
             candidates, cand_scores = ranking[keep][:n], pop_scores[keep][:n]
             observe("filter", time.perf_counter() - t2)
             stage = "popularity"
+
+        target = query.target
+        if target is not None:
+            candidates, cand_scores = self._targeted(
+                target, vector, candidates, cand_scores, excluded, include, exclude_cats
+            )
+            if target.mode == "restrict" and vector is None:
+                source = "segment_popularity"  # ordered by the segment's own popularity
 
         # Only users the ranker was trained on are re-ranked: for a cold user it would score with its single
         # out-of-vocabulary row and replace the fold-in or segment signal with one global order.
@@ -253,6 +270,9 @@ class Pipeline:
             cand_scores = ranked if w >= 1.0 else (1.0 - w) * _zscore(cand_scores) + w * _zscore(ranked)
             stage = "rerank"
             observe("rerank", time.perf_counter() - t3)
+
+        if target is not None and target.mode == "boost" and len(candidates):
+            cand_scores = _zscore(cand_scores) + target.weight * _bonus(target, candidates)
 
         top = _top_k(cand_scores, k)
         observe("total", time.perf_counter() - t0)
@@ -347,6 +367,32 @@ class Pipeline:
         keep = max(self.config.n_candidates, k)  # never fewer candidates than the answer needs
         return ids[:keep], scores[:keep]
 
+    def _targeted(
+        self,
+        target: Target,
+        vector: np.ndarray | None,
+        candidates: np.ndarray,
+        scores: np.ndarray,
+        excluded: np.ndarray,
+        include: np.ndarray | None,
+        exclude_cats: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``restrict``: the segment's items (the same exclusions and filters) replace the candidates, scored by the
+        user vector, else by their segment weight. ``boost``: they join the candidates (the bonus is added after the
+        last stage). Scores by the vector are inner products, the retrieval score of an ``ip`` index."""
+        keep = self._keep(target.items, excluded, include, exclude_cats)
+        items, weights = target.items[keep], target.weights[keep]
+        if target.mode == "restrict":
+            own = self.item_embeddings[items] @ vector if vector is not None else weights
+            return items, np.asarray(own, np.float32)
+        extra = ~np.isin(items, candidates)
+        if not extra.any():
+            return candidates, scores
+        added = items[extra]
+        # Without a vector, added items rank below every popular candidate before the bonus (popularity scores >= 0).
+        own = self.item_embeddings[added] @ vector if vector is not None else np.zeros(len(added), np.float32)
+        return np.concatenate([candidates, added]), np.concatenate([scores, np.asarray(own, scores.dtype)])
+
     def _rerank(self, user: int, items: np.ndarray, hour: int, dow: int) -> np.ndarray:
         b = len(items)
         return score_ranker(self.ranker, np.full(b, user), items, np.full(b, hour), np.full(b, dow))
@@ -387,6 +433,15 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
         part = np.argpartition(-scores, k - 1)[:k]
         return part[np.lexsort((part, -scores[part]))]
     return np.argsort(-scores, kind="stable")[:k]
+
+
+def _bonus(target: Target, candidates: np.ndarray) -> np.ndarray:
+    """Each candidate's segment weight (0 for items outside the segment's popular items)."""
+    order = np.argsort(target.items, kind="stable")
+    sorted_items = target.items[order]
+    pos = np.clip(np.searchsorted(sorted_items, candidates), 0, max(len(sorted_items) - 1, 0))
+    hit = sorted_items[pos] == candidates if len(sorted_items) else np.zeros(len(candidates), bool)
+    return np.where(hit, target.weights[order][pos] if len(sorted_items) else 0.0, 0.0).astype(np.float32)
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:

@@ -44,6 +44,25 @@ class Context(BaseModel):
         return value
 
 
+SEGMENT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+"""A segment's name as rules declare it (recstack.profiles.rules.NAME)."""
+
+
+class SegmentTargeting(BaseModel):
+    """``segment`` of ``/recommend``: steer the answer by the items popular in a rule-based segment (its members'
+    most used items of the last 30 days, from the last ``recstack-segments run``)."""
+
+    model_config = _REQUEST_CONFIG
+
+    name: str = Field(pattern=SEGMENT_NAME_PATTERN, description="a segment listed by GET /segments")
+    mode: Literal["restrict", "boost"] = Field(
+        default="boost",
+        description="restrict: only the segment's popular items (at most 20, so possibly fewer than k); boost: add "
+        "weight x the item's popularity in the segment (0..1) to the z-scored final score",
+    )
+    weight: float = Field(default=1.0, ge=0, le=10, description="the boost's size (boost mode only)")
+
+
 class RecommendRequest(BaseModel):
     """``POST /recommend``: what should this user see now."""
 
@@ -63,6 +82,9 @@ class RecommendRequest(BaseModel):
     )
     exclude_categories: list[str] | None = Field(
         default=None, max_length=MAX_CATEGORIES, description="drop items in any of these categories"
+    )
+    segment: SegmentTargeting | None = Field(
+        default=None, description="restrict to or boost the items popular in a segment (GET /segments lists them)"
     )
 
 

@@ -69,6 +69,13 @@ class ServeSettings(BaseModel):
     rate_limit_prefix: str
     collector: CollectSettings
     stop_timeout_s: float = Field(gt=0)
+    segments_api: bool = Field(description="mount the profile and segment API and /dashboard/segments")
+    segments_cache_ttl_s: float = Field(gt=0)
+    segments_cold_start: bool = Field(description="cold users get their segments' popularity")
+    segments_lake: str | None = Field(description="the event lake POST /segments dry runs read")
+    segments_items_path: str | None
+    segments_horizon_days: int = Field(ge=1)
+    segments_export_page: int = Field(ge=1, le=100_000)
     bundle_verified: bool = Field(
         default=False,
         description="set only by recstack-serve after it hashed the bundle, so its workers skip hashing it again; "
