@@ -132,3 +132,8 @@ def redis_client() -> Iterator[redis.Redis]:
         pytest.fail(f"Redis is not running at {REDIS_URL} ({exc}); start it (tests marked redis need it)")
     yield client
     client.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
