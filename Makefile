@@ -54,3 +54,10 @@ serve: $(STAMP)
 	RECSTACK_HMAC_KEY_FILE=$${RECSTACK_HMAC_KEY_FILE:-$(if $(RECSTACK_HMAC_KEY),,$(abspath $(DEV_KEY)))} \
 	RECSTACK_API_KEYS_FILE=$${RECSTACK_API_KEYS_FILE:-$(abspath $(DEV_API_KEYS))} \
 		$(VENV)/bin/recstack-serve bundle=$(BUNDLE)
+
+# The segment dashboard's charting library (Chart.js + its matrix controller for the overlap heat map): pinned npm
+# package versions fetched with `npm pack`, checked against their SHA-256 and written to serving/static/vendor/
+# (git-ignored; serving/vendor.py). Without it /dashboard/segments says to run this.
+.PHONY: vendor
+vendor:
+	$(PYTHON) serving/vendor.py
