@@ -91,7 +91,7 @@ def publish_runs(seeded: Seeded, prefix: str, out: Path) -> None:
         run = run_segments(seeded.lake, seeded.items, segments, out, as_of_ms=as_of)
         publish(client, names, run)
     # a profile for carol as recstack-profiles build loads it; counters only for frank (real time, no profile yet)
-    client.hset(profile_key(names, PSEUDO.user("carol")), mapping={"events_7d": "4", "age_band": "25-34"})
+    client.hset(profile_key(names, PSEUDO.user("carol")), mapping={"n_events_7d": "4", "age_band": "25-34"})
     client.hset(counters_key(names, PSEUDO.user("frank")), mapping={"count:any@1": "1"})
     client.close()
 

@@ -80,7 +80,7 @@ def test_user_segments_and_profile_by_raw_id(served: Server, seeded: Seeded) -> 
         profile = http.get("/users/carol/profile").json()
         assert profile["subject"] == PSEUDO.user("carol") and profile["profile"] == {
             "age_band": "25-34",
-            "events_7d": 4,
+            "n_events_7d": 4,
         }
         assert profile["segments"] == ["active", "drama_fans"]
         assert http.get("/users/dan/profile").status_code == 404  # segments, but no profile built

@@ -141,6 +141,16 @@ def _value(raw: bytes) -> Any:
         return text
 
 
+def _decode_profile(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """A profile hash as typed values: recstack.profiles.online.decode_profile (by the profile schema, the one home of
+    the encoding) when that module is installed, else each field as JSON when it parses, else as text."""
+    try:
+        from recstack.profiles.online import decode_profile
+    except ImportError:
+        return {k.decode("utf-8", "replace"): _value(v) for k, v in sorted(fields.items())}
+    return dict(sorted(decode_profile(dict(fields)).items()))
+
+
 def _json(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         return {}
@@ -193,7 +203,7 @@ class SegmentsApi:
             return _error(
                 404, "user_id", "no profile for this user (unknown, erased, or not built yet: recstack-profiles build)"
             )
-        profile = {k.decode("utf-8", "replace"): _value(v) for k, v in sorted(fields.items())}
+        profile = _decode_profile(fields)
         return JSONResponse(
             {
                 "user_id": user_id,
