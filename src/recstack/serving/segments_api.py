@@ -483,7 +483,7 @@ class SegmentsApi:
                 size = await run_in_threadpool(
                     dry_run_size, lake, self.config.items_path, segment, as_of, self.config.horizon_h
                 )
-            except (ValueError, OSError) as error:  # an unreadable lake or items file: say which
+            except (ValueError, OSError, ImportError) as error:  # unreadable lake or items, or no duckdb: say which
                 return _error(409, "dry_run", f"the dry run could not read its inputs: {error}")
         return JSONResponse(
             {
