@@ -198,7 +198,7 @@ def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec) -> 
         surveys = "(SELECT NULL::VARCHAR AS user_id, NULL::MAP(VARCHAR, VARCHAR) AS m WHERE false)"
     k = int(spec.top_k)
     return f"""
-    WITH ev AS (SELECT * FROM events WHERE ts_ms <= {as_of}),
+    WITH ev AS NOT MATERIALIZED (SELECT * FROM events WHERE ts_ms <= {as_of}),
     population AS (SELECT DISTINCT user_id FROM ev UNION SELECT user_id FROM {attributes}),
     activity AS (
         SELECT user_id, {", ".join(counts)},

@@ -38,7 +38,7 @@ class ModelSettings:
 
     holdout: float = 0.2
     min_known: int = 30
-    max_train: int = 200_000
+    max_train: int = 50_000
     seed: int = 0
 
 
