@@ -7,16 +7,16 @@ every entry. Per batch of a few hundred events:
 
 1. ``XREADGROUP``; events of bots are dropped, and of event ids seen recently (a client's retry); audit entries are
    ignored; ``aliases`` move an anonymous visitor's counters into the user's (realtime_state.merge_states).
-2. One round trip: ``WATCH`` the erasure tombstone set, ``SMISMEMBER`` the batch's subjects in it, ``HGETALL`` each
-   subject's counters hash and ``SMEMBERS`` its memberships; plus the previous batch's ``XACK`` and the rules version.
+2. One round trip: the previous batch's ``XACK``, the rules version, and READ_SCRIPT: per subject whether it is in
+   the erasure tombstone set, its counters hash and its memberships (one reply, parsed in C).
 3. In Python (realtime_state): each event is added to its hour bucket of every feature it matches (the one compiler's
    ``feature_updates``), a session starts after 30 minutes without an event, profile events set the latest attributes;
    then the segments whose inputs moved are evaluated for the user as of its latest event (``compile.evaluate``).
-4. One ``MULTI``/``EXEC``: the changed counter fields (``HSET`` of absolute values: the hash was read under the same
-   WATCH, so one command per user instead of one per field), ``SADD``/``SREM`` memberships, ``ZADD``/``ZREM`` members
-   (score 0), the ``active`` zset (subject -> latest event ms), and the ``applied`` mark (the last entry id). An
-   erasure between 2 and 4 touches the tombstone set, so EXEC refuses and the batch is applied again without the
-   erased subject: erasure never races a resurrected counter.
+4. One COMMIT_SCRIPT call, atomic: the changed counter fields (``HSET`` of absolute values: the follower is the hash's
+   only writer, so one command per user instead of one per field), ``SADD``/``SREM`` memberships, ``ZADD``/``ZREM``
+   members (score 0), the ``active`` zset (subject -> latest event ms), and the ``applied`` mark (the last entry id).
+   The script skips the writes of a subject that is in the tombstone set by then: an erasure between 2 and 4 never
+   finds its keys written again.
 
 Exactly once: the counters, memberships and ``applied`` commit together, and ``XACK`` follows. A crash between the two
 leaves entries pending; at start the follower re-reads its pending entries and skips every entry ``<= applied``.
@@ -35,7 +35,12 @@ Limits (the batch run, ``recstack-segments run``, is the authority and publishes
   a session; duplicates older than the in-memory window (``dedupe_ids``) or across a restart are counted again.
 * An alias merges the visitor's counters into the user's once: sessions of the two are counted apart, and a visitor
   aliased to a second user later stays with the first (the batch uses the latest alias for all its events).
-* A member published by the batch run whom the follower has no counters for is left as the batch put it.
+* A member published by the batch run is left as the batch put it until the user's next event; then the follower's
+  counters decide, and they hold only what the follower saw (the batch's history is not loaded into them).
+
+Latency per event (``FollowerStats.latencies``, the benchmark's p50/p99): from the entry's ``XADD`` (the entry id's
+milliseconds, Redis's clock) to the return of the commit that applied the event's counters and membership change (the
+follower's clock, same host): what a caller of ``GET /users/{id}/segments`` waits for.
 """
 
 from __future__ import annotations
@@ -53,8 +58,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from recstack.collect.consumer import RecentIds
@@ -72,17 +78,17 @@ from recstack.profiles.realtime_state import (
     ALIAS,
     Alias,
     Event,
+    RuleSet,
     UserState,
     apply_events,
     decode_entries,
     members,
     merge_states,
     parse_id,
-    segment_index,
     stale_fields,
     touched_segments,
 )
-from recstack.profiles.rules import DEFAULT_HORIZON_H, HOUR_MS, SESSION_GAP_MS, Segment, all_features
+from recstack.profiles.rules import DEFAULT_HORIZON_H, HOUR_MS, SESSION_GAP_MS, Segment
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +143,66 @@ def latency_percentiles(samples: Any, quantiles: tuple[float, ...] = (0.5, 0.99,
     return out
 
 
+# Per subject: in the tombstone set?, its counters hash, its memberships. KEYS: tombstones, then counters and
+# memberships key per subject; ARGV: the subjects. One reply parsed in C, instead of three per subject.
+READ_SCRIPT = """
+local out = {}
+for j = 1, #ARGV do
+  out[#out + 1] = redis.call('SISMEMBER', KEYS[1], ARGV[j])
+  out[#out + 1] = redis.call('HGETALL', KEYS[2 * j])
+  out[#out + 1] = redis.call('SMEMBERS', KEYS[2 * j + 1])
+end
+return out
+"""
+
+# A batch's writes and its applied mark, atomically. KEYS: tombstones, applied mark. ARGV: the mark ('' = none),
+# then blocks: n_guards, guards..., n_commands, (n_args, args...) per command. A block whose guard subject is in the
+# tombstone set NOW is skipped: an erasure that came after the batch's read never finds its keys written again.
+COMMIT_SCRIPT = """
+local i = 2
+local skipped = {}
+while i <= #ARGV do
+  local ok = true
+  local n = tonumber(ARGV[i])
+  for g = i + 1, i + n do
+    if redis.call('SISMEMBER', KEYS[1], ARGV[g]) == 1 then
+      ok = false
+      skipped[#skipped + 1] = ARGV[g]
+    end
+  end
+  i = i + n + 1
+  local commands = tonumber(ARGV[i])
+  i = i + 1
+  for c = 1, commands do
+    local args = tonumber(ARGV[i])
+    if ok then redis.call(unpack(ARGV, i + 1, i + args)) end
+    i = i + args + 1
+  end
+end
+if ARGV[1] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
+return skipped
+"""
+
+
+class _Writes:
+    """The COMMIT_SCRIPT's blocks, flattened."""
+
+    def __init__(self) -> None:
+        self.args: list = []
+
+    def block(self, guards: tuple[str, ...], commands: list[tuple]) -> None:
+        args = self.args
+        args.append(len(guards))
+        args.extend(guards)
+        args.append(len(commands))
+        for command in commands:
+            args.append(len(command))
+            args.extend(command)
+
+
 class _Conn:
-    """One dedicated connection: WATCH, the reads and MULTI/EXEC must share it, and commands go out pipelined."""
+    """One connection of its own: the few commands of a round trip go out together, packed by hiredis in C (redis-py's
+    packing cost a third of the follower's time)."""
 
     def __init__(self, url: str, block_ms: int) -> None:
         self.pool = redis.ConnectionPool.from_url(
@@ -150,7 +214,7 @@ class _Conn:
         """Send all, read all; an error reply comes back as the exception object, not raised."""
         conn = self.conn
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
+            conn.send_packed_command([pack_command(c) for c in commands])
             out = []
             for _ in commands:
                 try:
@@ -227,6 +291,7 @@ class SegmentFollower:
         self._to_ack: list[str] = []
         self._applied: tuple[int, int] | None = None
         self._prepared: _Prepared | None = None
+        self._per_entry = 1.0  # events per entry, on average lately
         self._sweep_job: Iterator[None] | None = None
         self._swept_hour: int | None = None
         self._next_sweep_check = 0.0
@@ -234,9 +299,9 @@ class SegmentFollower:
 
     # -- rules ------------------------------------------------------------------------------------------------------
     def _set_segments(self, segments: Mapping[str, Segment]) -> None:
-        self.segments = dict(segments)
-        self.features = tuple(all_features(self.segments).values())
-        self._by_feature, self._by_attribute = segment_index(self.segments)
+        self.rules = RuleSet(segments)
+        self.segments = self.rules.segments
+        self.features = self.rules.features
 
     def _reload(self, version: bytes | None) -> None:
         if version == self._rules_version:
@@ -319,7 +384,8 @@ class SegmentFollower:
                 self._sweep_job = None
         # a sweep in progress: do not wait on the stream (BLOCK 0 would wait for ever)
         block = ("BLOCK", self.block_ms) if self._sweep_job is None else ()
-        read = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.batch, *block, "STREAMS")
+        count = max(1, round(self.batch / self._per_entry))  # ``batch`` counts events; an entry holds a client's batch
+        read = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, *block, "STREAMS")
         reply = self._redis.call([(*read, self.names.stream, ">")])[0]
         if isinstance(reply, Exception):
             if "NOGROUP" in str(reply):  # the stream was deleted (Redis restarted empty): start over
@@ -328,7 +394,10 @@ class SegmentFollower:
             raise reply
         entries = _entries(reply)
         if entries:
+            events = self.stats.events + self.stats.bots + self.stats.duplicates + self.stats.erased
             self.apply(entries)
+            events = self.stats.events + self.stats.bots + self.stats.duplicates + self.stats.erased - events
+            self._per_entry = 0.8 * self._per_entry + 0.2 * max(1.0, events / len(entries))
         elif self._to_ack:
             self._flush_ack()
         return len(entries)
@@ -421,24 +490,19 @@ class SegmentFollower:
         return _Run(entries[-1][0], items)
 
     def _commit_prepared(self) -> None:
-        """Commit the prepared runs in order (each one transaction); a run committed is never applied again."""
+        """Commit the prepared runs in order (each one script call); a run committed is never applied again."""
         prepared = self._prepared
         if prepared is None:
             return
         while prepared.runs:
             run = prepared.runs[0]
-            while True:
-                try:
-                    aliases = [a for a in run.items if isinstance(a, Alias)]
-                    if aliases:
-                        for alias in aliases[:-1]:
-                            self._apply_alias(alias, None)
-                        self._apply_alias(aliases[-1], run.last_id)
-                    else:
-                        self._apply_events([e for e in run.items if isinstance(e, Event)], run.last_id)
-                    break
-                except WatchError:
-                    self.stats.retries += 1  # an erasure came in: read again, without the erased subject
+            aliases = [a for a in run.items if isinstance(a, Alias)]
+            if aliases:
+                for alias in aliases[:-1]:
+                    self._apply_alias(alias, None)
+                self._apply_alias(aliases[-1], run.last_id)
+            else:
+                self._apply_events([e for e in run.items if isinstance(e, Event)], run.last_id)
             self._applied = parse_id(run.last_id)
             prepared.runs.pop(0)
         self.stats.batches += 1
@@ -448,16 +512,17 @@ class SegmentFollower:
     def _read(
         self, subjects: list[str], extra: list[tuple] = ()
     ) -> tuple[list[bool], list[UserState], list[set[str]], list[Any]]:
-        """WATCH the tombstones, then per subject: erased?, counters, memberships (one round trip)."""
+        """Per subject: erased?, counters, memberships (READ_SCRIPT), with ``extra`` commands and the previous
+        batch's XACK in the same round trip."""
         commands: list[tuple] = []
         ack = bool(self._to_ack)
         if ack:
             commands.append(("XACK", self.names.stream, self.group, *self._to_ack))
-        commands.append(("WATCH", self._tomb))
-        commands.append(("SMISMEMBER", self._tomb, *subjects) if subjects else ("PING",))
+        keys = [self._tomb]
         for subject in subjects:
-            commands.append(("HGETALL", counters_key(self.names, subject)))
-            commands.append(("SMEMBERS", memberships_key(self.names, subject)))
+            keys.append(counters_key(self.names, subject))
+            keys.append(memberships_key(self.names, subject))
+        commands.append(("EVAL", READ_SCRIPT, len(keys), *keys, *subjects))
         commands.extend(extra)
         replies = self._redis.call(commands)
         if ack:
@@ -466,124 +531,122 @@ class SegmentFollower:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        erased = [bool(x) for x in replies[1]] if subjects else []
-        n = len(subjects)
-        states = [UserState.parse(replies[2 + 2 * i]) for i in range(n)]
-        memberships = [{m.decode() for m in replies[3 + 2 * i]} for i in range(n)]
-        return erased, states, memberships, replies[2 + 2 * n :]
+        flat = replies[0]
+        erased = [bool(x) for x in flat[0::3]]
+        states = [UserState.parse(raw) for raw in flat[1::3]]
+        memberships = [{m.decode() for m in raw} for raw in flat[2::3]]
+        return erased, states, memberships, replies[1:]
 
-    def _commit(self, writes: list[tuple], mark: str | None) -> None:
-        commands: list[tuple] = [("MULTI",), *writes]
-        if mark is not None:
-            commands.append(("SET", self._applied_key, mark))
-        commands.append(("EXEC",))
-        replies = self._redis.call(commands)
-        result = replies[-1]
-        if isinstance(result, Exception):
-            raise result
-        if result is None:
-            raise WatchError("the tombstone set changed during the batch")
-        for reply in result:
-            if isinstance(reply, Exception):
-                raise reply
+    def _commit(self, writes: _Writes, mark: str | None) -> set[str]:
+        """Apply the writes and the applied mark atomically (COMMIT_SCRIPT); returns the subjects erased since they
+        were read, whose writes were left out."""
+        keys = (self._tomb, self._applied_key)
+        reply = self._redis.call([("EVAL", COMMIT_SCRIPT, 2, *keys, mark or "", *writes.args)])[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return {s.decode() for s in reply}
 
     def _apply_events(self, events: list[Event], mark: str | None) -> None:
         by_subject: dict[str, list[Event]] = {}
         for event in events:
             by_subject.setdefault(event.subject, []).append(event)
-        # an anonymous visitor identified earlier: its events belong to the user (read once, resolved below)
         subjects = list(by_subject)
         erased, states, current, (version,) = self._read(subjects, [("GET", self._version_key)])
         self._reload(version if isinstance(version, bytes) else b"")
+        # an anonymous visitor identified earlier: its events are the user's
         aliased = {s: st.alias for s, st, e in zip(subjects, states, erased, strict=True) if st.alias and not e}
         if aliased:
             targets = sorted(set(aliased.values()) - set(subjects))
-            self._redis.call([("UNWATCH",)])
-            erased, states, current, _ = self._read(subjects + targets)
+            more = self._read(targets)[:3] if targets else ([], [], [])
             index = {s: i for i, s in enumerate(subjects + targets)}
+            erased, states, current = (a + b for a, b in zip((erased, states, current), more, strict=True))
             for anon, user in aliased.items():
                 by_subject.setdefault(user, []).extend(by_subject.pop(anon))
             subjects = list(by_subject)
             erased = [erased[index[s]] for s in subjects]
             states = [states[index[s]] for s in subjects]
             current = [current[index[s]] for s in subjects]
-        writes: list[tuple] = []
-        applied = dropped = 0
+        writes = _Writes()
         entered = left = 0
+        kept: list[str] = []
         for subject, is_erased, state, now in zip(subjects, erased, states, current, strict=True):
             own = by_subject[subject]
             if is_erased:
-                dropped += len(own)
                 continue
+            kept.append(subject)
             if len(own) > 1 and subject in aliased.values():
                 own.sort(key=lambda e: e.entry_ms)  # merged from two subjects: back into stream order
-            applied += len(own)
-            change = apply_events(state, own, self.features, self.categories, self.horizon_h, self.gap_ms)
+            change = apply_events(state, own, self.rules, self.categories, self.horizon_h, self.gap_ms)
             names = (
                 set(self.segments)
                 if change.first_seen
-                else touched_segments(change, self._by_feature, self._by_attribute)
+                else touched_segments(change, self.rules.by_feature, self.rules.by_attribute)
             )
             stale = stale_fields(state, state.last_ms, self.horizon_h)
             key = counters_key(self.names, subject)
+            commands: list[tuple] = []
             if change.fields:
-                writes.append(("HSET", key, *_flat(change.fields)))
+                commands.append(("HSET", key, *_flat(change.fields)))
             if stale:
-                writes.append(("HDEL", key, *stale))
-            n_in, n_out = self._membership_writes(subject, state, now, names, state.last_ms, writes)
+                commands.append(("HDEL", key, *stale))
+            n_in, n_out = self._membership_writes(subject, state, now, names, state.last_ms, commands)
+            commands.append(("ZADD", self._active_key, "GT", state.last_ms, subject))
+            writes.block((subject,), commands)
             entered += n_in
             left += n_out
-            writes.append(("ZADD", self._active_key, "GT", state.last_ms, subject))
-        self._commit(writes, mark)
+        late = self._commit(writes, mark)  # erased after the read: left out by the script
         committed_ms = time.time() * 1000
         stats = self.stats
+        counts: dict[int, int] = {}
+        for subject in kept:
+            if subject in late:
+                continue
+            for event in by_subject[subject]:
+                counts[event.entry_ms] = counts.get(event.entry_ms, 0) + 1
+        applied = sum(counts.values())
         stats.events += applied
-        stats.erased += dropped
+        stats.erased += len(events) - applied
         stats.entered += entered
         stats.left += left
-        if applied:
-            counts: dict[int, int] = {}
-            for subject, is_erased in zip(subjects, erased, strict=True):
-                if not is_erased:
-                    for event in by_subject[subject]:
-                        counts[event.entry_ms] = counts.get(event.entry_ms, 0) + 1
-            stats.latencies.extend((committed_ms - ms, n) for ms, n in counts.items())
+        stats.latencies.extend((committed_ms - ms, n) for ms, n in counts.items())
 
     def _membership_writes(
-        self, subject: str, state: UserState, now: set[str], names: set[str], as_of_ms: int | None, writes: list
+        self, subject: str, state: UserState, now: set[str], names: set[str], as_of_ms: int | None, commands: list
     ) -> tuple[int, int]:
         if not names or as_of_ms is None:
             return 0, 0
-        verdict = members(state, (self.segments[n] for n in sorted(names)), as_of_ms, self.horizon_h)
+        verdict = members(state, sorted(names), self.rules, as_of_ms, self.horizon_h)
         entered = [n for n, member in verdict.items() if member and n not in now]
         left = [n for n, member in verdict.items() if not member and n in now]
         of = memberships_key(self.names, subject)
         if entered:
-            writes.append(("SADD", of, *entered))
+            commands.append(("SADD", of, *entered))
         if left:
-            writes.append(("SREM", of, *left))
+            commands.append(("SREM", of, *left))
         for name in entered:
-            writes.append(("ZADD", members_key(self.names, name), 0, subject))
+            commands.append(("ZADD", members_key(self.names, name), 0, subject))
         for name in left:
-            writes.append(("ZREM", members_key(self.names, name), subject))
+            commands.append(("ZREM", members_key(self.names, name), subject))
         return len(entered), len(left)
 
     def _apply_alias(self, alias: Alias, mark: str | None) -> None:
         """Move the visitor's counters into the user's and point the visitor's hash at the user."""
         anon, user = alias.anonymous_id, alias.user_id
         erased, (source, target), (anon_now, user_now), _ = self._read([anon, user])
-        writes: list[tuple] = []
+        writes = _Writes()
         if not any(erased) and anon != user and source.alias is None:
+            commands: list[tuple] = []
             fields = merge_states(target, source)
             if fields:
-                writes.append(("HSET", counters_key(self.names, user), *_flat(fields)))
-            writes.append(("DEL", counters_key(self.names, anon)))
-            writes.append(("HSET", counters_key(self.names, anon), ALIAS, user))
-            self._membership_writes(anon, UserState(), anon_now, set(anon_now) & set(self.segments), 0, writes)
-            writes.append(("ZREM", self._active_key, anon))
+                commands.append(("HSET", counters_key(self.names, user), *_flat(fields)))
+            commands.append(("DEL", counters_key(self.names, anon)))
+            commands.append(("HSET", counters_key(self.names, anon), ALIAS, user))
+            self._membership_writes(anon, UserState(), anon_now, set(anon_now) & set(self.segments), 0, commands)
+            commands.append(("ZREM", self._active_key, anon))
             if target.last_ms is not None:
-                self._membership_writes(user, target, user_now, set(self.segments), target.last_ms, writes)
-                writes.append(("ZADD", self._active_key, "GT", target.last_ms, user))
+                self._membership_writes(user, target, user_now, set(self.segments), target.last_ms, commands)
+                commands.append(("ZADD", self._active_key, "GT", target.last_ms, user))
+            writes.block((anon, user), commands)
             self.stats.aliases += 1
         self._commit(writes, mark)
 
@@ -612,12 +675,7 @@ class SegmentFollower:
         for chunk in _chunks(
             (m.decode() for m, _ in client.zscan_iter(self._active_key, count=_SWEEP_CHUNK)), _SWEEP_CHUNK
         ):
-            while True:
-                try:
-                    self._sweep_chunk(chunk, as_of_ms)
-                    break
-                except WatchError:
-                    self.stats.retries += 1
+            self._sweep_chunk(chunk, as_of_ms)
             yield
         # users whose every event is older than the horizon are final now: no window will hold their events again
         client.zremrangebyscore(self._active_key, "-inf", f"({as_of_ms - self.horizon_h * HOUR_MS - HOUR_MS}")
@@ -626,16 +684,18 @@ class SegmentFollower:
 
     def _sweep_chunk(self, subjects: list[str], as_of_ms: int) -> None:
         erased, states, current, _ = self._read(subjects)
-        writes: list[tuple] = []
+        writes = _Writes()
         names = set(self.segments)
         for subject, is_erased, state, now in zip(subjects, erased, states, current, strict=True):
             if is_erased or state.alias is not None:
                 continue
-            key = counters_key(self.names, subject)
+            commands: list[tuple] = []
             stale = stale_fields(state, as_of_ms, self.horizon_h)
             if stale:
-                writes.append(("HDEL", key, *stale))
-            n_in, n_out = self._membership_writes(subject, state, now, names, as_of_ms, writes)
+                commands.append(("HDEL", counters_key(self.names, subject), *stale))
+            n_in, n_out = self._membership_writes(subject, state, now, names, as_of_ms, commands)
+            if commands:
+                writes.block((subject,), commands)
             self.stats.entered += n_in
             self.stats.left += n_out
         self.stats.swept_users += len(subjects)

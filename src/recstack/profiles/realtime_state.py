@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from recstack.collect.records import ROWS_FIELD, TABLE_FIELD
 from recstack.data.sources.lake import PROFILE_COLUMNS, event_time_ms
 from recstack.profiles.compile import evaluate, feature_updates, feature_value, in_population, window_start_bucket
-from recstack.profiles.rules import HOUR_MS, SESSION_GAP_MS, Feature, Segment
+from recstack.profiles.rules import HOUR_MS, SESSION_GAP_MS, Segment, all_features
 
 LAST = "_last"
 PROFILED = "_profiled"
@@ -195,10 +195,59 @@ class Change:
     first_seen: bool = False  # the user was outside the population (no event in the horizon): every segment may change
 
 
+class RuleSet:
+    """The segments the follower applies, with what it needs per event worked out once: feature ids (computing one
+    hashes the feature), the segments reading each feature and attribute, and two bounded memos in front of the one
+    compiler (compile.feature_updates per kind of event, compile.evaluate per distinct input of a segment)."""
+
+    MEMO = 200_000
+
+    def __init__(self, segments: Mapping[str, Segment]) -> None:
+        self.segments = dict(segments)
+        self.features = tuple(all_features(self.segments).values())
+        self.by_feature, self.by_attribute = segment_index(self.segments)
+        self.reads = {name: tuple((f.id, f) for f in s.features) for name, s in self.segments.items()}
+        self.read_ids = {name: tuple(fid for fid, _ in reads) for name, reads in self.reads.items()}
+        self._updates: dict[tuple, tuple[tuple[str, bool], ...]] = {}
+        self._verdicts: dict[tuple, bool] = {}
+
+    def updates(
+        self, event_type: str, value: float | None, device: str | None, categories: frozenset[str], new_session: bool
+    ) -> list[tuple[str, float]]:
+        """compile.feature_updates as ``(feature id, amount)``: the features an event of this kind touches do not
+        depend on its value, only a sum's amount does."""
+        key = (event_type, value is None, device, categories, new_session)
+        touched = self._updates.get(key)
+        if touched is None:
+            probe = None if value is None else 1.0
+            found = feature_updates(self.features, event_type, probe, device, categories, new_session)
+            touched = tuple((f.id, f.kind == "sum") for f, _ in found)
+            if len(self._updates) >= self.MEMO:
+                self._updates.clear()
+            self._updates[key] = touched
+        return [(fid, value if is_sum else 1.0) for fid, is_sum in touched]  # type: ignore[misc]
+
+    def member(self, name: str, values: Mapping[str, float], attributes: Mapping[str, str]) -> bool:
+        """compile.evaluate of one segment, remembered by its inputs (counts repeat across users)."""
+        segment = self.segments[name]
+        key = (
+            name,
+            tuple(map(values.__getitem__, self.read_ids[name])),
+            tuple(map(attributes.get, segment.attributes)),
+        )
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = evaluate(segment, values, attributes)
+            if len(self._verdicts) >= self.MEMO:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
+
+
 def apply_events(
     state: UserState,
     events: Iterable[Event],
-    features: Iterable[Feature],
+    rules: RuleSet,
     categories: Mapping[str, frozenset[str]],
     horizon_h: int,
     gap_ms: int = SESSION_GAP_MS,
@@ -209,24 +258,24 @@ def apply_events(
     starts a session, where the batch, sorting by time, might split the sessions differently. The batch run is the
     authority; such events are rare (a client's queue flushed late)."""
     events = list(events)
-    features = tuple(features)
     change = Change()
     if events and not state.profiled:  # outside the population until now: every segment may change
         change.first_seen = not in_population(state.last_ms, False, events[0].ts_ms, horizon_h)
+    empty: frozenset[str] = frozenset()
     for event in events:
         new_session = state.last_ms is None or event.ts_ms - state.last_ms > gap_ms
-        cats = categories.get(event.item_id, frozenset()) if event.item_id is not None else frozenset()
+        cats = categories.get(event.item_id, empty) if event.item_id is not None else empty
         if event.category is not None:
             cats = cats | {event.category}
         bucket = event.ts_ms // HOUR_MS
-        for feature, amount in feature_updates(
-            features, event.event_type, event.value, event.device_class, cats, new_session
-        ):
-            counts = state.buckets.setdefault(feature.id, {})
+        for fid, amount in rules.updates(event.event_type, event.value, event.device_class, cats, new_session):
+            counts = state.buckets.get(fid)
+            if counts is None:
+                counts = state.buckets[fid] = {}
             total = counts.get(bucket, 0.0) + amount
             counts[bucket] = total
-            change.fields[f"{feature.id}@{bucket}"] = repr(total)
-            change.features.add(feature.id)
+            change.fields[f"{fid}@{bucket}"] = repr(total)
+            change.features.add(fid)
         if state.last_ms is None or event.ts_ms > state.last_ms:
             state.last_ms = event.ts_ms
             change.fields[LAST] = str(event.ts_ms)
@@ -242,8 +291,8 @@ def apply_events(
                     change.fields[ATTR_AT + name] = f"{order[0]}:{order[1]}"
                     if state.attributes.get(name) != value:
                         state.attributes[name] = value
-                        change.fields[ATTR + name] = value
                         change.attributes.add(name)
+                    change.fields[ATTR + name] = value
     return change
 
 
@@ -286,18 +335,21 @@ def touched_segments(
     return out
 
 
-def members(state: UserState, segments: Iterable[Segment], as_of_ms: int, horizon_h: int) -> dict[str, bool]:
-    """Membership of ``state``'s user in each segment at ``as_of_ms`` (compile.evaluate over the windows' sums)."""
-    segments = list(segments)
+def members(state: UserState, names: Iterable[str], rules: RuleSet, as_of_ms: int, horizon_h: int) -> dict[str, bool]:
+    """Membership of ``state``'s user in each named segment at ``as_of_ms`` (compile.evaluate over the windows'
+    sums, compile.feature_value)."""
+    names = list(names)
     if not in_population(state.last_ms, state.has_attributes, as_of_ms, horizon_h):
-        return {segment.name: False for segment in segments}
+        return dict.fromkeys(names, False)
     values: dict[str, float] = {}
     out: dict[str, bool] = {}
-    for segment in segments:
-        for feature in segment.features:
-            if feature.id not in values:
-                values[feature.id] = feature_value(feature, state.buckets.get(feature.id, {}), as_of_ms)
-        out[segment.name] = evaluate(segment, values, state.attributes)
+    buckets = state.buckets
+    for name in names:
+        for fid, feature in rules.reads[name]:
+            if fid not in values:
+                counts = buckets.get(fid)
+                values[fid] = feature_value(feature, counts, as_of_ms) if counts else 0.0  # most are empty
+        out[name] = rules.member(name, values, state.attributes)
     return out
 
 
