@@ -202,6 +202,30 @@ def test_a_crash_before_commit_applies_the_entries_once_on_restart(names, client
 
 
 @pytest.mark.redis
+def test_a_commit_whose_reply_was_lost_is_not_applied_again(names, client):
+    f = follower(names)
+    add(client, names, [row("u1", T0), row("u1", T0 + 1)])
+    commit = f._commit
+    lost = []
+
+    def reply_lost(*args, **kwargs):
+        out = commit(*args, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise redis.ConnectionError("connection reset after the script ran")
+        return out
+
+    f._commit = reply_lost
+    with pytest.raises(redis.ConnectionError):
+        f.step()
+    drain(f)  # the retry reads the applied mark: the run committed, so it is skipped
+    views = parse_segments(RULES)["viewers"].features[0].id
+    assert counters(client, names, "u1")[f"{views}@{T0 // HOUR_MS}"] == "2.0"
+    assert segments_of(client, names, "u1") == {"viewers"}
+    f.close()
+
+
+@pytest.mark.redis
 def test_tombstoned_subjects_are_ignored_even_when_erased_during_a_batch(names, client):
     f = follower(names)
     client.sadd(tombstone_key(names), "gone")
@@ -327,3 +351,31 @@ def test_an_out_of_order_event_counts_in_its_hour_but_starts_no_session():
     assert sum(state.buckets[sessions.id].values()) == 1
     assert state.buckets[views.id] == {T0 // HOUR_MS: 1.0, T0 // HOUR_MS + 3: 1.0}
     assert state.last_ms == T0 + 3 * HOUR_MS
+
+
+def test_cached_feature_values_agree_with_values_computed_afresh():
+    import random
+
+    rules = RuleSet(parse_segments(RULES))
+    rng = random.Random(3)
+    state = UserState()
+    for k in range(300):
+        ts = T0 + k * rng.randint(1, 40) * 60_000
+        kind = rng.choice(["view", "view", "click", "profile"])
+        attributes = (("age_band", rng.choice(["18-24", "25-34"])),) if kind == "profile" else ()
+        apply_events(state, [event(ts, kind, item=rng.choice(["i1", "i2"]), attributes=attributes)], rules,
+                     CATEGORIES, 2160)  # fmt: skip
+        as_of = state.last_ms + rng.choice([0, HOUR_MS, 30 * HOUR_MS])
+        cached = members(state, list(rules.segments), rules, as_of, 2160)
+        fresh = UserState(state.last_ms, state.buckets, state.attributes, state.attribute_at, state.profiled)
+        assert cached == members(fresh, list(rules.segments), rules, as_of, 2160)
+        assert cached == {name: compile_evaluate(rules, name, fresh, as_of) for name in rules.segments}
+
+
+def compile_evaluate(rules: RuleSet, name: str, state: UserState, as_of: int) -> bool:
+    """The reference: compile.evaluate over compile.feature_value, no memo, no cache."""
+    from recstack.profiles.compile import evaluate, feature_value
+
+    segment = rules.segments[name]
+    values = {f.id: feature_value(f, state.buckets.get(f.id, {}), as_of) for f in segment.features}
+    return evaluate(segment, values, state.attributes)

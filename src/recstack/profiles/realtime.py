@@ -143,13 +143,14 @@ def latency_percentiles(samples: Any, quantiles: tuple[float, ...] = (0.5, 0.99,
     return out
 
 
-# Per subject: in the tombstone set?, its counters hash, its memberships. KEYS: tombstones, then counters and
+# Per subject: in the tombstone set?, its counters hash (unless cached), its memberships. KEYS: tombstones, then counters and
 # memberships key per subject; ARGV: the subjects. One reply parsed in C, instead of three per subject.
+# ARGV: subject, '1' when its counters are needed (not cached), per subject.
 READ_SCRIPT = """
 local out = {}
-for j = 1, #ARGV do
-  out[#out + 1] = redis.call('SISMEMBER', KEYS[1], ARGV[j])
-  out[#out + 1] = redis.call('HGETALL', KEYS[2 * j])
+for j = 1, #ARGV / 2 do
+  out[#out + 1] = redis.call('SISMEMBER', KEYS[1], ARGV[2 * j - 1])
+  if ARGV[2 * j] == '1' then out[#out + 1] = redis.call('HGETALL', KEYS[2 * j]) else out[#out + 1] = {} end
   out[#out + 1] = redis.call('SMEMBERS', KEYS[2 * j + 1])
 end
 return out
@@ -266,6 +267,7 @@ class SegmentFollower:
         sweep_interval_s: float | None = 60.0,
         load_rules: Callable[[], Mapping[str, Segment]] | None = None,
         dedupe_ids: int = 200_000,
+        cache_users: int = 500_000,
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.names = names
@@ -291,6 +293,10 @@ class SegmentFollower:
         self._to_ack: list[str] = []
         self._applied: tuple[int, int] | None = None
         self._prepared: _Prepared | None = None
+        self._uncertain = False  # a commit failed without a reply: whether it applied is read back from Redis
+        # users' counters as this process wrote them (it is their only writer): a batch reads only the others
+        self._states: dict[str, UserState] = {}
+        self.cache_users = cache_users
         self._per_entry = 1.0  # events per entry, on average lately
         self._sweep_job: Iterator[None] | None = None
         self._swept_hour: int | None = None
@@ -490,19 +496,30 @@ class SegmentFollower:
         return _Run(entries[-1][0], items)
 
     def _commit_prepared(self) -> None:
-        """Commit the prepared runs in order (each one script call); a run committed is never applied again."""
+        """Commit the prepared runs in order (each one script call); a run committed is never applied again: after an
+        error (the commit's reply lost?) the applied mark says which runs did commit, and the cached states, changed
+        before the commit, are forgotten."""
         prepared = self._prepared
         if prepared is None:
             return
+        if self._uncertain:
+            self._states.clear()
+            mark = self._redis.call([("GET", self._applied_key)])[0]
+            applied = parse_id(mark.decode()) if isinstance(mark, bytes) else None
+            while prepared.runs and applied is not None and parse_id(prepared.runs[0].last_id) <= applied:
+                prepared.runs.pop(0)
+            self._uncertain = False
         while prepared.runs:
             run = prepared.runs[0]
             aliases = [a for a in run.items if isinstance(a, Alias)]
+            self._uncertain = True
             if aliases:
                 for alias in aliases[:-1]:
                     self._apply_alias(alias, None)
                 self._apply_alias(aliases[-1], run.last_id)
             else:
                 self._apply_events([e for e in run.items if isinstance(e, Event)], run.last_id)
+            self._uncertain = False
             self._applied = parse_id(run.last_id)
             prepared.runs.pop(0)
         self.stats.batches += 1
@@ -519,10 +536,14 @@ class SegmentFollower:
         if ack:
             commands.append(("XACK", self.names.stream, self.group, *self._to_ack))
         keys = [self._tomb]
+        args = []
+        cache = self._states
         for subject in subjects:
             keys.append(counters_key(self.names, subject))
             keys.append(memberships_key(self.names, subject))
-        commands.append(("EVAL", READ_SCRIPT, len(keys), *keys, *subjects))
+            args.append(subject)
+            args.append("0" if subject in cache else "1")
+        commands.append(("EVAL", READ_SCRIPT, len(keys), *keys, *args))
         commands.extend(extra)
         replies = self._redis.call(commands)
         if ack:
@@ -533,18 +554,28 @@ class SegmentFollower:
                 raise reply
         flat = replies[0]
         erased = [bool(x) for x in flat[0::3]]
-        states = [UserState.parse(raw) for raw in flat[1::3]]
+        states = []
+        for subject, raw in zip(subjects, flat[1::3], strict=True):
+            state = cache.get(subject)
+            if state is None:
+                state = cache[subject] = UserState.parse(raw)
+                if len(cache) > self.cache_users:
+                    del cache[next(iter(cache))]  # the oldest read
+            states.append(state)
         memberships = [{m.decode() for m in raw} for raw in flat[2::3]]
         return erased, states, memberships, replies[1:]
 
     def _commit(self, writes: _Writes, mark: str | None) -> set[str]:
         """Apply the writes and the applied mark atomically (COMMIT_SCRIPT); returns the subjects erased since they
-        were read, whose writes were left out."""
+        were read, whose writes were left out (and whose cached state is forgotten)."""
         keys = (self._tomb, self._applied_key)
         reply = self._redis.call([("EVAL", COMMIT_SCRIPT, 2, *keys, mark or "", *writes.args)])[0]
         if isinstance(reply, Exception):
             raise reply
-        return {s.decode() for s in reply}
+        skipped = {s.decode() for s in reply}
+        for subject in skipped:
+            self._states.pop(subject, None)
+        return skipped
 
     def _apply_events(self, events: list[Event], mark: str | None) -> None:
         by_subject: dict[str, list[Event]] = {}
@@ -582,7 +613,9 @@ class SegmentFollower:
                 if change.first_seen
                 else touched_segments(change, self.rules.by_feature, self.rules.by_attribute)
             )
-            stale = stale_fields(state, state.last_ms, self.horizon_h)
+            hour = state.last_ms // HOUR_MS
+            stale = stale_fields(state, state.last_ms, self.horizon_h) if state.pruned_hour != hour else []
+            state.pruned_hour = hour
             key = counters_key(self.names, subject)
             commands: list[tuple] = []
             if change.fields:
@@ -648,7 +681,11 @@ class SegmentFollower:
                 commands.append(("ZADD", self._active_key, "GT", target.last_ms, user))
             writes.block((anon, user), commands)
             self.stats.aliases += 1
-        self._commit(writes, mark)
+        skipped = self._commit(writes, mark)
+        if writes.args and not skipped:
+            self._states[anon] = UserState(alias=user)
+        else:
+            self._states.pop(user, None)
 
     # -- windows sliding --------------------------------------------------------------------------------------------
     def _maybe_sweep(self) -> None:

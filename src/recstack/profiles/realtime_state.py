@@ -153,6 +153,10 @@ class UserState:
     profiled: bool = False
     alias: str | None = None
     fields: int = 0  # fields in the hash as read
+    pruned_hour: int | None = None  # the hour old buckets were last dropped at (once an hour is enough)
+    # feature values (compile.feature_value) as of the hour ``values_hour``; a feature an event touches is dropped
+    values: dict[str, float] = field(default_factory=dict)
+    values_hour: int | None = None
 
     @classmethod
     def parse(cls, raw: list[bytes] | Mapping[bytes, bytes] | None) -> UserState:
@@ -276,6 +280,7 @@ def apply_events(
             counts[bucket] = total
             change.fields[f"{fid}@{bucket}"] = repr(total)
             change.features.add(fid)
+            state.values.pop(fid, None)
         if state.last_ms is None or event.ts_ms > state.last_ms:
             state.last_ms = event.ts_ms
             change.fields[LAST] = str(event.ts_ms)
@@ -301,6 +306,7 @@ def merge_states(target: UserState, source: UserState) -> dict[str, str]:
     Buckets add up; attributes keep the latest; ``_last`` the later. The sessions of the two are counted apart (the
     batch, merging timelines, may count fewer)."""
     fields: dict[str, str] = {}
+    target.values.clear()
     for fid, counts in source.buckets.items():
         mine = target.buckets.setdefault(fid, {})
         for bucket, value in counts.items():
@@ -341,7 +347,11 @@ def members(state: UserState, names: Iterable[str], rules: RuleSet, as_of_ms: in
     names = list(names)
     if not in_population(state.last_ms, state.has_attributes, as_of_ms, horizon_h):
         return dict.fromkeys(names, False)
-    values: dict[str, float] = {}
+    hour = as_of_ms // HOUR_MS
+    if state.values_hour != hour:  # a feature's value depends on the hour only
+        state.values = {}
+        state.values_hour = hour
+    values = state.values
     out: dict[str, bool] = {}
     buckets = state.buckets
     for name in names:
