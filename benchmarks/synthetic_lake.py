@@ -8,9 +8,11 @@ The story it tells, so that every profile column and segment rule has something 
 
 * users: a heavy-tailed activity (log-normal), an active span (some join late, some lapse), a main and a side taste
   (two genres, popular genres more often), a home device and a country with its time zone; 5% are anonymous
-  visitors (the ``v:`` pseudonym), a few are bots (``device_class = bot``, bursts of hundreds of events);
+  visitors (the ``v:`` pseudonym), a few are bots (bursts of hundreds of events; half declared as
+  ``device_class = bot``, half posing as desktop browsers);
 * sessions: a user's events come in sessions (geometric length, seconds apart), started at a local hour drawn from a
-  diurnal profile; days follow a weekly cycle and a slow growth; one site-wide spike hour of views of one item;
+  diurnal profile; days follow a weekly cycle and a slow growth; one site-wide spike hour of views of one item
+  (20:00 UTC on the last day, so a check of recent days sees it);
 * events: mostly views, then clicks, dwell (ms, log-normal), scrolls, add-to-cart, ratings (1-5, higher for the
   user's taste), purchases (by the 30% who buy), searches, stated preferences and survey answers; items drawn by a
   Zipf law over popularity within the taste genre or the catalogue; ``profile`` events with demographics (some
@@ -51,7 +53,7 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 MANIFEST = "lake.json"
 ITEMS_FILE = "items.csv"
-FORMAT = 2  # bump when the generator's output changes, so old lakes are not reused
+FORMAT = 4  # bump when the generator's output changes, so old lakes are not reused
 
 # Behavioural event mix (profile events and the spike are added on top, see LakeSpec).
 EVENT_MIX: tuple[tuple[str, float], ...] = (
@@ -482,19 +484,21 @@ def _finish(
 
 
 def _bots(spec: LakeSpec, rng: np.random.Generator, users: _Users, n: int, day_ms: int) -> _Block:
-    """Crawlers: bursts of views one second apart, around the clock."""
+    """Crawlers: bursts of views half a second apart (120 a minute, past the bot-rate check's 60), around the clock.
+    Half declare themselves (``device_class = bot``); the other half pose as desktop browsers, for the check to find."""
     lengths = _sessions_for(rng, n, 300.0)
     s = len(lengths)
     who_s = rng.choice(users.bots, size=s)
-    start = day_ms + rng.integers(0, DAY_MS - 400_000, size=s)
+    start = day_ms + rng.integers(0, DAY_MS - 200_000, size=s)
     cum = np.arange(n) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    client = np.repeat(start, lengths) + cum * 1000
+    client = np.repeat(start, lengths) + cum * 500
     who = np.repeat(who_s, lengths)
     item = rng.integers(0, spec.items, size=n)
     none = np.full(n, -1)
+    device = np.where(np.isin(who, users.bots[1::2]), 0, len(DEVICES))
     block = _finish(
         rng, users, who, item, np.full(n, _TYPE["view"]), np.full(n, np.nan), client,
-        np.full(n, len(DEVICES)), np.zeros(n, dtype=np.int64), none, none, none, none, none,
+        device, np.zeros(n, dtype=np.int64), none, none, none, none, none,
     )  # fmt: skip
     block.local_hour[:] = (client // HOUR_MS % 24).astype(np.int8)
     return block
@@ -679,7 +683,7 @@ def generate(
         raise ValueError(f"synthetic lake: {spec.events} events are too few for {n_profiles} profile events")
     per_day = _day_counts(spec, rng, n_behaviour)
     bots_per_day = rng.multinomial(n_bots, np.full(spec.days, 1 / spec.days))
-    spike_day = (spec.days * 2) // 3
+    spike_day = spec.days - 1  # yesterday evening: within the quality check's recent days, as a live alert would be
     rows, files, base = 0, 0, 0
     by_type = np.zeros(len(TYPES), dtype=np.int64)
     pool = ThreadPoolExecutor(max_workers=writers or min(8, os.cpu_count() or 1))
