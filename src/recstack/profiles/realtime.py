@@ -116,10 +116,13 @@ class FollowerStats:
     reloads: int = 0
     # (ms from XADD to commit, events of the entry): the latency every event of the entry saw
     latencies: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_KEPT))
+    # (ms from the stream read returning to the commit returning, events): the follower's own share of the above
+    apply_ms: deque = field(default_factory=lambda: deque(maxlen=_LATENCY_KEPT))
 
     def summary(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "latencies"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("latencies", "apply_ms")}
         out.update(latency_percentiles(self.latencies))
+        out.update({f"apply_{k}": v for k, v in latency_percentiles(self.apply_ms).items()})
         return out
 
 
@@ -400,8 +403,11 @@ class SegmentFollower:
             raise reply
         entries = _entries(reply)
         if entries:
+            applied = self.stats.events
             events = self.stats.events + self.stats.bots + self.stats.duplicates + self.stats.erased
+            read_at = time.perf_counter()
             self.apply(entries)
+            self.stats.apply_ms.append((1000 * (time.perf_counter() - read_at), self.stats.events - applied))
             events = self.stats.events + self.stats.bots + self.stats.duplicates + self.stats.erased - events
             self._per_entry = 0.8 * self._per_entry + 0.2 * max(1.0, events / len(entries))
         elif self._to_ack:
