@@ -270,7 +270,7 @@ class SegmentFollower:
         sweep_interval_s: float | None = 60.0,
         load_rules: Callable[[], Mapping[str, Segment]] | None = None,
         dedupe_ids: int = 200_000,
-        cache_users: int = 500_000,
+        cache_users: int = 50_000,  # 2-10 kB each (9 kB measured for users with 15 events over 20 rules)
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self.names = names
