@@ -824,9 +824,9 @@ def follow(
     sync_yaml(client, names, yaml_segments)
 
     def rules() -> dict[str, Segment]:
-        if not registry:
-            return dict(yaml_segments)
-        return {**read_registry(client, names, horizon_h), **yaml_segments}
+        # the registry holds the YAML rules too (synced above, and by every `recstack-segments run`): reading it
+        # alone picks up a YAML file edited and synced later, where the copy loaded here would be stale
+        return read_registry(client, names, horizon_h) if registry else dict(yaml_segments)
 
     follower = SegmentFollower(
         settings.redis_url,
