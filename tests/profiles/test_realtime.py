@@ -153,6 +153,22 @@ def test_windows_and_sessions_counted_by_hour_and_a_sweep_removes_expired_member
 
 
 @pytest.mark.redis
+def test_a_sweep_from_another_process_reads_the_counters_as_they_are_now(names, client):
+    f = follower(names)
+    sweeper = SegmentFollower(URL, names, parse_segments(RULES), CATEGORIES, consumer="s", sweep_interval_s=None)
+    add(client, names, [row("u1", T0)])
+    drain(f)
+    sweeper.sweep(T0)
+    add(client, names, [row("u1", T0 + 1)])
+    drain(f)
+    assert "viewers" in segments_of(client, names, "u1")
+    sweeper.sweep(T0 + 2)  # what the sweeper read at T0 (one view) is stale: it must not take u1 out
+    assert "viewers" in segments_of(client, names, "u1")
+    f.close()
+    sweeper.close()
+
+
+@pytest.mark.redis
 def test_exactly_once_across_a_crash_between_commit_and_ack(names, client):
     first = follower(names)
     add(client, names, [row("u1", T0)])

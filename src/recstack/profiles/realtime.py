@@ -533,7 +533,7 @@ class SegmentFollower:
         self._prepared = None
 
     def _read(
-        self, subjects: list[str], extra: list[tuple] = ()
+        self, subjects: list[str], extra: list[tuple] = (), fresh: bool = False
     ) -> tuple[list[bool], list[UserState], list[set[str]], list[Any]]:
         """Per subject: erased?, counters, memberships (READ_SCRIPT), with ``extra`` commands and the previous
         batch's XACK in the same round trip."""
@@ -548,7 +548,7 @@ class SegmentFollower:
             keys.append(counters_key(self.names, subject))
             keys.append(memberships_key(self.names, subject))
             args.append(subject)
-            args.append("0" if subject in cache else "1")
+            args.append("0" if subject in cache and not fresh else "1")
         commands.append(("EVAL", READ_SCRIPT, len(keys), *keys, *args))
         commands.extend(extra)
         replies = self._redis.call(commands)
@@ -562,7 +562,7 @@ class SegmentFollower:
         erased = [bool(x) for x in flat[0::3]]
         states = []
         for subject, raw in zip(subjects, flat[1::3], strict=True):
-            state = cache.get(subject)
+            state = None if fresh else cache.get(subject)
             if state is None:
                 state = cache[subject] = UserState.parse(raw)
                 if len(cache) > self.cache_users:
@@ -726,7 +726,8 @@ class SegmentFollower:
         self.stats.sweeps += 1
 
     def _sweep_chunk(self, subjects: list[str], as_of_ms: int) -> None:
-        erased, states, current, _ = self._read(subjects)
+        # read from Redis, not the cache: a sweep may run in another process than the follower (one per hour is cheap)
+        erased, states, current, _ = self._read(subjects, fresh=True)
         writes = _Writes()
         names = set(self.segments)
         for subject, is_erased, state, now in zip(subjects, erased, states, current, strict=True):
