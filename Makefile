@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@$(PY) serving/vendor.py || echo "warning: the segment dashboard's charts were not vendored (npm missing?); run make vendor"
 	@touch $@
 
 install: $(STAMP)

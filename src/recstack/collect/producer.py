@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from recstack.collect import records
 from recstack.collect.purposes import PURPOSES
 from recstack.collect.recent import encode_recent
-from recstack.collect import records
 from recstack.collect.records import encode_entry, tombstone_key
 from recstack.collect.settings import CollectSettings
 
