@@ -4,6 +4,7 @@ a batch), rule reload, aliases, duplicates and bots; plus the pure state functio
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from recstack.collect.producer import Producer
 from recstack.collect.records import (
     StreamNames,
     counters_key,
@@ -20,7 +22,9 @@ from recstack.collect.records import (
     memberships_key,
     segments_key,
     tombstone_key,
+    visitors_key,
 )
+from recstack.config import collect_settings
 from recstack.profiles.realtime import SegmentFollower, realtime_memberships
 from recstack.profiles.realtime_state import Event, RuleSet, UserState, apply_events, members
 from recstack.profiles.rules import HOUR_MS, parse_segments
@@ -326,6 +330,18 @@ def test_an_alias_moves_the_visitors_counters_to_the_user(names, client):
     assert segments_of(client, names, "anon") == set()
     assert f.stats.aliases == 1
     f.close()
+    # erasing the user removes the visitor's pointer to it too
+    producer = Producer(collect_settings([f"stream={names.stream}", f"group={names.group}"]))
+    asyncio.run(_erase(producer, "user"))
+    assert counters(client, names, "anon") == {} and counters(client, names, "user") == {}
+    assert not client.exists(visitors_key(names, "user"))
+
+
+async def _erase(producer: Producer, subject: str) -> None:
+    try:
+        await producer.erase(subject)
+    finally:
+        await producer.aclose()
 
 
 # ------------------------------------------------------------------------------------------------------- pure ---

@@ -247,7 +247,7 @@ class Producer:
         audit = {
             "action": "erasure",
             "subject": subject,
-            "detail": "online: tombstone, recent, consent, profile, segment counters and memberships",
+            "detail": "online: tombstone, recent, consent, profile, segment counters, visitors' pointers, memberships",
             "received_ts": int(time.time() * 1000),
         }
         names = s.names
@@ -257,6 +257,7 @@ class Producer:
             # read next are all there will be
             await self.client.sadd(self.tombstones, subject)
             segments = [m.decode() for m in await self.client.smembers(of)]
+            visitors = [v.decode() for v in await self.client.smembers(records.visitors_key(names, subject))]
             pipe = self.client.pipeline(transaction=True)
             for segment in segments:
                 pipe.zrem(records.members_key(names, segment), subject)
@@ -266,6 +267,8 @@ class Producer:
                 consent_key(s, subject),
                 profile_key(s, subject),
                 records.counters_key(names, subject),
+                records.visitors_key(names, subject),
+                *(records.counters_key(names, visitor) for visitor in visitors),
                 of,
             )
             pipe.xadd(s.stream, encode_entry("audit", [audit]))

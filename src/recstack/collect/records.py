@@ -69,6 +69,12 @@ def counters_key(names: StreamNames, subject: str) -> str:
     return f"{names.stream}:counters:{subject}"
 
 
+def visitors_key(names: StreamNames, subject: str) -> str:
+    """The set of visitors whose counters the segment follower moved into the subject's (their hashes keep only a
+    pointer to it): erasing the subject deletes those pointers too."""
+    return f"{names.stream}:visitors:{subject}"
+
+
 def memberships_key(names: StreamNames, subject: str) -> str:
     """The set of segment names the subject is in now (``GET /users/{id}/segments``)."""
     return f"{names.stream}:segments:of:{subject}"

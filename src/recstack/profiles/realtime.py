@@ -72,6 +72,7 @@ from recstack.collect.records import (
     memberships_key,
     segments_key,
     tombstone_key,
+    visitors_key,
 )
 from recstack.collect.settings import CollectSettings
 from recstack.profiles.realtime_state import (
@@ -680,6 +681,7 @@ class SegmentFollower:
                 commands.append(("HSET", counters_key(self.names, user), *_flat(fields)))
             commands.append(("DEL", counters_key(self.names, anon)))
             commands.append(("HSET", counters_key(self.names, anon), ALIAS, user))
+            commands.append(("SADD", visitors_key(self.names, user), anon))
             self._membership_writes(anon, UserState(), anon_now, set(anon_now) & set(self.segments), 0, commands)
             commands.append(("ZREM", self._active_key, anon))
             if target.last_ms is not None:
