@@ -106,3 +106,20 @@ def test_purge_deletes_whole_expired_days_only(tmp_path: Path) -> None:
     assert not [p for p in (root / "events").iterdir() if p.name.startswith(".")]
     assert purge(root, 395, now=NOW).partitions == []  # nothing left to purge: no second audit row
     assert len(lake.read_table(root, "audit")) == 2
+
+
+def test_linked_visitors_follows_merged_accounts_to_their_visitors(tmp_path: Path) -> None:
+    """Erasing a canonical account reaches a duplicate account merged into it and the visitor linked to that one."""
+    root = tmp_path / "lake"
+    duplicate, visitor = "e" * 32, "f" * 32
+    lake.write_rows(
+        root,
+        "aliases",
+        [
+            {"anonymous_id": duplicate, "user_id": ALICE, "received_ts": ms(NOW), "stream_id": "profiles:merge"},
+            {"anonymous_id": visitor, "user_id": duplicate, "received_ts": ms(NOW)},
+            {"anonymous_id": "d" * 32, "user_id": BOB, "received_ts": ms(NOW)},
+        ],
+    )
+    assert linked_visitors(root, {ALICE}) == {duplicate, visitor}
+    assert linked_visitors(root, {duplicate}) == {visitor}

@@ -57,17 +57,24 @@ class PurgeReport:
 
 
 def linked_visitors(lake: str | Path, pseudonyms: set[str]) -> set[str]:
-    """Visitor pseudonyms that ``POST /identify`` linked to any of these user pseudonyms (the aliases table): the
-    same person's events from before they signed in."""
+    """Pseudonyms the aliases table links to any of these: visitors ``POST /identify`` linked to them (the same
+    person's events from before they signed in) and duplicate accounts ``recstack-profiles`` merged into them, followed
+    to the end (the visitors of a merged duplicate account too)."""
     files = [str(p) for p in parts(lake, "aliases")]
     if not files or not pseudonyms:
         return set()
+    found = set(pseudonyms)
+    frontier = set(pseudonyms)
     with duckdb.connect() as con:
-        con.register("subjects", pa.table({"id": sorted(pseudonyms)}))
-        rows = con.execute(
-            "SELECT DISTINCT anonymous_id FROM read_parquet(?) WHERE user_id IN (SELECT id FROM subjects)", [files]
-        ).fetchall()
-    return {row[0] for row in rows} - pseudonyms
+        while frontier:
+            con.register("subjects", pa.table({"id": sorted(frontier)}))
+            rows = con.execute(
+                "SELECT DISTINCT anonymous_id FROM read_parquet(?) WHERE user_id IN (SELECT id FROM subjects)", [files]
+            ).fetchall()
+            con.unregister("subjects")
+            frontier = {row[0] for row in rows} - found
+            found |= frontier
+    return found - pseudonyms
 
 
 def _holders(lake: str | Path, table: str, pseudonyms: set[str]) -> dict[Path, set[str]]:
