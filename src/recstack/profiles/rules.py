@@ -37,6 +37,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,9 +86,10 @@ class Feature:
     device: str | None = None
     window_h: int = 24
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """Stable across processes and releases (real-time counters are stored under it)."""
+        """Stable across processes and releases (real-time counters are stored under it); computed once per feature
+        (the follower reads it for every event)."""
         text = json.dumps([self.kind, list(self.events), self.category, self.device, self.window_h])
         return f"{self.kind[:3]}_{hashlib.blake2b(text.encode(), digest_size=6).hexdigest()}"
 
