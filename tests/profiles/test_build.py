@@ -8,7 +8,7 @@ from datetime import timedelta as td
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import AS_OF_MS, LakeBuilder
+from profiles_support import AS_OF_MS, LakeBuilder
 
 from recstack.profiles.build import ProfileSpec, build_profiles, profile_schema
 from recstack.profiles.profile_surveys import load_survey_answers

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import AS_OF, LakeBuilder
+from profiles_support import AS_OF, LakeBuilder
 
 from recstack.cli.profiles import main
 from recstack.profiles.online import read_profile

@@ -8,7 +8,7 @@ from datetime import timedelta as td
 import duckdb
 import pytest
 import redis.asyncio
-from conftest import AS_OF_MS, REDIS_URL, LakeBuilder
+from profiles_support import AS_OF_MS, REDIS_URL, LakeBuilder
 
 from recstack.collect.records import profile_key
 from recstack.profiles.build import DEMOGRAPHICS, build_profiles

@@ -9,7 +9,7 @@ from datetime import timedelta as td
 import duckdb
 import pyarrow as pa
 import pytest
-from conftest import AS_OF_MS, LakeBuilder
+from profiles_support import AS_OF_MS, LakeBuilder
 
 from recstack.collect.events import BadEvent, parse_events
 from recstack.collect.intake import normalise_email

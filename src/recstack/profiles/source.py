@@ -107,7 +107,7 @@ def load_events(con, lake_root: str | Path, start_ms: int, end_ms: int, drop_bot
             timed AS (SELECT e.*, {EVENT_TIME_SQL} AS ts_ms FROM cleaned e)
             SELECT {_COLUMNS}, ts_ms // {HOUR_MS} AS bucket, bot FROM timed
             WHERE ts_ms >= $lo AND ts_ms < $hi AND NOT (bot AND $drop_bots)
-            ORDER BY user_id, ts_ms, event_id""",
+            """,
         params,
     )
     return int(con.execute("SELECT count(*) FROM events").fetchall()[0][0])
