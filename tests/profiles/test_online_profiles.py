@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio
 from profiles_support import AS_OF_MS, REDIS_URL, LakeBuilder
 
-from recstack.collect.records import profile_key
+from recstack.collect.records import profile_key, tombstone_key
 from recstack.profiles.build import DEMOGRAPHICS, build_profiles
 from recstack.profiles.online import load_profiles, read_profile, read_profile_async
 from recstack.profiles.quality_impute import impute
@@ -72,3 +72,12 @@ async def test_async_twin_reads_the_same(lake_builder: LakeBuilder, names, redis
         assert await read_profile_async(client, names, "nobody") is None
     finally:
         await client.aclose()
+
+
+def test_an_erased_user_is_not_loaded_back(lake_builder: LakeBuilder, names, redis_client) -> None:
+    lake_builder.event("u1", "view", td(hours=1), item="i1")
+    lake_builder.event("u2", "view", td(hours=1), item="i2")
+    table = profiles(lake_builder)
+    redis_client.sadd(tombstone_key(names), "u1")  # DELETE /users/u1 ran; the lake is not rewritten yet
+    assert load_profiles(redis_client, names, table, ttl_s=None) == 1
+    assert read_profile(redis_client, names, "u1") is None and read_profile(redis_client, names, "u2") is not None

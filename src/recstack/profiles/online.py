@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from recstack.collect.records import StreamNames, profile_key
+from recstack.collect.records import StreamNames, profile_key, tombstone_key
 from recstack.profiles.build import DEMOGRAPHICS, profile_schema
 
 __all__ = ["decode_profile", "encode_profile", "load_profiles", "read_profile", "read_profile_async"]
@@ -76,21 +76,28 @@ def _chunks(table: pa.Table, size: int) -> Iterator[pa.Table]:
 
 
 def load_profiles(client, names: StreamNames, profiles: pa.Table, ttl_s: int | None, chunk: int = 1000) -> int:
-    """Write every profile (sync ``redis.Redis``), ``chunk`` users per pipeline round trip. Returns users written."""
+    """Write every profile (sync ``redis.Redis``), ``chunk`` users per pipeline round trip, except those of erased
+    users (the tombstone set, read per chunk): a build from a lake not yet rewritten by ``recstack-collect erase``
+    must not bring an erased profile back. Returns users written."""
     if ttl_s is not None and ttl_s <= 0:
         raise ValueError(f"ttl_s={ttl_s!r}: give a positive number of seconds, or null for no expiry")
     schema = profiles.schema
     written = 0
+    tombstones = tombstone_key(names)
     for part in _chunks(profiles, chunk):
+        rows = part.to_pylist()
+        erased = client.smismember(tombstones, [row["user_id"] for row in rows]) if rows else []
         pipe = client.pipeline(transaction=False)
-        for row in part.to_pylist():
+        for row, gone in zip(rows, erased, strict=True):
+            if gone:
+                continue
+            written += 1
             key = profile_key(names, row["user_id"])
             pipe.delete(key)
             pipe.hset(key, mapping=encode_profile(row, schema))
             if ttl_s is not None:
                 pipe.expire(key, int(ttl_s))
         pipe.execute()
-        written += part.num_rows
     return written
 
 
