@@ -20,14 +20,15 @@ def _tool(name: str) -> str:
 
 
 def _run(argv: list[str], log: Path) -> dict:
-    """Run one recstack tool; its last stdout line is its JSON summary. Its log goes to ``log``."""
+    """Run one recstack tool; its summary is its last JSON stdout line, else its stdout as ``text``. Its log goes to
+    ``log``."""
     print(f"  {' '.join(argv)}  (log: {log})", flush=True)
     with log.open("w") as stderr:
         done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{Path(argv[0]).name} {argv[1]} failed (exit {done.returncode}); see {log}")
     lines = [line for line in done.stdout.splitlines() if line.strip().startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
+    return json.loads(lines[-1]) if lines else {"text": done.stdout.strip()}
 
 
 def run_profiles_and_segments(
@@ -39,8 +40,8 @@ def run_profiles_and_segments(
     profiles = _run(
         [_tool("recstack-profiles"), "build", f"out={(out / 'profiles').resolve()}", *common], out / "profiles.log"
     )
-    if profiles:
-        print(f"  profiles: {json.dumps(profiles)[:300]}", flush=True)
+    for line in str(profiles.get("text") or json.dumps(profiles)[:300]).splitlines():
+        print(f"  {line}", flush=True)
     summary = _run(
         [_tool("recstack-segments"), "run", f"out={(out / 'segments').resolve()}", *common], out / "segments.log"
     )
