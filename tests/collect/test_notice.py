@@ -72,7 +72,14 @@ def test_groups_follow_the_schema_metadata() -> None:
     groups = columns_by_purpose()
     assert [g.purpose for g in groups] == ["operations", "personalisation", "personalisation and analytics"]
     operations = groups[0]
-    assert {c.name for c in operations.columns} == {"event_id", "received_ts", "source", "ip", "stream_id"}
+    assert {c.name for c in operations.columns} == {
+        "event_id",
+        "received_ts",
+        "source",
+        "identity_hash",
+        "ip",
+        "stream_id",
+    }
     assert operations.reason == "exactly-once storage and deduplication"
     assert all(c.what for g in groups for c in g.columns)
 

@@ -68,8 +68,8 @@ EVENTS_SCHEMA = pa.schema(
         _field(
             "identity_hash",
             pa.string(),
-            "a keyed hash of the e-mail address you gave (the address itself is never stored)",
-            "operations: recognising two accounts of one person, so their histories are merged into one profile",
+            "a keyed hash of the e-mail address you gave (the address itself is not kept)",
+            _OPS,  # deduplication of accounts: two accounts of one person are merged into one profile
         ),
         _field("device_class", pa.string(), "desktop, mobile, tablet or bot (the User-Agent is not stored)", _CTX),
         _field("browser_family", pa.string(), "browser family, e.g. Firefox (no version)", _CTX),
