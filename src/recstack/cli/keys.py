@@ -1,6 +1,6 @@
 """``recstack-keys``: create, list and revoke the API keys a recstack server accepts.
 
-    recstack-keys create role=<collect|recommend|admin> file=<secret file> [name=<name>]
+    recstack-keys create role=<collect|recommend|analyst|admin> file=<secret file> [name=<name>]
     recstack-keys list file=<secret file>
     recstack-keys revoke name=<name> file=<secret file>
 

@@ -165,7 +165,7 @@ def parse_window(value: Any, path: str, horizon_h: int = DEFAULT_HORIZON_H) -> i
         raise RuleError(
             path,
             f"window {value} exceeds the horizon of {horizon_h // 24}d (the longest history kept for segments); "
-            "shorten it or raise segments.horizon_days",
+            "shorten it or raise horizon_days (configs/segments.yaml; segments_horizon_days in configs/serve.yaml)",
         )
     return hours
 

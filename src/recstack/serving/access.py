@@ -261,7 +261,8 @@ class AccessMiddleware:
             await self._deny(
                 send,
                 403,
-                f"this API key has role {entry.role!r}; this endpoint needs role {required!r} (or admin)",
+                f"this API key has role {entry.role!r}; this endpoint needs role {required!r}"
+                + ("" if required == "admin" else " (or admin)"),
                 b'Bearer realm="recstack", error="insufficient_scope"',
             )
         elif why == _MISSING:
