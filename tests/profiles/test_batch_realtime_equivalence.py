@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,17 +75,6 @@ def event_log(seed: int = 7, users: int = 120, items: int = 30) -> tuple[list[di
         ts = row.pop("ts")
         row.update(event_id=f"e{n}", anonymous=False, client_ts=ts, received_ts=ts, source="api")
     return rows, catalogue
-
-
-@pytest.fixture
-def names() -> Iterator[StreamNames]:
-    stream = f"test:{uuid.uuid4().hex[:10]}:collect"
-    yield StreamNames(stream=stream, group="lake")
-    client = redis.Redis.from_url(URL)
-    keys = list(client.scan_iter(match=stream + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def as_sets(run) -> dict[str, set[str]]:

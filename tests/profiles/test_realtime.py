@@ -41,17 +41,6 @@ T0 = 1_700_000_000_000 // HOUR_MS * HOUR_MS + 10 * 60_000  # 10 minutes into an 
 
 
 @pytest.fixture
-def names() -> Iterator[StreamNames]:
-    stream = f"test:{uuid.uuid4().hex[:10]}:collect"
-    yield StreamNames(stream=stream, group="lake")
-    client = redis.Redis.from_url(URL)
-    keys = list(client.scan_iter(match=stream + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
 def client() -> Iterator[redis.Redis]:
     c = redis.Redis.from_url(URL)
     yield c
