@@ -231,7 +231,13 @@ def split_indexed(
         enc = drop_unused_ids(enc)
     with steps.step("split"):
         pairs = group_pairs(
-            enc.user, enc.item, enc.timestamp, len(enc.item_ids), row=enc.row, with_time=split_cfg.name != "random"
+            enc.user,
+            enc.item,
+            enc.timestamp,
+            len(enc.item_ids),
+            row=enc.row,
+            with_time=split_cfg.name not in ("random", "new_items"),
+            with_item=split_cfg.name == "new_items",
         )
         result = split_pairs(pairs, len(enc.user_ids), split_cfg)
         rows = rows_in_order(pairs, result.pair_order)  # None: the rows' own order
@@ -241,7 +247,8 @@ def split_indexed(
     dropped_rows = int((row_stage == DROPPED).sum())
     n_pairs = int((result.pair_stage != DROPPED).sum())
     if dropped_rows:
-        # Only the time split drops (users without training data); keep indices contiguous, order unchanged.
+        # Only the time and new_items splits drop (users without training data); keep indices contiguous, order
+        # unchanged. new_items never drops everyone: the warm items' pairs always leave some user a training pair.
         kept = row_stage != DROPPED
         rows = np.flatnonzero(kept) if rows is None else rows[kept]
         row_stage = row_stage[kept]

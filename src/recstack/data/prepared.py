@@ -10,9 +10,9 @@ Layout of ``data/processed/<dataset>/<config-hash>/``:
 * ``manifest.json``: format version, dataset, source, the preparation config and its hash, counts.
 
 Rows of the three stage files are grouped by ``user_idx`` ascending; within a user in time order for the chrono,
-loo and time splits, by ``item_idx`` for the random split. :func:`write_tables` then :func:`write_manifest` write
-the layout (``manifest.json`` last, so a folder with a manifest is complete); :mod:`recstack.data.build_split` builds
-it.
+loo and time splits, by ``item_idx`` for the random and new_items splits. :func:`write_tables` then
+:func:`write_manifest` write the layout (``manifest.json`` last, so a folder with a manifest is complete);
+:mod:`recstack.data.build_split` builds it.
 """
 
 from __future__ import annotations

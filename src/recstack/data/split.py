@@ -16,12 +16,21 @@ Strategies (``split.name``):
   rest test. A cut is an ISO date (``"1998-03-01"``, UTC), Unix seconds, or a quantile in [0, 1] of pair times.
   Users whose first pair is after ``valid_start`` have no training data; their pairs are dropped (stage -1) and
   counted, since a model can neither learn nor be fairly evaluated on them.
+* ``new_items``: cold-start items. A seeded ``cold_fraction`` of the items (uniformly, ``round(fraction * n_items)``,
+  at least one) is held out of train entirely: every pair of a held-out ("cold") item goes to valid or test, never
+  to train. The other ("warm") items' pairs are split per user exactly as ``random`` splits them (``ratios``, RecBole's
+  counting over each user's warm pairs). The cold pairs are shuffled together and divided between valid and test in
+  the proportion ``ratios[1] : ratios[2]`` (rounded to the nearest pair; valid first). Users whose pairs are all with
+  cold items would have no training data: their pairs are dropped (stage -1) and counted, as with ``time``. Warm
+  items with very few pairs can also end up without a training pair; evaluation that asks "items no model has seen
+  in train" should therefore use the items with no training interaction, a superset of the held-out ones.
 
 Rows come out grouped by user; within a user in time order for ``chrono``/``loo``/``time`` and in item order for
-``random`` (its random order only decides the stages).
+``random``/``new_items`` (their random order only decides the stages).
 
-With ``random``/``chrono`` every user keeps at least one training pair (the train count is always >= 1), and with
-``loo`` a user only gets valid/test pairs when it has training pairs, so "a user only in valid/test" cannot happen.
+With ``random``/``chrono`` every user keeps at least one training pair (the train count is always >= 1), with
+``loo`` a user only gets valid/test pairs when it has training pairs, and ``time``/``new_items`` drop the users left
+without training pairs, so "a user only in valid/test" cannot happen.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import pandas as pd
 from recstack.data.sorting import group_starts, is_sorted, stable_argsort, stable_lexsort
 
 TRAIN, VALID, TEST, DROPPED = 0, 1, 2, -1
-STRATEGIES: tuple[str, ...] = ("random", "chrono", "loo", "time")
+STRATEGIES: tuple[str, ...] = ("random", "chrono", "loo", "time", "new_items")
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class SplitConfig:
     seed: int = 2020
     valid_start: str | float | None = None
     test_start: str | float | None = None
+    cold_fraction: float = 0.1  # new_items: the share of items held out of train
 
     def __post_init__(self) -> None:
         if self.name not in STRATEGIES:
@@ -59,11 +69,21 @@ class SplitConfig:
             )
         if self.name == "time" and (self.valid_start is None or self.test_start is None):
             raise ValueError("split=time needs split.valid_start and split.test_start (ISO dates or quantiles)")
+        if not 0.0 < self.cold_fraction < 1.0:
+            raise ValueError(
+                f"split.cold_fraction={self.cold_fraction}: the share of items held out of train must be in (0, 1), "
+                "e.g. 0.1"
+            )
+        if self.name == "new_items" and self.ratios[1] + self.ratios[2] <= 0:
+            raise ValueError(
+                f"split=new_items with split.ratios={list(self.ratios)}: the held-out items' pairs go to valid and "
+                "test, so give valid or test a positive ratio, e.g. [0.8, 0.1, 0.1]"
+            )
 
     @classmethod
     def from_mapping(cls, node: Any) -> SplitConfig:
         node = dict(node or {})
-        unknown = set(node) - {"name", "ratios", "seed", "valid_start", "test_start"}
+        unknown = set(node) - {"name", "ratios", "seed", "valid_start", "test_start", "cold_fraction"}
         if unknown:
             raise ValueError(f"split: unknown key(s) {sorted(unknown)}")
         return cls(
@@ -72,6 +92,7 @@ class SplitConfig:
             seed=int(node.get("seed", 2020)),
             valid_start=node.get("valid_start"),
             test_start=node.get("test_start"),
+            cold_fraction=float(node.get("cold_fraction", 0.1)),
         )
 
 
@@ -85,6 +106,7 @@ class Pairs:
     row_order: np.ndarray | None  # int64 input positions sorted by pair; None when the input already was
     first_ts: np.ndarray | None = None  # int64: time of the pair's first row (only computed when asked for)
     first_row: np.ndarray | None = None  # int64: source row of the pair's first row (tie-break for equal times)
+    item: np.ndarray | None = None  # the pair's item (only computed when asked for: the new_items split)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -102,12 +124,13 @@ def group_pairs(
     row: np.ndarray | None = None,
     *,
     with_time: bool = True,
+    with_item: bool = False,
 ) -> Pairs:
     """Group rows into unique (user, item) pairs; rows already in pair order are not sorted again.
 
     ``row``: the source row number of each input row (default: its position), used to break ties in time.
     ``with_time``: also compute each pair's first time and row (the random split needs neither: 17M pairs of
-    a 20M-row log save two 8-byte arrays).
+    a 20M-row log save two 8-byte arrays). ``with_item``: also keep each pair's item (the new_items split).
     """
     key = user.astype(np.int64) * n_items + item
     order = None if is_sorted(key) else stable_argsort(key)
@@ -126,6 +149,7 @@ def group_pairs(
         row_order=order,
         first_ts=first_ts,
         first_row=first_row,
+        item=item[first] if with_item else None,
     )
 
 
@@ -261,6 +285,45 @@ class SplitResult:
     dropped_users: int = 0
 
 
+def held_out_items(items: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """The sorted cold items of the new_items split: ``round(fraction * n)`` of the distinct ``items`` (at least one,
+    at most all but one), drawn uniformly without replacement."""
+    present = np.unique(items)
+    if len(present) < 2:
+        raise ValueError(f"split=new_items needs at least 2 items to hold some out; the data has {len(present)}")
+    n_cold = min(max(1, round(fraction * len(present))), len(present) - 1)
+    return np.sort(rng.choice(present, size=n_cold, replace=False))
+
+
+def _new_items_stages(pairs: Pairs, n_users: int, cfg: SplitConfig) -> tuple[np.ndarray, int]:
+    """Stages of the new_items split (see the module docstring) and the number of users dropped."""
+    if pairs.item is None:
+        raise ValueError("split=new_items needs each pair's item: group_pairs(..., with_item=True)")
+    rng = np.random.default_rng(cfg.seed)
+    cold_items = held_out_items(pairs.item, cfg.cold_fraction, rng)
+    is_cold = np.zeros(int(pairs.item.max()) + 1, dtype=bool)
+    is_cold[cold_items] = True
+    cold_pair = is_cold[pairs.item]
+    stage = np.empty(len(pairs), dtype=np.int8)
+    # Warm pairs: the random split over each user's warm pairs (still grouped by user, so the same machinery applies).
+    warm = np.flatnonzero(~cold_pair)
+    warm_user = pairs.user[warm]
+    order = shuffle_within_groups(warm_user, rng)
+    stage[warm[order]] = _stage_by_ratio(warm_user, n_users, cfg.ratios)
+    # Cold pairs: one shuffle over all of them, the first share to valid, the rest to test.
+    cold = np.flatnonzero(cold_pair)
+    valid_share = cfg.ratios[1] / (cfg.ratios[1] + cfg.ratios[2])
+    n_valid = round(valid_share * len(cold))
+    shuffled = cold[rng.permutation(len(cold))]
+    stage[shuffled[:n_valid]] = VALID
+    stage[shuffled[n_valid:]] = TEST
+    # A user whose pairs are all cold has nothing to learn from: dropped and counted, as by the time split.
+    has_train = np.bincount(pairs.user[warm], minlength=n_users) > 0
+    stage[~has_train[pairs.user]] = DROPPED
+    dropped_users = int((~has_train & (np.bincount(pairs.user, minlength=n_users) > 0)).sum())
+    return stage, dropped_users
+
+
 def split_pairs(pairs: Pairs, n_users: int, cfg: SplitConfig) -> SplitResult:
     """Assign every pair a stage with the strategy ``cfg.name`` (see the module docstring)."""
     if cfg.name == "random":
@@ -269,6 +332,9 @@ def split_pairs(pairs: Pairs, n_users: int, cfg: SplitConfig) -> SplitResult:
         stage = np.empty(len(pairs), dtype=np.int8)
         stage[order] = _stage_by_ratio(pairs.user, n_users, cfg.ratios)  # order stays inside each user's run
         return SplitResult(pair_stage=stage, pair_order=None)
+    if cfg.name == "new_items":
+        stage, dropped_users = _new_items_stages(pairs, n_users, cfg)
+        return SplitResult(pair_stage=stage, pair_order=None, dropped_users=dropped_users)
     order = _chronological_order(pairs)
     ordered_user = pairs.user[order]
     stage = np.empty(len(pairs), dtype=np.int8)
