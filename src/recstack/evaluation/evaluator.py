@@ -8,6 +8,11 @@ looked up in the stage's sparse relevant set (never a dense users x items boolea
 
 Pipelines that produce ranked lists instead of scores (re-rankers, the serving pipeline) call :func:`evaluate_topk`
 with their lists; :func:`evaluate` itself goes through it, so both report identical numbers for identical lists.
+
+Both take ``relevant_items``: metrics restricted to a subset of the catalogue, e.g. the cold items of
+``split=new_items`` (:func:`untrained_items`). Only those items count as relevant ground truth, and only users with at
+least one of them in the stage are evaluated; ranking, masking and the popularity/coverage metrics stay over the
+full catalogue, so a model is still free to rank any item first and pays for it when that item is not relevant.
 """
 
 from __future__ import annotations
@@ -75,25 +80,29 @@ def evaluate(
     device: str | torch.device | None = None,
     keep_per_user: bool = False,
     progress: bool = False,
+    relevant_items: np.ndarray | Sequence[int] | None = None,
 ) -> EvaluationResult:
     """Full-ranking evaluation of ``model`` on ``split``'s ``stage`` at each cut-off in ``ks``.
 
     ``max_memory_bytes`` bounds the score chunk (users per chunk = bound / (n_items * 12 bytes)); ``device`` is where
     masking and top-K run (default: the model's device). ``keep_per_user`` keeps the per-user lists, hits and values
-    (for reports). Seen items are masked by writing ``-inf`` into the returned scores in place (saving a copy per
+    (for reports). ``relevant_items``: item indices that alone count as relevant (see the module docstring); None:
+    every item. Seen items are masked by writing ``-inf`` into the returned scores in place (saving a copy per
     chunk); views (e.g. a broadcast popularity row) are copied first, so ``score_all`` must only avoid returning a
-    whole tensor it keeps. Raises ``ValueError`` when the model and split disagree on users or items, when a ``k`` exceeds the
-    catalogue, or when no user has a relevant item in the stage.
+    whole tensor it keeps. Raises ``ValueError`` when the model and split disagree on users or items, when a ``k``
+    exceeds the catalogue, when ``relevant_items`` holds an index outside the catalogue, or when no user has a relevant
+    item in the stage.
     """
     _check_stage(stage)
     ks = _checked_ks(ks, split.n_items)
     _check_id_space(model, split)
-    n_relevant = np.diff(split.matrix(stage).indptr)
+    relevant = relevant_matrix(split, stage, relevant_items)
+    n_relevant = np.diff(relevant.indptr)
     users = np.flatnonzero(n_relevant > 0)
     if users.size == 0:
-        raise ValueError(f"no user has a {stage} interaction in {split!r}; nothing to evaluate")
+        raise ValueError(f"no user has a {stage} interaction{_among(relevant_items)} in {split!r}; nothing to evaluate")
     topk = _ranked_lists(model, users, _seen_items(split, stage), max(ks), max_memory_bytes, device, progress)
-    return _result(topk, users, split, stage, ks, keep_per_user, n_skipped=split.n_users - users.size)
+    return _result(topk, users, split, stage, ks, keep_per_user, split.n_users - users.size, relevant)
 
 
 def evaluate_topk(
@@ -103,10 +112,12 @@ def evaluate_topk(
     stage: EvalStage = "test",
     ks: Sequence[int] = (10, 20),
     keep_per_user: bool = False,
+    relevant_items: np.ndarray | Sequence[int] | None = None,
 ) -> EvaluationResult:
     """The metrics of :func:`evaluate` for ready-made ranked lists: ``topk[r]`` (item indices best first, ``-1`` for an
-    empty slot) is the list of user ``users[r]``. Rows whose user has no relevant item in the stage are skipped and
-    counted. The lists must be at least ``max(ks)`` long; nothing is masked here (the caller decides what to exclude).
+    empty slot) is the list of user ``users[r]``. Rows whose user has no relevant item in the stage (among
+    ``relevant_items`` when given) are skipped and counted. The lists must be at least ``max(ks)`` long; nothing is
+    masked here (the caller decides what to exclude).
     """
     _check_stage(stage)
     topk = np.asarray(topk)
@@ -129,11 +140,47 @@ def evaluate_topk(
         raise ValueError(
             f"the list of user {int(users[row])} repeats an item; each ranked list must hold distinct items"
         )
-    has_relevant = np.diff(split.matrix(stage).indptr)[users] > 0
+    relevant = relevant_matrix(split, stage, relevant_items)
+    has_relevant = np.diff(relevant.indptr)[users] > 0
     n_skipped = int((~has_relevant).sum())
     if not has_relevant.any():
-        raise ValueError(f"none of the {len(users)} users has a {stage} interaction in {split!r}; nothing to evaluate")
-    return _result(topk[has_relevant], users[has_relevant], split, stage, ks, keep_per_user, n_skipped)
+        raise ValueError(
+            f"none of the {len(users)} users has a {stage} interaction{_among(relevant_items)} in {split!r}; "
+            "nothing to evaluate"
+        )
+    return _result(topk[has_relevant], users[has_relevant], split, stage, ks, keep_per_user, n_skipped, relevant)
+
+
+def untrained_items(split: PreparedSplit) -> np.ndarray:
+    """Indices of the items without a training interaction (sorted): what no collaborative model has seen. Under
+    ``split=new_items`` these are the held-out items, plus the few warm items whose pairs all fell outside train."""
+    return np.flatnonzero(split.item_popularity == 0)
+
+
+def relevant_matrix(
+    split: PreparedSplit, stage: EvalStage, relevant_items: np.ndarray | Sequence[int] | None = None
+) -> sp.csr_matrix:
+    """The stage's binary user x item matrix, keeping only the columns in ``relevant_items`` (None: all of them)."""
+    relevant = split.matrix(stage)
+    if relevant_items is None:
+        return relevant
+    items = np.asarray(relevant_items)
+    if items.ndim != 1 or (items.size and not np.issubdtype(items.dtype, np.integer)):
+        raise ValueError(
+            f"relevant_items must be a 1-D sequence of item indices; got shape {items.shape}, {items.dtype}"
+        )
+    if items.size and (items.min() < 0 or items.max() >= split.n_items):
+        raise ValueError(f"relevant_items must be item indices in [0, {split.n_items}) for {split!r}")
+    keep = np.zeros(split.n_items, dtype=bool)
+    keep[items.astype(np.int64)] = True
+    restricted = relevant.copy()
+    restricted.data = restricted.data * keep[restricted.indices]
+    restricted.eliminate_zeros()
+    return restricted
+
+
+def _among(relevant_items: np.ndarray | Sequence[int] | None) -> str:
+    return "" if relevant_items is None else f" with one of the {len(np.unique(relevant_items))} relevant_items"
 
 
 def _check_stage(stage: str) -> None:
@@ -271,8 +318,8 @@ def _result(
     ks: tuple[int, ...],
     keep_per_user: bool,
     n_skipped: int,
+    relevant: sp.csr_matrix,
 ) -> EvaluationResult:
-    relevant = split.matrix(stage)
     n_relevant = np.diff(relevant.indptr)[users]
     hits = _hits(topk, users, relevant)
     train = split.matrix("train")
