@@ -10,7 +10,9 @@ inputs that come from the data rather than the config:
   start the id rows of items without training interactions at zero);
 * ``features``: :class:`~recstack.models.features.WideDeepFeatures` of the split and its item text vectors;
 * ``item_text_vectors``: the BERT item vectors, only with ``text_side_input=True`` (``fit.text_side_input``; MF,
-  LightGCN).
+  LightGCN);
+* ``text_cache_dir``: where item text vectors are cached (``cfg.text_cache_dir``), for models that encode the item
+  table themselves in ``fit(split)`` (the content model reads ``split.items``, so it needs no data input here).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def build_model(
     kwargs: dict[str, object] = {"n_users": split.n_users, "n_items": split.n_items}
     if "train_matrix" in params:
         kwargs["train_matrix"] = split.matrix("train")
+    if "text_cache_dir" in params:
+        kwargs["text_cache_dir"] = text_cache_dir
     if "features" in params:
         from recstack.models.features import WideDeepFeatures
 
