@@ -3,7 +3,7 @@ over counters for the real-time follower, from the same tree and the same window
 
 Both sides compute the same per-user numbers, the rules' :class:`~recstack.profiles.rules.Feature` values:
 
-* batch (:func:`features_sql`): aggregates over the DuckDB ``events`` / ``event_categories`` tables
+* batch (:func:`features_sql`): aggregates over the DuckDB ``events`` / ``item_categories`` tables
   (recstack.profiles.source), one column ``f_<id>`` per feature, plus the latest attributes;
 * real time (:func:`feature_updates`, :func:`feature_value`): the follower adds each event to hour-bucket counters
   in Redis and sums the buckets of a window when it evaluates.
@@ -189,15 +189,15 @@ def _aggregate(feature: Feature, as_of_ms: int, categorised: bool) -> str:
 def features_sql(features: Iterable[Feature], as_of_ms: int, horizon_h: int, gap_ms: int = SESSION_GAP_MS) -> str:
     """One row per evaluated user (:func:`in_population`): ``user_id``, a ``f_<id>`` column per feature, and the
     attributes (``age_band``, ...). Reads the tables ``events`` (loaded from ``horizon_start - gap_ms`` to
-    ``as_of_ms`` included, so each session start sees the event before it), ``event_categories`` and ``attributes``
-    (recstack.profiles.source)."""
+    ``as_of_ms`` included, so each session start sees the event before it; a wider range gives the same answer),
+    ``item_categories`` and ``attributes`` (recstack.profiles.source)."""
     features = list({f.id: f for f in features}.values())
     lo = window_start_bucket(as_of_ms, horizon_h)
     plain = [f for f in features if f.kind != "sessions" and f.category is None]
     tagged = [f for f in features if f.kind != "sessions" and f.category is not None]
     sessions = [f for f in features if f.kind == "sessions"]
     ctes = [
-        f"ev AS (SELECT event_id, user_id, event_type, value, device_class, bucket FROM events "
+        f"ev AS (SELECT user_id, item_id, event_type, value, category, device_class, bucket FROM events "
         f"WHERE bucket >= {lo} AND ts_ms <= {int(as_of_ms)})",
         "population AS (SELECT DISTINCT user_id FROM ev UNION SELECT user_id FROM attributes)",
     ]
@@ -210,7 +210,16 @@ def features_sql(features: Iterable[Feature], as_of_ms: int, horizon_h: int, gap
         )
         joins.append("LEFT JOIN f_plain USING (user_id)")
     if tagged:
-        ctes.append("evc AS (SELECT e.*, c.category FROM ev e JOIN event_categories c USING (event_id))")
+        # An event once per category it carries (its item's, plus the one it states unless the item has it: the
+        # rows of the event_categories view), kept to the categories the rules name, so the join stays small.
+        named = ", ".join(sorted({_literal(f.category) for f in tagged}))
+        ctes.append(
+            "evc AS (SELECT e.user_id, e.event_type, e.value, e.device_class, e.bucket, c.category FROM ev e "
+            f"JOIN item_categories c USING (item_id) WHERE c.category IN ({named}) "
+            "UNION ALL SELECT user_id, event_type, value, device_class, bucket, category FROM ev e "
+            f"WHERE category IN ({named}) AND NOT EXISTS "
+            "(SELECT 1 FROM item_categories c WHERE c.item_id = e.item_id AND c.category = e.category))"
+        )
         ctes.append(
             "f_tagged AS (SELECT user_id, "
             + ", ".join(_aggregate(f, as_of_ms, True) for f in tagged)
@@ -256,4 +265,5 @@ def membership_sql(segments: Mapping[str, Segment], as_of_ms: int, horizon_h: in
         if parts
         else "SELECT NULL::VARCHAR AS segment, NULL::VARCHAR AS user_id WHERE false"
     )
-    return f"WITH uf AS ({features_sql(features, as_of_ms, horizon_h, gap_ms)})\n{body}"
+    # MATERIALIZED: the features are computed once, not once per segment of the UNION ALL.
+    return f"WITH uf AS MATERIALIZED ({features_sql(features, as_of_ms, horizon_h, gap_ms)})\n{body}"

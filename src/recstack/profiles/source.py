@@ -13,7 +13,8 @@ value               rating, dwell ms, scroll depth, preference score
 ts_ms               event time, epoch milliseconds (UTC)
 bucket              ``ts_ms // 3_600_000``: the UTC hour, the unit every rolling window is counted in
 category            the category a ``preference`` event scores (stated, not the item's)
-device_class ...    the context columns of the lake (device_class, browser_family, os_family, local_hour, ...)
+device_class        the device class (desktop, mobile, tablet, bot, ...)
+local_hour          the client's local hour of day when it sent one
 age_band ...        the demographic columns of ``profile`` events
 bot                 device_class = 'bot'
 ==================  ==========================================================================================
@@ -121,17 +122,12 @@ _NAMES = [
     "value",
     "category",
     "device_class",
-    "browser_family",
-    "os_family",
-    "referrer_host",
     "local_hour",
-    "geo_country",
     "age_band",
     "gender",
     "country",
     "language",
-    "source",
-]
+]  # only what profiles, rules and checks read: every column kept costs load time and memory at 20M events
 _COLUMNS = ", ".join(_NAMES) + ", ts_ms"
 _EMPTY = (
     "SELECT "
@@ -161,12 +157,14 @@ def load_catalogue(con, items_path: str | Path | None) -> int:
         "CREATE OR REPLACE TEMP TABLE item_categories AS SELECT DISTINCT item_id, category FROM _item_categories"
     )
     con.unregister("_item_categories")
+    # Each (event, category) once without a DISTINCT over every event (a hash table of all event ids): events are
+    # unique after cleaning and item_categories is distinct, so only a stated category its item also has repeats.
     con.execute(
         """CREATE OR REPLACE TEMP VIEW event_categories AS
-           SELECT DISTINCT event_id, category FROM (
-               SELECT e.event_id, c.category FROM events e JOIN item_categories c USING (item_id)
-               UNION ALL
-               SELECT event_id, category FROM events WHERE category IS NOT NULL)"""
+           SELECT e.event_id, c.category FROM events e JOIN item_categories c USING (item_id)
+           UNION ALL
+           SELECT event_id, category FROM events e WHERE category IS NOT NULL AND NOT EXISTS (
+               SELECT 1 FROM item_categories c WHERE c.item_id = e.item_id AND c.category = e.category)"""
     )
     return int(con.execute("SELECT count(DISTINCT item_id) FROM item_categories").fetchall()[0][0])
 
