@@ -48,6 +48,7 @@ from recstack.profiles.compile import window_start_bucket
 from recstack.profiles.rules import HOUR_MS, SESSION_GAP_MS
 
 DAY_MS = 24 * HOUR_MS
+NOT_IN_A_WINDOW = 1_000_000  # the window tag of events older than the widest window (first_seen_ms counts them)
 WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90)
 HORIZON_DAYS = max(WINDOWS_DAYS)
 DEMOGRAPHICS: tuple[str, ...] = ("age_band", "gender", "country", "language")
@@ -173,13 +174,18 @@ def build_profiles(con, as_of_ms: int, spec: ProfileSpec | None = None) -> pa.Ta
 def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec) -> str:
     horizon, lo30 = lo[HORIZON_DAYS], lo[30]
     gap = int(spec.session_gap_ms)
+    # Counts in two stages: events per (user, type, narrowest window) and per (user, hour of day) first, then the
+    # windows' columns over those few rows: a filtered count per column over every event cost 40% more at 5M events.
+    windows = sorted(WINDOWS_DAYS)
+    narrowest = " ".join(f"WHEN bucket >= {lo[days]} THEN {days}" for days in windows)
     counts = []
     for days in WINDOWS_DAYS:
         for kind in EVENT_TYPES:
-            counts.append(f"count(*) FILTER (WHERE event_type = '{kind}' AND bucket >= {lo[days]}) AS n_{kind}_{days}d")
-        counts.append(f"count(*) FILTER (WHERE bucket >= {lo[days]}) AS n_events_{days}d")
-    hour = f"coalesce(local_hour, (ts_ms // {HOUR_MS}) % 24)"
-    hours = ", ".join(f"count(*) FILTER (WHERE bucket >= {horizon} AND {hour} = {h})" for h in range(24))
+            counts.append(
+                f"coalesce(sum(n) FILTER (WHERE event_type = '{kind}' AND w <= {days}), 0) AS n_{kind}_{days}d"
+            )
+        counts.append(f"coalesce(sum(n) FILTER (WHERE w <= {days}), 0) AS n_events_{days}d")
+    hours = ", ".join(f"coalesce(sum(n) FILTER (WHERE h = {h}), 0)" for h in range(24))
     if _has_table(con, "attributes"):
         attributes = "attributes"
     else:
@@ -200,13 +206,20 @@ def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec) -> 
     return f"""
     WITH ev AS NOT MATERIALIZED (SELECT * FROM events WHERE ts_ms <= {as_of}),
     population AS (SELECT DISTINCT user_id FROM ev UNION SELECT user_id FROM {attributes}),
+    per_type AS (  -- w: the narrowest window an event is in (all history before the widest: {NOT_IN_A_WINDOW})
+        SELECT user_id, event_type, CASE {narrowest} ELSE {NOT_IN_A_WINDOW} END AS w, count(*) AS n,
+               min(ts_ms) AS first_ms, max(ts_ms) AS last_ms, sum(value) FILTER (WHERE event_type = 'dwell') AS dwell
+        FROM ev GROUP BY ALL),
+    per_hour AS (
+        SELECT user_id, coalesce(local_hour, bucket % 24) AS h, count(*) AS n
+        FROM ev WHERE bucket >= {horizon} GROUP BY ALL),
     activity AS (
         SELECT user_id, {", ".join(counts)},
-               min(ts_ms) AS first_seen_ms, max(ts_ms) AS last_seen_ms,
-               count(DISTINCT ts_ms // {DAY_MS}) FILTER (WHERE bucket >= {lo30}) AS frequency,
-               coalesce(sum(value) FILTER (WHERE event_type = 'dwell' AND bucket >= {horizon}), 0) AS dwell_total_ms,
-               [{hours}] AS hour_of_day
-        FROM ev GROUP BY user_id),
+               min(first_ms) AS first_seen_ms, max(last_ms) AS last_seen_ms,
+               coalesce(sum(dwell) FILTER (WHERE w <= {HORIZON_DAYS}), 0) AS dwell_total_ms
+        FROM per_type GROUP BY user_id),
+    days AS (SELECT user_id, count(DISTINCT bucket // 24) AS frequency FROM ev WHERE bucket >= {lo30} GROUP BY user_id),
+    hours AS (SELECT user_id, [{hours}] AS hour_of_day FROM per_hour GROUP BY user_id),
     devices AS (
         SELECT user_id, arg_max(device_class, (n, device_class)) AS device_class FROM (
             SELECT user_id, device_class, count(*) AS n FROM ev
@@ -255,16 +268,17 @@ def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec) -> 
     SELECT p.user_id, {as_of}::BIGINT AS as_of_ms,
            {", ".join(f"coalesce(a.{c.name}, 0) AS {c.name}" for c in profile_schema() if c.name.startswith("n_"))},
            a.first_seen_ms, a.last_seen_ms, ({as_of} - a.last_seen_ms) / {float(DAY_MS)} AS recency_days,
-           coalesce(a.frequency, 0) AS frequency,
+           coalesce(dy.frequency, 0) AS frequency,
            coalesce(s.sessions_30d, 0) AS sessions_30d, coalesce(s.sessions_90d, 0) AS sessions_90d,
            s.mean_session_s, s.bounce_rate, coalesce(a.dwell_total_ms, 0) AS dwell_total_ms,
            coalesce(i.m, MAP()) AS pref_implicit, coalesce(i.top, []) AS top_categories,
            coalesce(r.m, MAP()) AS rating_by_category, coalesce(st.m, MAP()) AS stated_preferences,
            coalesce(sv.m, MAP()) AS survey_answers,
            {", ".join(f"t.{c}" for c in DEMOGRAPHICS)},
-           d.device_class, coalesce(a.hour_of_day, [{", ".join(["0"] * 24)}]) AS hour_of_day
+           d.device_class, coalesce(h.hour_of_day, [{", ".join(["0"] * 24)}]) AS hour_of_day
     FROM population p
-    LEFT JOIN activity a USING (user_id) LEFT JOIN session_stats s USING (user_id)
+    LEFT JOIN activity a USING (user_id) LEFT JOIN days dy USING (user_id) LEFT JOIN hours h USING (user_id)
+    LEFT JOIN session_stats s USING (user_id)
     LEFT JOIN devices d USING (user_id) LEFT JOIN implicit i USING (user_id)
     LEFT JOIN ratings r USING (user_id) LEFT JOIN stated st USING (user_id) LEFT JOIN surveys sv USING (user_id)
     LEFT JOIN {attributes} t USING (user_id)
