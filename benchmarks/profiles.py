@@ -1,7 +1,7 @@
 """Profiles and segments benchmark: batch profiles and 20 segments over a synthetic lake of 20M events, the real-time
 follower, and ``GET /users/{id}/segments`` under load.
 
-    .venv/bin/python benchmarks/profiles.py [--workdir DIR] [--part build|segments|realtime|api ...] [--events 20000000]
+    .venv/bin/python benchmarks/profiles.py [--workdir DIR] [--part batch|build|segments|realtime|api ...] [--events 20000000]
         [--users 200000] [--items 20000] [--repeats 1] [--no-publish] [--threads N] [--memory-limit 3GB]
 
 Targets (issue 13): profiles + 20 segments over 20M events in at most 60 s and 4 GiB with DuckDB; real-time update at
@@ -9,6 +9,8 @@ least 10,000 events/s sustained with p99 at most 5 ms per event; ``GET /users/{i
 
 * the lake: benchmarks/synthetic_lake.py writes ``<workdir>/lake`` and ``<workdir>/items.csv`` (reused while its
   spec and key match; ``<workdir>/hmac.key`` is made once, so the service finds ``user-<n>`` by its raw id);
+* ``batch``: ``recstack-profiles build segments.run=true``: profiles, quality checks and the 20 segments in one
+  process over one load of the lake (the issue's "profiles + 20 segments"; the target's figure when it runs);
 * ``build``: ``recstack-profiles build`` as a subprocess (profiles, quality checks, Redis load unless --no-publish);
 * ``segments``: ``recstack-segments run`` with the 20 rules of benchmarks/segments_20.yaml (published to Redis
   unless --no-publish);
@@ -57,7 +59,7 @@ from synthetic_lake import LakeInfo, LakeSpec, ensure_lake, raw_user_id
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RULES = Path(__file__).resolve().parent / "segments_20.yaml"
-PARTS = ("build", "segments", "realtime", "api")
+PARTS = ("batch", "build", "segments", "realtime", "api")
 TARGETS = {
     "batch_seconds": 60.0,
     "batch_peak_rss_gib": 4.0,
@@ -243,6 +245,17 @@ class Bench:
         }
         return [str(_script("recstack-profiles")), "build", *_overrides(defaults, self.args.build_arg)]
 
+    def batch_argv(self, out: Path) -> list[str]:
+        """The build with ``segments.run=true``: profiles, checks and the 20 segments over one load of the lake."""
+        seg = {
+            "rules": str(self.rules_dir),
+            "out": str(out / "segments"),
+            "publish": str(not self.args.no_publish).lower(),
+            "registry": "false",
+        }
+        overrides = ",".join(f"'{k}={v}'" for k, v in seg.items())
+        return [*self.build_argv(out), "segments.run=true", f"segments.overrides=[{overrides}]"]
+
     def timed(self, name: str, argv_for: Callable[[Path], list[str]]) -> dict[str, Any]:
         self.ensure_lake()
         runs = []
@@ -266,6 +279,9 @@ class Bench:
 
     def build(self) -> dict[str, Any]:
         return self.timed("build", self.build_argv)
+
+    def batch(self) -> dict[str, Any]:
+        return self.timed("batch", self.batch_argv)
 
     def segments(self) -> dict[str, Any]:
         result = self.timed("segments", lambda out: self.segments_argv(out, not self.args.no_publish))
@@ -455,8 +471,12 @@ def machine() -> dict[str, Any]:
 def verdicts(parts: Mapping[str, Any]) -> dict[str, Any]:
     """The issue's targets against what was measured (only for parts that ran)."""
     out: dict[str, Any] = {}
-    build, segs = parts.get("build"), parts.get("segments")
-    if isinstance(build, dict) and isinstance(segs, dict) and "wall_s_median" in build and "wall_s_median" in segs:
+    build, segs, batch = parts.get("build"), parts.get("segments"), parts.get("batch")
+    if isinstance(batch, dict) and "wall_s_median" in batch:  # one process, one load: the figure the target means
+        total, rss = batch["wall_s_median"], batch["peak_tree_rss_mib_max"] / 1024
+        out["batch_seconds"] = {"value": round(total, 1), "target": TARGETS["batch_seconds"], "ok": total <= 60}
+        out["batch_peak_rss_gib"] = {"value": round(rss, 2), "target": TARGETS["batch_peak_rss_gib"], "ok": rss <= 4}
+    elif isinstance(build, dict) and isinstance(segs, dict) and "wall_s_median" in build and "wall_s_median" in segs:
         total = build["wall_s_median"] + segs["wall_s_median"]
         rss = max(build["peak_tree_rss_mib_max"], segs["peak_tree_rss_mib_max"]) / 1024
         out["batch_seconds"] = {"value": round(total, 1), "target": TARGETS["batch_seconds"], "ok": total <= 60}
@@ -522,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     failed = False
     try:
-        if any(p in ("build", "segments", "api") for p in parts):
+        if any(p in ("batch", "build", "segments", "api") for p in parts):
             results["lake"] = bench.ensure_lake()
         for part in parts:
             print(f"== {part}", flush=True)

@@ -175,3 +175,73 @@ def test_cli_validate_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     for key in client.scan_iter(f"{stream}*"):
         client.delete(key)
     client.close()
+
+
+def _membership(path: Path) -> list[tuple[str, str]]:
+    table = pq.read_table(path / "membership.parquet")
+    return sorted(zip(table["segment"].to_pylist(), table["user_id"].to_pylist(), strict=True))
+
+
+@pytest.mark.parametrize("history_days", [None, 2])
+def test_profiles_build_runs_the_segments_over_its_own_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], history_days: int | None
+) -> None:
+    """``recstack-profiles build segments.run=true`` gives the membership ``recstack-segments run`` gives, over the
+    build's load of the lake (a longer history than the horizon), or over its own when the history is too short."""
+    from recstack.cli.profiles import main as profiles_main
+    from recstack.cli.segments import main as segments_main
+
+    items = write_lake(tmp_path)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(RULES)
+    as_of = "2026-09-21T13:00:00Z"
+    common = [f"lake={tmp_path / 'lake'}", f"items_path={items}", f"as_of={as_of}"]
+    with pytest.raises(SystemExit) as done:
+        segments_main(
+            ["run", *common, f"rules={rules}", f"out={tmp_path / 'alone'}", "publish=false", "registry=false"]
+        )
+    assert done.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        profiles_main(
+            [
+                "build",
+                *common,
+                f"out={tmp_path / 'build'}",
+                "redis.load=false",
+                "impute.age_band=mode",
+                f"history_days={'null' if history_days is None else history_days}",
+                "segments.run=true",
+                f"segments.overrides=['rules={rules}','out={tmp_path / 'together'}','publish=false','registry=false']",
+            ]
+        )
+    out, err = capsys.readouterr()
+    assert done.value.code == 0, err
+    assert "segments: 6 evaluated over" in out and str(tmp_path / "together") in out
+    assert _membership(tmp_path / "together") == _membership(tmp_path / "alone") != []
+
+
+def test_segments_overrides_cannot_change_the_builds_own_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recstack.cli.profiles import main as profiles_main
+
+    items = write_lake(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        profiles_main(
+            [
+                "build",
+                f"lake={tmp_path / 'lake'}",
+                f"items_path={items}",
+                f"out={tmp_path / 'build'}",
+                "redis.load=false",
+                "impute.age_band=mode",
+                "segments.run=true",
+                "segments.overrides=['lake=/elsewhere']",
+            ]
+        )
+    assert done.value.code == 2
+    assert (
+        "segments.overrides: lake is the build's own setting; set lake= on the build instead" in capsys.readouterr().err
+    )

@@ -4,6 +4,8 @@
   (recstack.profiles.build), run the data-quality checks on them (recstack.profiles.quality: imputation, anomalies,
   duplicate merges), then write ``<out>/profiles.parquet``, ``anomalies.parquet`` and ``quality.json`` and load the
   profiles into Redis (``redis.load``).
+  With ``segments.run=true`` the build also runs the segment rules (``recstack-segments run``) over the events it
+  loaded, so the two jobs read the lake once.
 * ``check``: the same pass without writing profiles or touching Redis: ``anomalies.parquet``, ``quality.json`` and
   the duplicate merges (aliases rows in the lake).
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from recstack.cli.subcommands import split_command
@@ -34,6 +36,7 @@ COMMANDS: tuple[str, ...] = ("build", "check")
 USAGE = (
     "usage: recstack-profiles {build,check} [key=value ...]\n"
     "  recstack-profiles build [as_of=<ISO time>] [out=<dir>] [lake=<dir>] [items_path=<csv>] [redis.load=false]\n"
+    "                         [segments.run=true] [segments.overrides=[rules=<dir>,out=<dir>]]\n"
     "  recstack-profiles check [as_of=<ISO time>] [out=<dir>] [impute.age_band=mode|median|model|none]\n"
     "  settings and their defaults: configs/profiles.yaml"
 )
@@ -143,7 +146,10 @@ def run_profiles(cfg: DictConfig, write_profiles: bool) -> dict[str, Any]:
     redis_load = write_profiles and bool(cfg.redis.load)
     settings = collect_settings(cfg.collector) if redis_load else None
     out = Path(str(cfg.out)).expanduser()
-    steps = Steps(4 + int(write_profiles) + int(redis_load))
+    with_segments = write_profiles and bool(cfg.segments.run)
+    seg_cfg = _segments_config(cfg, as_of) if with_segments else None
+    segments: dict[str, Any] | None = None
+    steps = Steps(4 + int(write_profiles) + int(redis_load) + int(with_segments))
     con = _connect(cfg)
     try:
 
@@ -157,6 +163,8 @@ def run_profiles(cfg: DictConfig, write_profiles: bool) -> dict[str, Any]:
         n_events = steps.run("load events", load)
         profiles = steps.run("profiles", build_profiles, con, as_of, profile_spec)
         profiles, anomalies, report = steps.run("quality checks", run_checks, con, profiles, as_of, lake, quality_spec)
+        if with_segments:
+            segments = steps.run("segments", _segments, seg_cfg, con, start, as_of)
     finally:
         con.close()
 
@@ -180,7 +188,48 @@ def run_profiles(cfg: DictConfig, write_profiles: bool) -> dict[str, Any]:
         "redis_profiles": loaded,
         "quality": report.as_dict(),
         "seconds": steps.timings,
+        **({"segments": segments} if segments is not None else {}),
     }
+
+
+def _segments_config(cfg: DictConfig, as_of: int) -> DictConfig:
+    """The ``recstack-segments run`` config of ``segments.run``: configs/segments.yaml with ``segments.overrides``
+    and the build's own lake, time and engine settings; checked (rules parsed) before any work."""
+    from recstack.cli.segments import declared
+
+    overrides = [str(o) for o in (_plain(cfg.segments.overrides) or [])]
+    mine = {
+        "lake": str(cfg.lake),
+        "items_path": "null" if cfg.items_path is None else str(cfg.items_path),
+        "as_of": datetime.fromtimestamp(as_of / 1000, UTC).isoformat(),
+        "drop_bots": str(bool(cfg.drop_bots)).lower(),
+        "session_gap_min": str(cfg.session_gap_min),
+        "threads": "null" if cfg.threads is None else str(cfg.threads),
+        "memory_limit": "null" if cfg.memory_limit is None else str(cfg.memory_limit),
+    }
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in mine:
+            raise ValueError(f"segments.overrides: {key} is the build's own setting; set {key}= on the build instead")
+    seg_cfg = compose("segments", [*overrides, *(f"{k}={v}" for k, v in mine.items())])
+    with open_dict(seg_cfg):
+        seg_cfg.collector = cfg.collector  # the same Redis, stream names and lake as the build
+    declared(seg_cfg)  # a bad rule fails now, not after the profiles
+    return seg_cfg
+
+
+def _segments(seg_cfg: DictConfig, con, start_ms: int, as_of: int) -> dict[str, Any]:
+    """``recstack-segments run`` over the events ``con`` holds when they reach back to the segment horizon's start
+    (minus a session gap); else over its own load, with a warning saying why."""
+    from recstack.cli.segments import horizon_h, run_command
+    from recstack.profiles.compile import window_start_bucket
+    from recstack.profiles.rules import HOUR_MS
+
+    needed = window_start_bucket(as_of, horizon_h(seg_cfg)) * HOUR_MS - int(seg_cfg.session_gap_min) * 60_000
+    if start_ms > needed:
+        log.warning("history_days is shorter than the segments' horizon_days: the segments load their own events")
+        return run_command(seg_cfg)
+    return run_command(seg_cfg, loaded=con)
 
 
 def _write_parquet(table, path: Path) -> None:
@@ -234,6 +283,12 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"  written: {summary['out']}"
         + (f"; Redis: {summary['redis_profiles']:,} profiles" if summary["redis_profiles"] else ""),
     ]
+    if "segments" in summary:
+        seg = summary["segments"]
+        lines.append(
+            f"  segments: {len(seg['sizes'])} evaluated over {seg['events']:,} events, {sum(seg['sizes'].values()):,} "
+            f"memberships, written: {seg['out']}" + ("; published to Redis" if seg["published"] else "")
+        )
     return lines
 
 

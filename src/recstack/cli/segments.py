@@ -78,7 +78,8 @@ def validate(cfg: DictConfig) -> int:
     return 0
 
 
-def run_command(cfg: DictConfig) -> dict[str, object]:
+def run_command(cfg: DictConfig, loaded=None) -> dict[str, object]:
+    """One run (``loaded``: a DuckDB connection with the events already loaded, see run_segments)."""
     import redis
 
     from recstack.profiles.segments_batch import run_segments
@@ -109,6 +110,7 @@ def run_command(cfg: DictConfig) -> dict[str, object]:
         drop_bots=bool(cfg.drop_bots),
         threads=cfg.threads,
         memory_limit=cfg.memory_limit,
+        loaded=loaded,
     )
     published = publish(client, settings.names, run) if cfg.publish else {}
     client.close()

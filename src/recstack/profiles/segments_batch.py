@@ -240,21 +240,32 @@ def run_segments(
     drop_bots: bool = True,
     threads: int | None = None,
     memory_limit: str | None = None,
+    loaded=None,
 ) -> SegmentRun:
-    """Evaluate every segment as of ``as_of_ms`` (now by default) and write the run's files under ``out``."""
+    """Evaluate every segment as of ``as_of_ms`` (now by default) and write the run's files under ``out``.
+
+    ``loaded``: a DuckDB connection whose tables :func:`load_inputs` (or the profile build's load, a superset) has
+    already loaded for this ``as_of_ms`` and ``drop_bots``, from at least the horizon's start minus ``gap_ms``; the run
+    then reads them instead of loading the lake again, and leaves the connection open. Rules only count events inside
+    their windows, so a longer history gives the same membership."""
     started = time.perf_counter()
     as_of = int(time.time() * 1000) if as_of_ms is None else int(as_of_ms)
     root = Path(out).expanduser()
-    con = connect(threads, memory_limit)
+    con = loaded if loaded is not None else connect(threads, memory_limit)
     try:
-        n_events = load_inputs(con, lake, items_path, as_of, horizon_h, gap_ms, drop_bots)
+        if loaded is None:
+            n_events = load_inputs(con, lake, items_path, as_of, horizon_h, gap_ms, drop_bots)
+        else:
+            lo = window_start_bucket(as_of, horizon_h) * HOUR_MS - gap_ms
+            n_events = int(con.execute(f"SELECT count(*) FROM events WHERE ts_ms >= {lo}").fetchall()[0][0])
         current = evaluate_membership(con, segments, as_of, horizon_h, gap_ms)
         previous = _previous(root)
         previous = previous.filter(pa.compute.is_in(previous["segment"], pa.array(list(segments), pa.string())))
         members, left = _carry_over(con, current, previous, as_of)
         summary = _summary(con, segments, members, as_of)
     finally:
-        con.close()
+        if loaded is None:
+            con.close()
     run = SegmentRun(as_of, members, left, summary, n_events, 0.0)
     runs = _runs(root, segments, run, previous)
     for name in segments:
