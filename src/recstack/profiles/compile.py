@@ -229,7 +229,8 @@ def features_sql(features: Iterable[Feature], as_of_ms: int, horizon_h: int, gap
     if sessions:
         ctes.append(
             "starts AS (SELECT user_id, bucket FROM ("
-            "SELECT user_id, bucket, ts_ms, lag(ts_ms) OVER (PARTITION BY user_id ORDER BY ts_ms, event_id) AS prev "
+            # no tie-break by event id: among events of one millisecond only one can start a session, whichever
+            "SELECT user_id, bucket, ts_ms, lag(ts_ms) OVER (PARTITION BY user_id ORDER BY ts_ms) AS prev "
             f"FROM events WHERE ts_ms <= {int(as_of_ms)}) "
             f"WHERE bucket >= {lo} AND (prev IS NULL OR ts_ms - prev > {int(gap_ms)}))"
         )
