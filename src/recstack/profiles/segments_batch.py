@@ -155,19 +155,34 @@ def _summary(con, segments: Mapping[str, Segment], members: pa.Table, as_of_ms: 
     con.register("_members", members)
     try:
         low = window_start_bucket(as_of_ms, TOP_WINDOW_H)
+        # Per user first (events per item, per category), then per segment: a user in several segments is joined to
+        # a few rows per item or category instead of to every event of theirs again.
+        window = f"bucket >= {low} AND ts_ms <= {int(as_of_ms)}"
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _user_items AS SELECT user_id, item_id, count(*) AS n FROM events
+                WHERE item_id IS NOT NULL AND {window} GROUP BY ALL"""
+        )
         items = con.sql(
-            f"""SELECT segment, item_id, count(*) AS n FROM _members m JOIN events e USING (user_id)
-                WHERE e.item_id IS NOT NULL AND e.bucket >= {low} AND e.ts_ms <= {int(as_of_ms)}
-                GROUP BY segment, item_id QUALIFY row_number() OVER (PARTITION BY segment ORDER BY n DESC, item_id) <= {TOP_ITEMS}
-                ORDER BY segment, n DESC, item_id"""
+            f"""SELECT segment, item_id, sum(n) AS total FROM _members m JOIN _user_items USING (user_id)
+                GROUP BY segment, item_id
+                QUALIFY row_number() OVER (PARTITION BY segment ORDER BY total DESC, item_id) <= {TOP_ITEMS}
+                ORDER BY segment, total DESC, item_id"""
         ).fetchall()
-        categories = con.sql(
-            f"""SELECT segment, c.category, count(*) AS n
-                FROM _members m JOIN events e USING (user_id) JOIN event_categories c USING (event_id)
-                WHERE e.bucket >= {low} AND e.ts_ms <= {int(as_of_ms)}
-                GROUP BY segment, c.category QUALIFY row_number() OVER (PARTITION BY segment ORDER BY n DESC, c.category) <= {TOP_CATEGORIES}
-                ORDER BY segment, n DESC, c.category"""
+        categories = con.sql(  # the rows of event_categories (recstack.profiles.source), counted per user
+            f"""WITH user_categories AS (
+                    SELECT user_id, category, sum(n) AS n FROM (
+                        SELECT u.user_id, c.category, u.n FROM _user_items u JOIN item_categories c USING (item_id)
+                        UNION ALL
+                        SELECT user_id, category, 1 AS n FROM events e WHERE category IS NOT NULL AND {window}
+                            AND NOT EXISTS (SELECT 1 FROM item_categories c
+                                            WHERE c.item_id = e.item_id AND c.category = e.category))
+                    GROUP BY ALL)
+                SELECT segment, category, sum(n) AS total FROM _members m JOIN user_categories USING (user_id)
+                GROUP BY segment, category
+                QUALIFY row_number() OVER (PARTITION BY segment ORDER BY total DESC, category) <= {TOP_CATEGORIES}
+                ORDER BY segment, total DESC, category"""
         ).fetchall()
+        con.execute("DROP TABLE _user_items")
         overlap = con.sql(
             """SELECT a.segment, b.segment, count(*) FROM _members a JOIN _members b USING (user_id)
                WHERE a.segment <> b.segment GROUP BY ALL"""
