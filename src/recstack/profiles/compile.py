@@ -231,7 +231,8 @@ def features_sql(features: Iterable[Feature], as_of_ms: int, horizon_h: int, gap
             "starts AS (SELECT user_id, bucket FROM ("
             # no tie-break by event id: among events of one millisecond only one can start a session, whichever
             "SELECT user_id, bucket, ts_ms, lag(ts_ms) OVER (PARTITION BY user_id ORDER BY ts_ms) AS prev "
-            f"FROM events WHERE ts_ms <= {int(as_of_ms)}) "
+            # events from one gap before the horizon: all a start inside it needs, however far back the load goes
+            f"FROM events WHERE ts_ms >= {lo * HOUR_MS - int(gap_ms)} AND ts_ms <= {int(as_of_ms)}) "
             f"WHERE bucket >= {lo} AND (prev IS NULL OR ts_ms - prev > {int(gap_ms)}))"
         )
         ctes.append(
