@@ -23,14 +23,18 @@ import bentoml
 import numpy as np
 from starlette.responses import JSONResponse
 
+from recstack.collect.catalogue import ItemUpsert
 from recstack.collect.producer import consent_key
 from recstack.collect.purposes import ROLE_STATE, VISITOR
 from recstack.collect.records import memberships_key, segments_key, tombstone_key
 from recstack.serving import collector_mount, demo_site, http_guards, segments_api
+from recstack.serving.item_feed import ItemFeed
 from recstack.serving.metrics import StageMetrics
 from recstack.serving.online_store import RedisOnlineStore
 from recstack.serving.pipeline import BadQuery, Pipeline, PipelineConfig, Query, UnknownItem
 from recstack.serving.schemas import (
+    ItemUpsertRequest,
+    ItemUpsertResponse,
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
@@ -120,6 +124,7 @@ class Recommender:
         config = PipelineConfig(n_candidates=self.settings.n_candidates, max_recent=self.settings.recent_max)
         self.pipeline = Pipeline.from_bundle(bundle, config)
         self.store = RedisOnlineStore(self.settings.redis_store())
+        self.items_feed = self._live_items(bundle)
         self.metrics = StageMetrics()
         self._observe = {name: self.metrics.observer(name) for name in ("recommend", "similar_items")}
         self.collector_on = COLLECTOR is not None
@@ -137,6 +142,25 @@ class Recommender:
         gc.collect()
         gc.freeze()
 
+    def _live_items(self, bundle) -> ItemFeed | None:  # type: ignore[no-untyped-def]
+        """POST /items needs the bundle's content section (text vectors, their index, the ONNX text encoder). The
+        upserts already in Redis are applied before this worker reports ready: a restarted server serves them."""
+        if bundle.content is None:
+            return None
+        from recstack.serving.live_items import LiveItems
+
+        encoder_id = bundle.manifest.files[bundle.content.info.encoder.file]
+        live = LiveItems(self.pipeline, bundle.content, encoder_id, neighbours=self.settings.items_neighbours)
+        feed = ItemFeed(self.store, self.settings.collector.names, live, poll_s=self.settings.items_poll_s)
+        feed.snapshot_sync()  # None (Redis away): the background poll takes the snapshot once it is back
+        return feed
+
+    @bentoml.on_startup
+    async def _follow_items(self) -> None:
+        """Each worker follows the other workers' upserts (recstack.serving.item_feed) in the background."""
+        if self.items_feed is not None:
+            self.items_feed.start()
+
     async def readiness(self) -> dict:
         """What ``/readyz`` answers. The store is probed through the same async pool and breaker as the requests, so
         ``ready`` means requests are being answered with the online store, not that some other connection works."""
@@ -147,6 +171,7 @@ class Recommender:
             "n_users": self.pipeline.n_users,
             "n_items": self.pipeline.n_items,
             "ranker": self.pipeline.ranker is not None,
+            "live_items": None if self.items_feed is None else self.items_feed.live.n_live,
             "online_store": {"kind": state.kind, "available": state.available, "detail": state.detail},
         }
 
@@ -280,6 +305,45 @@ class Recommender:
             title=str(self.pipeline.item_titles[item]),
             embedding=self._items(found.embedding_items, found.embedding_scores, "embedding"),
             text=text,
+            model=self.model_tag,
+        )
+
+    @bentoml.api(route="/items")
+    async def items(self, request: ItemUpsertRequest, /, ctx: bentoml.Context) -> ItemUpsertResponse:
+        """Add an item to the catalogue or update one (admin). Its text is encoded with the bundle's ONNX MiniLM, its
+        vector added to the content index, and an item the collaborative model does not know becomes a retrieval
+        candidate at once, with a vector estimated from its nearest catalogue items by text. Persisted in Redis:
+        every worker applies it within items_poll_s, a restarted server reloads it, and the next export includes it.
+        201: a new item; 200: an update; 409: the bundle has no content section; 503: Redis unavailable."""
+        feed = self.items_feed
+        if feed is None:
+            return _ctx_error(
+                ctx,
+                409,
+                "bundle",
+                "the served bundle has no content section (text vectors and encoder), so it cannot encode new items: "
+                "export it again with content (recstack-export ... content.enabled=true)",
+            )  # type: ignore[return-value]
+        record = ItemUpsert(
+            item_id=request.item_id,
+            title=request.title.strip(),
+            categories=tuple(request.categories),
+            tags=tuple(request.tags),
+            description=request.description.strip(),
+            year=request.year,
+        )
+        done = await feed.upsert(record)
+        if done is None:
+            ctx.response.metadata["retry-after"] = "1"
+            return _ctx_error(ctx, 503, "online_store", "Redis is unavailable: the upsert was not stored; retry")  # type: ignore[return-value]
+        row = self.pipeline.item_index[request.item_id]
+        ctx.response.status_code = 201 if done.created else 200
+        return ItemUpsertResponse(
+            item_id=request.item_id,
+            created=done.created,
+            version=done.version,
+            recommendable=bool(row not in self.pipeline.dead_rows),
+            neighbours=list(done.neighbours),
             model=self.model_tag,
         )
 

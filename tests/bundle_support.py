@@ -51,8 +51,39 @@ def export_tiny_ranker(path: Path, n_users: int, n_items: int, item_groups: np.n
     return path
 
 
-def write_test_bundle(out: Path, split: PreparedSplit, *, seed: int = 0, text: bool = True) -> Path:
-    """A bundle from the tiny split: group-structured embeddings, popularity, seen = train, a real ONNX ranker."""
+def content_payload(split: PreparedSplit, encoder_dir: Path, *, index_kind: str = "hnsw"):  # type: ignore[no-untyped-def]
+    """The content section of the split's catalogue: text vectors from the real exported MiniLM ONNX encoder in
+    ``encoder_dir`` (tests/conftest.py's ``text_encoder_dir``), no upserts."""
+    from recstack.bundle.manifest import TextEncoderInfo
+    from recstack.bundle.text_encoder import TextEncoder
+    from recstack.bundle.writer import ContentPayload
+    from recstack.export.content_section import content_items
+    from recstack.export.text_encoder_onnx import ONNX_FILE, TOKENIZER_FILE
+    from recstack.retrieval.index import IndexConfig
+
+    table = content_items(split.items, ())
+    encoder = TextEncoder(encoder_dir / ONNX_FILE, encoder_dir / TOKENIZER_FILE, intra_op_threads=0)
+    return ContentPayload(
+        items=table,
+        vectors=encoder.encode(table["text"].tolist()),
+        index_config=IndexConfig(kind=index_kind, metric="ip"),  # type: ignore[arg-type]
+        encoder_onnx=encoder_dir / ONNX_FILE,
+        tokenizer=encoder_dir / TOKENIZER_FILE,
+        encoder=TextEncoderInfo(
+            model_name="sentence-transformers/all-MiniLM-L6-v2",
+            dim=encoder.dim,
+            max_length=256,
+            parity_samples=0,
+            parity_min_cosine=1.0,
+        ),
+    )
+
+
+def write_test_bundle(
+    out: Path, split: PreparedSplit, *, seed: int = 0, text: bool = True, content_encoder: Path | None = None
+) -> Path:
+    """A bundle from the tiny split: group-structured embeddings, popularity, seen = train, a real ONNX ranker;
+    with ``content_encoder`` (a folder of the exported MiniLM encoder), a content section too."""
     from recstack.bundle.writer import write_bundle
 
     rng = np.random.default_rng(seed)
@@ -83,4 +114,5 @@ def write_test_bundle(out: Path, split: PreparedSplit, *, seed: int = 0, text: b
         ranker_onnx=ranker,
         dataset="tiny",
         split_hash=split.config_hash,
+        content=None if content_encoder is None else content_payload(split, content_encoder),
     )

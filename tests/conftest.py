@@ -104,6 +104,19 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, serving_split: Prepare
 
 
 @pytest.fixture(scope="session")
+def text_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM exported to ONNX (text_encoder.onnx + tokenizer.json), parity-checked on a few texts; the trace is
+    cached under data/cache/text between sessions (recstack.export.text_encoder_onnx), so it costs tens of seconds
+    once per machine."""
+    from recstack.export.text_encoder_onnx import export_text_encoder
+
+    texts = ["Action movie 1. Genres: Action. Year: 1991", "Comedy movie 2. Genres: Comedy", "x"]
+    out = tmp_path_factory.mktemp("text-encoder")
+    export_text_encoder(out, texts, cache_dir=Path(__file__).resolve().parents[1] / "data" / "cache" / "text")
+    return out
+
+
+@pytest.fixture(scope="session")
 def ml100k_split(tmp_path_factory: pytest.TempPathFactory) -> PreparedSplit:
     """The real ML-100K, default preparation (per-user random 0.8/0.1/0.1, every rating a positive)."""
     if not (data_home() / "ml-100k").is_dir():

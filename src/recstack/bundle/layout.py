@@ -22,6 +22,13 @@ A bundle holds what serving needs and nothing more about people:
   ``manifest.index``.
 * ``ranker.onnx`` (optional): the re-ranker, honouring ``manifest.ranker`` (:mod:`recstack.bundle.contract`); its
   per-user tables (the rows its ``user_idx`` input gathers) are zero for erased users.
+* The content section (optional, ``manifest.content``; :mod:`recstack.bundle.content`): ``content_items.parquet``
+  (``content_idx`` 0..n-1, ``item_id``, ``title``, ``categories``, ``text``: the text encoded, ``updated_ms``: 0 for
+  the training catalogue, the upsert's time for items added or changed through ``POST /items``), its first
+  ``n_items`` rows being the catalogue in ``item_idx`` order and the rest items the collaborative model does not know;
+  ``content_vectors.npy`` (n, text dim) float32 unit rows, MiniLM vectors of ``text``; ``content.faiss``, their own
+  inner-product index (flat or HNSW, so items added live need no rebuild); and the text encoder that serving runs on
+  new items, ``text_encoder.onnx`` with its ``tokenizer.json`` (:mod:`recstack.bundle.text_encoder`).
 
 Item-side numbers (popularity, item vectors, the ranker's item and context tables) are aggregates over every training
 user, erased ones included, until the model is retrained on data without them.
@@ -47,6 +54,13 @@ SEEN_INDPTR = "seen_indptr.npy"
 SEEN_INDICES = "seen_indices.npy"
 INDEX = "items.faiss"
 RANKER = "ranker.onnx"
+CONTENT_ITEMS = "content_items.parquet"
+CONTENT_VECTORS = "content_vectors.npy"
+CONTENT_INDEX = "content.faiss"
+TEXT_ENCODER = "text_encoder.onnx"
+TOKENIZER = "tokenizer.json"
+CONTENT_FILES: tuple[str, ...] = (CONTENT_ITEMS, CONTENT_VECTORS, CONTENT_INDEX, TEXT_ENCODER, TOKENIZER)
+CONTENT_COLUMNS: tuple[str, ...] = ("content_idx", "item_id", "title", "categories", "text", "updated_ms")
 REQUIRED_FILES: tuple[str, ...] = (USERS, ITEMS, USER_EMB, ITEM_EMB, SEEN_INDPTR, SEEN_INDICES, INDEX)
 ITEM_COLUMNS: tuple[str, ...] = ("item_idx", "item_id", "title", "year", "categories", "popularity")
 USER_COLUMNS: tuple[str, ...] = ("user_idx", "user_id")

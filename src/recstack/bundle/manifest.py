@@ -5,7 +5,8 @@ The manifest lists every other file with its sha256 and carries a ``digest``: th
 :func:`recstack.bundle.writer.write_bundle` and :func:`recstack.bundle.writer.record_blend` write it.
 
 Format history: 1 had untyped ``index`` / ``ranker`` dicts and no digest; 2 (this) is the typed layout below.
-``erased_users`` came later within format 2: optional, so a manifest without it reads as 0 and its digest still checks.
+``erased_users`` came later within format 2: optional, so a manifest without it reads as 0 and its digest still checks;
+``content`` likewise (a manifest without it reads as a bundle without a content section).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from recstack.bundle.contract import RankerContract
-from recstack.bundle.layout import MANIFEST, RANKER, BundleError
+from recstack.bundle.layout import MANIFEST, RANKER, TEXT_ENCODER, TOKENIZER, BundleError
 from recstack.retrieval.index import IndexConfig
 
 FORMAT_VERSION = 2
@@ -99,6 +100,72 @@ class RankerInfo:
 
 
 @dataclass(frozen=True)
+class TextEncoderInfo:
+    """The content section's text encoder: which model it was exported from, its files, the longest text it reads
+    (tokens) and its parity with sentence-transformers at export (the least cosine over ``parity_samples`` texts)."""
+
+    model_name: str
+    dim: int
+    max_length: int
+    parity_samples: int
+    parity_min_cosine: float
+    file: str = TEXT_ENCODER
+    tokenizer_file: str = TOKENIZER
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TextEncoderInfo:
+        return cls(
+            model_name=str(raw["model_name"]),
+            dim=int(raw["dim"]),
+            max_length=int(raw["max_length"]),
+            parity_samples=int(raw["parity_samples"]),
+            parity_min_cosine=float(raw["parity_min_cosine"]),
+            file=str(raw.get("file", TEXT_ENCODER)),
+            tokenizer_file=str(raw.get("tokenizer_file", TOKENIZER)),
+        )
+
+
+@dataclass(frozen=True)
+class ContentInfo:
+    """The optional content section (layout in :mod:`recstack.bundle.layout`): ``n_items`` content rows of which the
+    first ``n_catalogue`` are the collaborative catalogue, ``dim``-d text vectors, their index and the encoder."""
+
+    n_items: int
+    n_catalogue: int
+    dim: int
+    index: IndexInfo
+    encoder: TextEncoderInfo
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.n_catalogue <= self.n_items:
+            raise ValueError(f"content n_catalogue={self.n_catalogue} must be within 0..n_items={self.n_items}")
+        if self.dim != self.encoder.dim:
+            raise ValueError(f"content dim={self.dim} differs from its text encoder's dim={self.encoder.dim}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_items": self.n_items,
+            "n_catalogue": self.n_catalogue,
+            "dim": self.dim,
+            "index": self.index.to_dict(),
+            "encoder": self.encoder.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ContentInfo:
+        return cls(
+            n_items=int(raw["n_items"]),
+            n_catalogue=int(raw["n_catalogue"]),
+            dim=int(raw["dim"]),
+            index=IndexInfo.from_dict(raw["index"]),
+            encoder=TextEncoderInfo.from_dict(raw["encoder"]),
+        )
+
+
+@dataclass(frozen=True)
 class BundleManifest:
     """What a bundle holds and how to check it (``manifest.json``)."""
 
@@ -118,11 +185,17 @@ class BundleManifest:
     text_dim: int | None = None
     # Trained users left out at export because they asked to be erased (their user_idx is a hole in users.parquet).
     erased_users: int = 0
+    # Item text vectors, their own index and the text encoder serving runs on items added live (POST /items).
+    content: ContentInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["index"] = self.index.to_dict()
         out["ranker"] = None if self.ranker is None else self.ranker.to_dict()
+        if self.content is None:
+            del out["content"]  # bundles without one keep the manifest (and digest) they always had
+        else:
+            out["content"] = self.content.to_dict()
         return out
 
     def digest(self) -> str:
@@ -162,7 +235,7 @@ class BundleManifest:
                     f"{source}: digest mismatch, manifest records {recorded}, its content hashes to {actual}; "
                     "the manifest was edited after export: export the bundle again"
                 )
-        optional = {"ranker", "text_dim", "erased_users"}
+        optional = {"ranker", "text_dim", "erased_users", "content"}
         missing = sorted(f.name for f in fields(cls) if f.name not in raw and f.name not in optional)
         if missing:
             raise BundleError(f"{source}: missing field(s) {missing}; export the bundle again")
@@ -179,9 +252,13 @@ class BundleManifest:
             if values.get("ranker") is not None:
                 values["ranker"] = RankerInfo.from_dict(values["ranker"])
                 check_file_name(values["ranker"].file, source)
+            if values.get("content") is not None:
+                values["content"] = ContentInfo.from_dict(values["content"])
+                check_file_name(values["content"].encoder.file, source)
+                check_file_name(values["content"].encoder.tokenizer_file, source)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(
-                f"{source}: malformed index or ranker section ({exc!r}); export the bundle again"
+                f"{source}: malformed index, ranker or content section ({exc!r}); export the bundle again"
             ) from exc
         return cls(**values)
 

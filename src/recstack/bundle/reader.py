@@ -11,7 +11,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recstack.bundle.content import ContentSection, check_content_items
 from recstack.bundle.layout import (
+    CONTENT_INDEX,
+    CONTENT_ITEMS,
+    CONTENT_VECTORS,
     INDEX,
     ITEM_COLUMNS,
     ITEM_EMB,
@@ -59,6 +63,9 @@ def verify_files(root: Path, manifest: BundleManifest, *, hashes: bool = True) -
         expected.append(TEXT_EMB)
     if manifest.ranker is not None:
         expected.append(manifest.ranker.file)
+    if manifest.content is not None:
+        encoder = manifest.content.encoder
+        expected.extend((CONTENT_ITEMS, CONTENT_VECTORS, CONTENT_INDEX, encoder.file, encoder.tokenizer_file))
     for name in expected:
         if name not in manifest.files:
             raise BundleError(f"{root / MANIFEST}: files lists no sha256 for {name}; export the bundle again")
@@ -90,6 +97,8 @@ class Bundle:
     item_text_embeddings: np.ndarray | None
     seen: sp.csr_matrix
     index: RetrievalIndex
+    content: ContentSection | None = None
+    """The optional content section (:mod:`recstack.bundle.content`): text vectors, their index, the encoder."""
 
     @property
     def ranker_path(self) -> Path | None:
@@ -136,6 +145,7 @@ class Bundle:
                 f"{INDEX}: dimension mismatch, index is (n={index.ntotal}, d={index.dim}), "
                 f"manifest says (n={m.n_items}, d={m.embedding_dim})"
             )
+        content = _load_content(root, m, items, params) if m.content is not None else None
         return cls(
             root=root,
             manifest=m,
@@ -148,8 +158,35 @@ class Bundle:
             item_text_embeddings=text,
             seen=seen,
             index=index,
+            content=content,
         )
 
     def seen_items(self, user_idx: int) -> np.ndarray:
         """Training items of one user (sorted item indices)."""
         return self.seen.indices[self.seen.indptr[user_idx] : self.seen.indptr[user_idx + 1]]
+
+
+def _load_content(root: Path, m: BundleManifest, items: pd.DataFrame, params: dict[str, Any]) -> ContentSection:
+    info = m.content
+    assert info is not None
+    frame = pd.read_parquet(root / CONTENT_ITEMS)
+    try:
+        check_content_items(frame, info, items["item_id"])
+    except BundleError as exc:
+        raise BundleError(f"{root}: {exc}") from exc
+    vectors = _load_npy(root, CONTENT_VECTORS)
+    _expect_shape(CONTENT_VECTORS, vectors, (info.n_items, info.dim))
+    index = RetrievalIndex.load(root / CONTENT_INDEX, info.index.config, ef_search=params.get("ef_search"))
+    if (index.dim, index.ntotal) != (info.dim, info.n_items):
+        raise BundleError(
+            f"{CONTENT_INDEX}: dimension mismatch, index is (n={index.ntotal}, d={index.dim}), "
+            f"manifest says (n={info.n_items}, d={info.dim})"
+        )
+    return ContentSection(
+        info=info,
+        items=frame,
+        vectors=vectors,
+        index=index,
+        encoder_path=root / info.encoder.file,
+        tokenizer_path=root / info.encoder.tokenizer_file,
+    )

@@ -8,6 +8,7 @@ import platform
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -17,8 +18,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recstack.bundle.content import check_content_items
 from recstack.bundle.contract import ranker_contract
 from recstack.bundle.layout import (
+    CONTENT_INDEX,
+    CONTENT_ITEMS,
+    CONTENT_VECTORS,
     INDEX,
     ITEM_COLUMNS,
     ITEM_EMB,
@@ -36,7 +41,15 @@ from recstack.bundle.layout import (
     minimise_users,
     sha256_file,
 )
-from recstack.bundle.manifest import FORMAT_VERSION, Blend, BundleManifest, IndexInfo, RankerInfo
+from recstack.bundle.manifest import (
+    FORMAT_VERSION,
+    Blend,
+    BundleManifest,
+    ContentInfo,
+    IndexInfo,
+    RankerInfo,
+    TextEncoderInfo,
+)
 from recstack.retrieval.index import IndexConfig, build_index
 
 # Packages whose versions the manifest records; read from installed metadata, so torch is never imported here.
@@ -49,6 +62,7 @@ VERSION_PACKAGES: tuple[str, ...] = (
     "faiss-cpu",
     "onnxruntime",
     "onnx",
+    "tokenizers",
     "torch",
     "lightning",
 )
@@ -117,6 +131,49 @@ def _check_holes_blank(present: np.ndarray, user_emb: np.ndarray, seen: sp.csr_m
         raise BundleError(f"seen: rows of users absent from {USERS} (erased) must be empty")
 
 
+@dataclass(frozen=True)
+class ContentPayload:
+    """What :func:`write_bundle` needs for the optional content section (layout in :mod:`recstack.bundle.layout`):
+    the content items table (``content_idx``, ``item_id``, ``title``, ``categories``, ``text``, ``updated_ms``; the
+    catalogue first), their unit vectors, the index to build over them, and the exported encoder's two files."""
+
+    items: pd.DataFrame
+    vectors: np.ndarray
+    index_config: IndexConfig
+    encoder_onnx: Path
+    tokenizer: Path
+    encoder: TextEncoderInfo
+
+
+def _write_content(folder: Path, content: ContentPayload, catalogue_ids: pd.Series) -> ContentInfo:
+    table = content.items.reset_index(drop=True).copy()
+    table["updated_ms"] = table["updated_ms"].astype(np.int64)
+    vectors = float32_matrix(content.vectors, len(table), "content_vectors", content.encoder.dim)
+    norms = np.linalg.norm(vectors, axis=1)
+    if not np.allclose(norms, 1.0, atol=1e-3):
+        raise BundleError(f"content_vectors: rows must be unit length (norms {norms.min():.4f}..{norms.max():.4f})")
+    if content.index_config.kind not in ("flat", "hnsw"):
+        raise BundleError(
+            f"content index kind {content.index_config.kind!r}: use flat or hnsw (items are added live, without a "
+            "rebuild, and IVF lists trained on the catalogue would not fit them)"
+        )
+    config = replace(content.index_config, metric="ip")  # unit rows: inner product is the cosine
+    info = ContentInfo(
+        n_items=len(table),
+        n_catalogue=len(catalogue_ids),
+        dim=int(vectors.shape[1]),
+        index=IndexInfo(config=config, factory=config.factory_string()),
+        encoder=content.encoder,
+    )
+    check_content_items(table, info, catalogue_ids)
+    table.to_parquet(folder / CONTENT_ITEMS, index=False)
+    np.save(folder / CONTENT_VECTORS, vectors, allow_pickle=False)
+    build_index(vectors, config).save(folder / CONTENT_INDEX)
+    shutil.copyfile(content.encoder_onnx, folder / content.encoder.file)
+    shutil.copyfile(content.tokenizer, folder / content.encoder.tokenizer_file)
+    return info
+
+
 def _write_manifest(folder: Path, manifest: BundleManifest) -> None:
     """Replace ``manifest.json`` atomically (a reader sees the old or the new one, never half of one)."""
     tmp = folder / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
@@ -140,6 +197,7 @@ def write_bundle(
     split_hash: str = "",
     metrics: Mapping[str, Any] | None = None,
     erased_users: int = 0,
+    content: ContentPayload | None = None,
     check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a bundle to ``out_dir`` and return its path.
@@ -147,6 +205,7 @@ def write_bundle(
     ``users`` keeps only the columns a bundle may hold (:func:`~recstack.bundle.layout.minimise_users`).
     ``erased_users``: how many trained users have no row in ``users`` because they were erased; their indices are
     holes, and their rows of ``user_embeddings`` and ``seen`` must already be blank (zeros, empty), else this refuses.
+    ``content``: the optional content section (:class:`ContentPayload`).
     ``check``: called on the finished folder before it is moved into place; whatever it raises leaves no bundle
     behind (an existing one at ``out_dir`` is kept).
 
@@ -196,6 +255,7 @@ def write_bundle(
             else:
                 shutil.copyfile(ranker_onnx, tmp / RANKER)
             ranker = _ranker_info(tmp / RANKER, n_users, n_items)
+        content_info = None if content is None else _write_content(tmp, content, item_table["item_id"])
         # Hashes last, over exactly the files written above.
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = BundleManifest(
@@ -214,6 +274,7 @@ def write_bundle(
             ranker=ranker,
             text_dim=None if text is None else int(text.shape[1]),
             erased_users=erased_users,
+            content=content_info,
         )
         _write_manifest(tmp, manifest)
         if check is not None:

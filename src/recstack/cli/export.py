@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from recstack.config import collect_settings, config_dir
 
 if TYPE_CHECKING:
+    from recstack.export.content_section import ContentOptions
     from recstack.export.erasure import Erasures
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,34 @@ def erasures_from_config(node: DictConfig) -> Erasures:
     return Erasures(subjects, key)
 
 
+def content_from_config(node: DictConfig | None, parity_samples: int, seed: int) -> ContentOptions | None:
+    """``cfg.content`` as :class:`~recstack.export.content_section.ContentOptions`, with the items upserted live read
+    from the collector's Redis (``content.redis_url: ""`` reads none; Redis unreachable: a warning and none, since a
+    server applies them on top of the bundle anyway)."""
+    if node is None or not node.get("enabled", False):
+        return None
+    import redis
+
+    from recstack.collect.catalogue import items_key, read_upserts
+    from recstack.collect.records import StreamNames
+    from recstack.export.content_section import ContentOptions
+    from recstack.retrieval.index import IndexConfig
+
+    settings = collect_settings()
+    redis_url = settings.redis_url if node.get("redis_url") is None else str(node.redis_url)
+    names = settings.names if node.get("stream") is None else StreamNames(str(node.stream), settings.group)
+    upserts = []
+    if redis_url:
+        try:
+            upserts = read_upserts(redis_url, names)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("items upserted live not read (%s: %s); servers apply them at start", items_key(names), exc)
+        else:
+            log.info("content: %d item(s) upserted live (%s)", len(upserts), items_key(names))
+    index = IndexConfig.from_mapping(OmegaConf.to_container(node.index, resolve=True))  # type: ignore[arg-type]
+    return ContentOptions(index_config=index, upserts=tuple(upserts), parity_samples=parity_samples, seed=seed)
+
+
 def export_from_config(cfg: DictConfig) -> Path:
     """Run the export ``cfg`` (composed ``configs/export.yaml``) describes; returns the bundle folder."""
     from recstack.export.exporter import export_run
@@ -72,6 +101,7 @@ def export_from_config(cfg: DictConfig) -> Path:
         parity_samples=int(cfg.parity_samples),
         seed=int(cfg.seed),
         erasures=erasures,
+        content=content_from_config(cfg.get("content"), int(cfg.parity_samples), int(cfg.seed)),
     )
     if cfg.get("ranker_run"):
         from recstack.offline.blend import tune_and_record

@@ -3,7 +3,9 @@
 From the retrieval run (MF or LightGCN, best checkpoint): the final user and item vectors (LightGCN's propagation is
 done here, once), checked against the model's own ``score_all``. From the split: the id maps, item metadata and
 popularity, the training interactions (to filter seen items). The MiniLM item text vectors (from the text encoder's
-disk cache when present). From an optional Wide & Deep run on the same split: ``ranker.onnx``, parity-checked.
+disk cache when present). From an optional Wide & Deep run on the same split: ``ranker.onnx``, parity-checked. Optionally the content section:
+MiniLM exported to ONNX (parity-checked against sentence-transformers), the text vectors of the catalogue and of the
+items upserted live, and their own index (:mod:`recstack.export.content_section`).
 Users erased since training are left out of all of it, and the written bundle is checked for them before it is moved
 into place (:mod:`recstack.export.erasure`).
 
@@ -25,6 +27,7 @@ import torch
 
 from recstack.bundle.contract import INPUT_NAMES
 from recstack.bundle.writer import write_bundle
+from recstack.export.content_section import ContentOptions
 from recstack.export.erasure import Erasures, check_no_erased_users, redact_users, zero_ranker_users
 from recstack.export.onnx_export import export_ranker
 from recstack.models.wide_deep import WideAndDeep
@@ -92,8 +95,12 @@ def export_run(
     parity_samples: int = 1000,
     seed: int = 0,
     erasures: Erasures | None = None,
+    content: ContentOptions | None = None,
 ) -> Path:
     """Export ``run_dir`` (and ``ranker_run``) as a bundle at ``out_dir`` (no blend weight yet, see the module docstring).
+
+    ``content``: also write the content section (:mod:`recstack.export.content_section`: MiniLM exported to ONNX,
+    the catalogue's and the upserted items' text vectors and their index); None: none.
 
     ``erasures``: the users to leave out (:class:`~recstack.export.erasure.Erasures`; ``recstack-export`` reads them
     from the lake and Redis); a bundle still holding one of them is refused with
@@ -153,6 +160,12 @@ def export_run(
             if len(redacted.erased):  # after the parity check, which compares every user's rows with the model
                 tables = zero_ranker_users(onnx_path, redacted.erased, split.n_users)
                 log.info("ranker: erased users' rows zeroed in %s", ", ".join(tables) or "no per-user table")
+        content_payload = None
+        if content is not None:
+            from recstack.export.content_section import build_content
+
+            content_payload = build_content(items, tmp, content)
+            metrics["text_encoder_parity_min_cosine"] = content_payload.encoder.parity_min_cosine
         out = write_bundle(
             out_dir,
             model_kind=kind,
@@ -168,6 +181,7 @@ def export_run(
             split_hash=split.config_hash,
             metrics=metrics,
             erased_users=len(redacted.erased),
+            content=content_payload,
             check=partial(check_no_erased_users, erasures=erasures),
         )
     log.info("bundle written to %s", out)

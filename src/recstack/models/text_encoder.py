@@ -12,30 +12,15 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recstack.data.item_text import item_text
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+__all__ = ["DEFAULT_MODEL", "cache_path", "encode_items", "item_text", "model_location"]
 log = logging.getLogger(__name__)
-
-
-def item_text(row: Any) -> str:
-    """The text encoded for one item (a row of ``PreparedSplit.items``, as a Series, namedtuple or dict): its title,
-    categories, year and free text such as tags, when present."""
-    get = row.get if isinstance(row, dict | pd.Series) else lambda k, d=None: getattr(row, k, d)
-    parts = [str(get("title", "") or "").strip()]
-    categories = get("categories", None)
-    if categories is not None and len(categories) > 0:
-        parts.append("Genres: " + ", ".join(str(c) for c in categories))
-    year = get("year", None)
-    if year is not None and not pd.isna(year):
-        parts.append(f"Year: {int(year)}")
-    text = get("text", None)
-    if text is not None and not pd.isna(text) and str(text).strip():
-        parts.append("Tags: " + str(text).strip())
-    return ". ".join(p for p in parts if p)
 
 
 def model_location(model_name: str = DEFAULT_MODEL) -> str:

@@ -244,6 +244,21 @@ class RetrievalIndex:
             scores[b, : len(kept_ids)] = raw_scores[b][keep][:k]
         return scores, ids
 
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Append ``vectors`` (n, d) to the index without rebuilding it; returns their ids (the next row numbers).
+
+        ``flat`` and ``hnsw`` take new vectors as they are (HNSW links them into its graph); ``ivf_*`` assigns them to
+        the lists trained on the original vectors, which serves a few additions well and many poorly (rebuild then).
+        Cosine indexes normalise them first, as at build time. Not thread-safe against concurrent searches: serving
+        adds on its event loop, between requests."""
+        x = _as_matrix(vectors, self.dim, "added vectors")
+        if self.config.metric == "cosine":
+            x = _normalised(x)
+        start = self.ntotal
+        with _omp_threads(1):  # HNSW insertion order stays deterministic, as in build_index
+            self.index.add(x)
+        return np.arange(start, self.ntotal, dtype=np.int64)
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         faiss.write_index(self.index, os.fspath(path))

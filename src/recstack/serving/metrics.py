@@ -13,7 +13,7 @@ from typing import Any
 StageObserver = Callable[[str, float], None]
 """``observe(stage, seconds)``."""
 
-STAGES = ("online_store", "user_vector", "retrieval", "filter", "rerank", "total")
+STAGES = ("online_store", "user_vector", "retrieval", "content", "filter", "rerank", "total")
 # Sub-millisecond resolution: the pipeline's stages are tens to hundreds of microseconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 

@@ -371,6 +371,11 @@ class RedisOnlineStore:
         segments = frozenset(m.decode() for m in rest.pop(0)) if memberships is not None else frozenset()
         return SubjectState(_decode(raw), personalisation, erased, segments)
 
+    def call(self, call: Callable[[redis.Redis], T]) -> T | None:
+        """Any other synchronous Redis call (``call(client)``, e.g. at a worker's start-up) under the same timeout and
+        breaker: its result, or None when Redis is unavailable."""
+        return self._guarded_sync(lambda: call(self._client))  # type: ignore[return-value]
+
     async def call_async(self, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T | None:
         """Any other async Redis call (``call(client)``) under the same bounded pool, timeout and breaker: its
         result, or None when Redis is unavailable (the caller answers 503 or degrades)."""

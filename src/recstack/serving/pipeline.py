@@ -10,12 +10,27 @@
 
 Everything the request path needs is precomputed in :meth:`Pipeline.from_bundle`: the category matrix, the popularity
 rankings, the ranker session. Imports stay serving-light: numpy, scipy, faiss/onnxruntime via the bundle, never torch.
+
+Live items (``POST /items``, :mod:`recstack.serving.live_items`): :meth:`Pipeline.upsert_item` appends an item the
+bundle does not hold, with a collaborative vector estimated from its content neighbours, to the per-item arrays and
+to the retrieval index (FAISS ``add``, no rebuild), so the next request retrieves it like any other item. The ranker
+knows only the bundle's items: a live candidate gets the mean ranker score of the others (z = 0 in the blend).
+A live item upserted again gets a new row; the old one is dead (excluded from every search). Rows of bundle items keep
+their trained vector; an upsert changes their title, categories and text vector only.
+
+The content stage (with content vectors attached, and only while live items exist): a vector estimated from
+neighbours serves items like their neighbours, which for a tail item is not enough to reach the user whose history
+reads exactly like it. So each live item's text similarity to the user's history (its best cosine with the user's
+recent items, else up to ``max_recent`` trained ones) is computed, the most similar live items join the candidates,
+and each is scored on the retrieval scale by that similarity's z-score among the retrieved candidates' own:
+``mean(r) + std(r) * (sim - mean(sims)) / std(sims)``. A live item that reads like the user's history far more than
+the usual candidate ranks near the top; a loose match ranks mid-list.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +40,7 @@ import numpy as np
 from recstack.bundle.contract import ranker_contract, score_ranker
 from recstack.bundle.layout import BundleError
 from recstack.serving.fallbacks import PopularityFallback
+from recstack.serving.growing import GrowingRows
 from recstack.serving.metrics import StageObserver, null_observer
 from recstack.serving.online_store import Event
 from recstack.serving.segment_targeting import Target
@@ -124,7 +140,7 @@ class Pipeline:
         self,
         *,
         user_index: Mapping[str, int],
-        item_index: Mapping[str, int],
+        item_index: MutableMapping[str, int],
         item_ids: np.ndarray,
         item_titles: np.ndarray,
         item_categories: Sequence[Sequence[str]],
@@ -145,12 +161,14 @@ class Pipeline:
         self.user_embeddings = np.ascontiguousarray(user_embeddings, dtype=np.float32)
         self.item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
         self.n_users, self.n_items = len(self.user_embeddings), len(self.item_embeddings)
+        self.n_ranked = self.n_items  # the bundle's items: the ranker's contract; rows from here on are live items
+        self.dead_rows = np.empty(0, np.int64)  # rows of live items replaced by a newer row: never retrieved
         self.seen = seen.tocsr()
         self.index = index
         self.popularity = popularity
         self.ranker = ranker
         names = sorted({str(c) for cats in item_categories for c in cats})
-        self.category_ids: Mapping[str, int] = {name: i for i, name in enumerate(names)}
+        self.category_ids: dict[str, int] = {name: i for i, name in enumerate(names)}
         # Bool matrix, read only on the <= N candidate rows, so its cost does not grow with the catalogue.
         self.category_matrix = np.zeros((self.n_items, max(1, len(names))), dtype=bool)
         for item, cats in enumerate(item_categories):
@@ -161,6 +179,114 @@ class Pipeline:
             text = np.asarray(item_text_embeddings, dtype=np.float32)
             norms = np.linalg.norm(text, axis=1, keepdims=True)
             self.text_embeddings = np.ascontiguousarray(text / np.maximum(norms, 1e-12))
+        self._grow: dict[str, GrowingRows] | None = None  # created by the first upsert_item
+        self.content_vectors: np.ndarray | None = None  # per row, the content section's text vector (attach_content)
+
+    def attach_content(self, vectors: np.ndarray) -> None:
+        """Give every item row its content text vector (unit rows, ``(n_items, dim)``): the content stage then lets
+        live items reach users whose history reads like them (:meth:`_live_by_content`)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != self.n_items:
+            raise ValueError(f"content vectors of shape {vectors.shape}; expected ({self.n_items}, dim)")
+        if self._grow is not None:
+            raise RuntimeError("attach content vectors before any item is upserted")
+        self.content_vectors = vectors.copy()
+
+    # -- live items -----------------------------------------------------------------------------------------------
+
+    def upsert_item(
+        self,
+        item_id: str,
+        title: str,
+        categories: Sequence[str],
+        embedding: np.ndarray | None,
+        text_vector: np.ndarray | None = None,
+    ) -> int:
+        """Add or change one item; returns its row. A bundle item keeps its trained vector (``embedding`` is
+        ignored) and gets the new title, categories and text vector. Any other item needs ``embedding`` (a vector
+        in the retrieval space) and is appended to the arrays and the index: a new row, the previous one (if any)
+        dead. ``item_index`` gains the item in place (every holder of the map, e.g. the segment cache, sees it).
+        Not thread-safe against concurrent requests: the service calls it on its event loop, between them."""
+        row = self.item_index.get(item_id)
+        if row is not None and row < self.n_ranked:
+            self.item_titles[row] = title
+            self._set_categories(row, categories)
+            if text_vector is not None and self.text_embeddings is not None:
+                self.text_embeddings[row] = self._text_row(text_vector)
+            if text_vector is not None and self.content_vectors is not None:
+                self.content_vectors[row] = text_vector
+            return row
+        if embedding is None:
+            raise ValueError(f"item {item_id!r} is not in the bundle: a live item needs a retrieval vector")
+        grow = self._growing()
+        vector = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
+        (new_row,) = self.index.add(vector)
+        if int(new_row) != self.n_items:
+            raise RuntimeError(f"retrieval index has {self.index.ntotal} rows, the pipeline {self.n_items + 1}")
+        grow["embeddings"].append(vector[0])
+        grow["ids"].append(item_id)
+        grow["titles"].append(title)
+        grow["categories"].append(np.zeros(self.category_matrix.shape[1], dtype=bool))
+        if "text" in grow:
+            grow["text"].append(self._text_row(text_vector))
+        if "content" in grow:
+            if text_vector is None:
+                raise ValueError(f"item {item_id!r}: a live item needs its text vector when content is attached")
+            grow["content"].append(np.asarray(text_vector, dtype=np.float32))
+        self.item_embeddings, self.item_ids = grow["embeddings"].view, grow["ids"].view
+        self.item_titles, self.category_matrix = grow["titles"].view, grow["categories"].view
+        if "text" in grow:
+            self.text_embeddings = grow["text"].view
+        if "content" in grow:
+            self.content_vectors = grow["content"].view
+        self.n_items += 1
+        self._set_categories(self.n_items - 1, categories)
+        if row is not None:
+            self.dead_rows = np.union1d(self.dead_rows, [row]).astype(np.int64)
+        self.item_index[item_id] = self.n_items - 1  # last: a request sees the item only once every array has it
+        return self.n_items - 1
+
+    def _growing(self) -> dict[str, GrowingRows]:
+        if self._grow is None:
+            self._grow = {
+                "embeddings": GrowingRows(self.item_embeddings),
+                "ids": GrowingRows(np.asarray(self.item_ids, dtype=object)),
+                "titles": GrowingRows(np.asarray(self.item_titles, dtype=object)),
+                "categories": GrowingRows(self.category_matrix),
+            }
+            if self.text_embeddings is not None:
+                self._grow["text"] = GrowingRows(self.text_embeddings)
+            if self.content_vectors is not None:
+                self._grow["content"] = GrowingRows(self.content_vectors)
+        return self._grow
+
+    def _text_row(self, vector: np.ndarray | None) -> np.ndarray:
+        """A text vector as a row of ``text_embeddings`` (unit length); zeros when it has another dimension (a bundle
+        whose text vectors come from another model: the item then has no text neighbours)."""
+        assert self.text_embeddings is not None
+        dim = self.text_embeddings.shape[1]
+        if vector is None or np.asarray(vector).shape != (dim,):
+            return np.zeros(dim, dtype=np.float32)
+        v = np.asarray(vector, dtype=np.float32)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def _set_categories(self, row: int, categories: Sequence[str]) -> None:
+        new = list(dict.fromkeys(str(c) for c in categories if str(c) not in self.category_ids))
+        if new:  # a category no item had: a column of its own, so filters can name it
+            missing = len(self.category_ids) + len(new) - self.category_matrix.shape[1]
+            if missing > 0:  # (a catalogue without categories has one unused column: the first new one takes it)
+                if self._grow is not None:
+                    self._grow["categories"].widen(missing)
+                    self.category_matrix = self._grow["categories"].view
+                else:
+                    wider = np.zeros((self.n_items, self.category_matrix.shape[1] + missing), dtype=bool)
+                    wider[:, : self.category_matrix.shape[1]] = self.category_matrix
+                    self.category_matrix = wider
+            for name in new:
+                self.category_ids[name] = len(self.category_ids)
+        self.category_matrix[row] = False
+        for c in categories:
+            self.category_matrix[row, self.category_ids[str(c)]] = True
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, config: PipelineConfig | None = None, *, ranker: Any = None) -> Pipeline:
@@ -226,6 +352,8 @@ class Pipeline:
         excluded = self._excluded(user_row, recent_items) if query.exclude_seen else np.empty(0, np.int64)
         if exclude_items is not None and len(exclude_items):
             excluded = np.union1d(excluded, exclude_items).astype(np.int64)
+        if len(self.dead_rows):
+            excluded = np.union1d(excluded, self.dead_rows).astype(np.int64)
         vector: np.ndarray | None
         if user_row is not None:
             vector, source = self.user_embeddings[user_row], "trained"
@@ -240,6 +368,13 @@ class Pipeline:
         if vector is not None:
             candidates, cand_scores = self._retrieve(vector, k, excluded, include, exclude_cats, observe)
             stage: Stage = "retrieval"
+            if self.content_vectors is not None and self.n_items > self.n_ranked:
+                t = time.perf_counter()
+                history = recent_items if len(recent_items) else self._seen(user_row)
+                candidates, cand_scores = self._live_by_content(
+                    history, candidates, cand_scores, excluded, include, exclude_cats
+                )
+                observe("content", time.perf_counter() - t)
         else:
             if query.popular is not None:
                 (ranking, pop_scores), segmented = query.popular, True
@@ -283,13 +418,14 @@ class Pipeline:
         item = self.item_index.get(item_id)
         if item is None:
             raise UnknownItem(item_id)
-        k = min(k, self.n_items - 1)
-        scores, ids = self.index.search(self.item_embeddings[item][None, :], k, exclude=[np.array([item], np.int64)])
+        k = min(k, self.n_items - 1 - len(self.dead_rows))
+        skip = np.union1d([item], self.dead_rows).astype(np.int64)
+        scores, ids = self.index.search(self.item_embeddings[item][None, :], k, exclude=[skip])
         valid = ids[0] >= 0
         text_items = text_scores = None
         if self.text_embeddings is not None:
             sims = self.text_embeddings @ self.text_embeddings[item]
-            sims[item] = -np.inf
+            sims[skip] = -np.inf
             top = _top_k(sims, k)
             text_items, text_scores = top.astype(np.int64), sims[top].astype(np.float32)
         return Neighbours(ids[0][valid].astype(np.int64), scores[0][valid].astype(np.float32), text_items, text_scores)
@@ -307,6 +443,58 @@ class Pipeline:
         if len(weights_arr) and weights_arr.sum() <= 0:
             weights_arr = np.ones_like(weights_arr)
         return np.asarray(items, dtype=np.int64), weights_arr
+
+    def _seen(self, user_row: int | None) -> np.ndarray:
+        if user_row is None:
+            return np.empty(0, np.int64)
+        return self.seen.indices[self.seen.indptr[user_row] : self.seen.indptr[user_row + 1]].astype(np.int64)
+
+    def _live_by_content(
+        self,
+        history: np.ndarray,
+        candidates: np.ndarray,
+        scores: np.ndarray,
+        excluded: np.ndarray,
+        include: np.ndarray | None,
+        exclude_cats: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The content stage: live items close in text to the user's recent items (else trained history) join the
+        candidates, scored on the retrieval scale by how far their text similarity to that history stands above the
+        candidates' own (see the module docstring). A live item already retrieved keeps the higher of its scores."""
+        assert self.content_vectors is not None
+        if not len(history) or not len(candidates):
+            return candidates, scores
+        # The newest (recent activity is newest first) or, for history, the first few: bounded work per request.
+        history = history[: self.config.max_recent]
+        known = self.content_vectors[history].T  # (dim, h)
+        live = np.arange(self.n_ranked, self.n_items, dtype=np.int64)
+        live = live[self._keep(live, excluded, include, exclude_cats)]
+        if not len(live):
+            return candidates, scores
+        # An item's text similarity to the history: its best match there (a sequel, a remake, a near-copy of what the
+        # user just read counts fully; an average over the history would blur it into the catalogue's common ground).
+        live_sims = (self.content_vectors[live] @ known).max(axis=1)
+        take = np.argsort(-live_sims, kind="stable")[: max(1, self.config.n_candidates // 4)]
+        live, live_sims = live[take], live_sims[take]
+        cand_sims = (self.content_vectors[candidates] @ known).max(axis=1)
+        z = (live_sims - cand_sims.mean()) / max(float(cand_sims.std()), 1e-6)
+        on_scale = (float(scores.mean()) + float(scores.std()) * z).astype(np.float32)
+        scores = scores.copy()
+        position = {int(item): i for i, item in enumerate(candidates.tolist())}
+        extra_items, extra_scores = [], []
+        for item, score in zip(live.tolist(), on_scale.tolist(), strict=True):
+            at = position.get(item)
+            if at is None:
+                extra_items.append(item)
+                extra_scores.append(score)
+            else:
+                scores[at] = max(scores[at], score)
+        if not extra_items:
+            return candidates, scores
+        return (
+            np.concatenate([candidates, np.asarray(extra_items, np.int64)]),
+            np.concatenate([scores, np.asarray(extra_scores, np.float32)]),
+        )
 
     def _excluded(self, user_row: int | None, recent_items: np.ndarray) -> np.ndarray:
         if user_row is None:
@@ -394,8 +582,17 @@ class Pipeline:
         return np.concatenate([candidates, added]), np.concatenate([scores, np.asarray(own, scores.dtype)])
 
     def _rerank(self, user: int, items: np.ndarray, hour: int, dow: int) -> np.ndarray:
-        b = len(items)
-        return score_ranker(self.ranker, np.full(b, user), items, np.full(b, hour), np.full(b, dow))
+        known = items < self.n_ranked
+        if known.all():
+            b = len(items)
+            return score_ranker(self.ranker, np.full(b, user), items, np.full(b, hour), np.full(b, dow))
+        # Live items are outside the ranker's contract: they get the mean of the others' scores (z = 0 in the blend).
+        scores = np.zeros(len(items), dtype=np.float32)
+        if known.any():
+            b = int(known.sum())
+            scores[known] = score_ranker(self.ranker, np.full(b, user), items[known], np.full(b, hour), np.full(b, dow))
+            scores[~known] = scores[known].mean()
+        return scores
 
 
 def check_ranker(bundle: Bundle, session: Any) -> None:

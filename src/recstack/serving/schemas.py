@@ -6,9 +6,9 @@ or a wrong type is reported by name instead of being silently ignored or coerced
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 MAX_K = 100
 MAX_ID_LENGTH = 128
@@ -125,4 +125,43 @@ class SimilarItemsResponse(BaseModel):
     title: str
     embedding: list[RecommendedItem] = Field(description="neighbours by collaborative item embedding")
     text: list[RecommendedItem] | None = Field(description="neighbours by BERT title embedding (null: not in bundle)")
+    model: str
+
+
+MAX_TITLE_LENGTH = 512
+MAX_TAGS = 64
+MAX_LABEL_LENGTH = 64
+MAX_DESCRIPTION_LENGTH = 4096
+ITEM_ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+"""An item id: printable, no control characters, no leading or trailing whitespace (ids are matched exactly)."""
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class ItemUpsertRequest(BaseModel):
+    """``POST /items`` (admin): add an item to the catalogue, or change one (an existing ``item_id`` is updated).
+
+    The text the service encodes is the catalogue's (title, "Genres: ...", "Year: ...", "Tags: ...", then the
+    description), so a new item is described like the trained ones. ``title`` and ``categories`` must be given but may be empty: an item
+    without any text still gets a vector (the catalogue's mean direction, "an average item"). Unknown categories are
+    accepted (they become filterable categories from then on)."""
+
+    model_config = _REQUEST_CONFIG
+
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ITEM_ID_PATTERN, description="the item")
+    title: str = Field(max_length=MAX_TITLE_LENGTH, description="its title ('' allowed)")
+    categories: list[Label] = Field(
+        max_length=MAX_CATEGORIES, description="its categories, e.g. ['Comedy'] ([] allowed)"
+    )
+    tags: list[Label] = Field(default_factory=list, max_length=MAX_TAGS, description="free-form tags")
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH, description="a short description")
+    year: int | None = Field(default=None, ge=1800, le=2200, description="release year, as the catalogue has it")
+
+
+class ItemUpsertResponse(BaseModel):
+    item_id: str
+    created: bool = Field(description="true: the item is new to the served catalogue (201); false: it was updated")
+    version: str = Field(description="the upsert's version (its Redis log id); later upserts have larger ones")
+    recommendable: bool = Field(description="true: the item is a retrieval candidate of this server now")
+    neighbours: list[str] = Field(description="its nearest catalogue items by text, best first (at most 5)")
     model: str

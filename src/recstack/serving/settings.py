@@ -76,6 +76,8 @@ class ServeSettings(BaseModel):
     segments_items_path: str | None
     segments_horizon_days: int = Field(ge=1)
     segments_export_page: int = Field(ge=1, le=100_000)
+    items_poll_s: float = Field(gt=0, le=10, description="how often each worker reads other workers' item upserts")
+    items_neighbours: int = Field(ge=1, le=1000, description="catalogue items a live item's vector is estimated from")
     bundle_verified: bool = Field(
         default=False,
         description="set only by recstack-serve after it hashed the bundle, so its workers skip hashing it again; "

@@ -1,0 +1,132 @@
+"""Live items in one process, on real parts: the tiny bundle with a content section encoded by the exported MiniLM
+ONNX encoder, its FAISS indexes and the serving pipeline. An upserted item is retrieved for a user whose recent
+activity matches its text, an update replaces its vector, catalogue items keep their trained vector, empty text and
+unknown categories still work, and applying is idempotent by version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundle_support import write_test_bundle
+
+from recstack.bundle.reader import Bundle
+from recstack.collect.catalogue import ItemUpsert
+from recstack.data.prepared import PreparedSplit
+from recstack.serving.live_items import LiveItems
+from recstack.serving.online_store import Event
+from recstack.serving.pipeline import Pipeline, PipelineConfig, Query
+
+
+@pytest.fixture(scope="module")
+def content_bundle(
+    tmp_path_factory: pytest.TempPathFactory, serving_split: PreparedSplit, text_encoder_dir: Path
+) -> Path:
+    return write_test_bundle(
+        tmp_path_factory.mktemp("content") / "bundle", serving_split, content_encoder=text_encoder_dir
+    )
+
+
+def live(bundle_dir: Path) -> LiveItems:
+    bundle = Bundle.load(bundle_dir)
+    assert bundle.content is not None
+    pipeline = Pipeline.from_bundle(bundle, PipelineConfig(n_candidates=50, max_recent=20))
+    return LiveItems(pipeline, bundle.content, bundle.manifest.files["text_encoder.onnx"], neighbours=5)
+
+
+def upsert(items: LiveItems, record: ItemUpsert) -> None:
+    assert items.apply(record, items.vector_for(record)) is not None
+
+
+def horror_clicks() -> list[Event]:
+    return [Event(f"i{i}", "click", 1.0, 1_700_000_000 + i) for i in (3, 7, 11)]  # i % 4 == 3: the Horror group
+
+
+def test_bundle_exposes_its_content_section(content_bundle: Path) -> None:
+    bundle = Bundle.load(content_bundle)
+    content = bundle.content
+    assert content is not None and content.info.n_items == content.info.n_catalogue == bundle.manifest.n_items
+    assert content.vectors.shape == (48, 384) and content.index.ntotal == 48 and content.info.index.kind == "hnsw"
+    np.testing.assert_allclose(np.linalg.norm(content.vectors, axis=1), 1.0, atol=1e-5)
+    assert list(content.items["item_id"]) == list(bundle.items["item_id"])
+    # the encoder reproduces the stored vectors of the catalogue's texts
+    encoder = content.load_encoder()
+    np.testing.assert_allclose(encoder.encode(content.items["text"].tolist()[:5]), content.vectors[:5], atol=1e-5)
+
+
+def test_a_new_item_is_retrieved_for_a_user_whose_activity_matches_its_text(content_bundle: Path) -> None:
+    items = live(content_bundle)
+    record = ItemUpsert("new-horror", "Horror movie 99", ("Horror",), ("slasher",), "A night of terror.", version="5-0")
+    applied = items.apply(record, items.vector_for(record))
+    assert applied is not None and applied.created and applied.row == 48
+    groups = [int(n[1:]) % 4 for n in applied.neighbours]
+    assert groups.count(3) >= 4, applied.neighbours  # its text neighbours are the Horror movies
+    answer = items.pipeline.recommend(Query(user_id="cold-user", k=5), horror_clicks())
+    assert answer.user_source == "recent_activity"
+    assert "new-horror" in items.pipeline.item_ids[answer.items], list(items.pipeline.item_ids[answer.items])
+    # a trained Horror fan (user 3: u % 4 == 3) retrieves it too
+    fan = items.pipeline.recommend(Query(user_id="u3", k=10, rerank=False), ())
+    assert "new-horror" in items.pipeline.item_ids[fan.items], list(items.pipeline.item_ids[fan.items])
+    # the ranker knows only the bundle's items: a live candidate is scored as their mean, never out of its contract
+    reranked = items.pipeline.recommend(Query(user_id="u3", k=items.pipeline.n_items - 10, rerank=True), ())
+    assert reranked.stage == "rerank" and 48 in reranked.items
+    assert items.n_live == 1
+
+
+def test_update_replaces_the_vector_and_catalogue_items_keep_theirs(content_bundle: Path) -> None:
+    items = live(content_bundle)
+    upsert(items, ItemUpsert("new-1", "Horror movie 98", ("Horror",), version="5-0"))
+    upsert(items, ItemUpsert("new-1", "Comedy movie 98", ("Comedy",), version="6-0"))  # same id: an update
+    pipeline = items.pipeline
+    row = pipeline.item_index["new-1"]
+    assert row == 49 and list(pipeline.dead_rows) == [48] and pipeline.item_titles[row] == "Comedy movie 98"
+    comedy_clicks = [Event(f"i{i}", "click", 1.0, 1) for i in (1, 5, 9)]
+    answer = pipeline.recommend(Query(user_id="cold", k=pipeline.n_items - 4), comedy_clicks)
+    returned = list(answer.items)
+    assert 48 not in returned and returned.count(49) == 1  # the dead row never comes back
+    before = pipeline.item_embeddings[2].copy()
+    upsert(items, ItemUpsert("i2", "Renamed", ("Comedy", "Brand-new-genre"), version="7-0"))
+    assert pipeline.item_index["i2"] == 2 and pipeline.item_titles[2] == "Renamed"
+    np.testing.assert_array_equal(pipeline.item_embeddings[2], before)  # the trained vector stays
+    only_new = pipeline.recommend(Query(user_id="cold", k=3, include_categories=("Brand-new-genre",)), ())
+    assert list(only_new.items) == [2]
+
+
+def test_empty_text_gets_the_fallback_vector_and_versions_are_idempotent(content_bundle: Path) -> None:
+    items = live(content_bundle)
+    empty = ItemUpsert("blank", "", (), version="9-0")
+    np.testing.assert_allclose(items.vector_for(empty), items.fallback)
+    assert abs(float(np.linalg.norm(items.fallback)) - 1.0) < 1e-5
+    assert items.apply(empty, items.vector_for(empty)) is not None
+    assert items.apply(empty, items.vector_for(empty)) is None  # the same version again: nothing changes
+    assert items.apply(ItemUpsert("blank", "", (), version="8-0"), items.fallback) is None  # an older one neither
+    assert items.pipeline.n_items == 49 and items.index.ntotal == 49
+
+
+LIGHT_PROBE = """
+import json, sys
+from recstack.bundle.reader import Bundle
+from recstack.collect.catalogue import ItemUpsert
+from recstack.serving.live_items import LiveItems
+from recstack.serving.pipeline import Pipeline, Query
+bundle = Bundle.load(sys.argv[1])
+items = LiveItems(Pipeline.from_bundle(bundle), bundle.content, "probe")
+record = ItemUpsert("probe-item", "Horror movie 77", ("Horror",), version="1-0")
+items.apply(record, items.vector_for(record))
+items.pipeline.recommend(Query(user_id="u3", k=3))
+heavy = ("torch", "lightning", "pytorch_lightning", "transformers", "sentence_transformers")
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+"""
+
+
+def test_encoding_and_serving_live_items_import_no_torch_or_transformers(content_bundle: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", LIGHT_PROBE, str(content_bundle)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
