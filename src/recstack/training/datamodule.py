@@ -45,6 +45,8 @@ class EpochBatches:
         rank, world = self._world()
         if world > 1:  # DDP: every rank draws the same permutation and takes an equal-sized, disjoint share of it
             order = order[: len(order) // world * world][rank::world]
+            # Negatives from the rank's own stream: drawn from the shared one, every rank would repeat the same draws.
+            rng = np.random.default_rng([self.dm.seed, epoch, world, rank])
         users = self.dm.users[order]
         negatives = self.dm.sampler.sample(users, self.dm.negatives, rng)
         t = torch.from_numpy

@@ -43,6 +43,16 @@ class RecommenderModule(L.LightningModule):
         self.split = split
         self.ks = tuple(ks)
         self.last_metrics: dict[str, dict[str, float]] = {}
+        # DDP broadcasts a module's buffers from rank 0 when it wraps it and before every forward. A recstack model's
+        # buffers are constants built from the split (LightGCN's graph, feature tables, text vectors), the same on
+        # every rank by construction: DDP skips them (a sparse CSR adjacency cannot be broadcast at all). Running
+        # statistics of normalisation layers, which training changes, would still be synced.
+        self._ddp_params_and_buffers_to_ignore = [
+            f"model.{prefix}{'.' if prefix else ''}{name}"
+            for prefix, sub in model.named_modules()
+            if not isinstance(sub, torch.nn.modules.batchnorm._NormBase)
+            for name, _ in sub.named_buffers(recurse=False)
+        ]
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         if isinstance(batch, InteractionBatch):  # frozen dataclass: moved by its own method
@@ -51,7 +61,8 @@ class RecommenderModule(L.LightningModule):
 
     def training_step(self, batch: InteractionBatch, batch_idx: int) -> torch.Tensor:
         loss = self.model.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        # sync_dist: under DDP the logged loss is the mean over ranks (one process: nothing to sync).
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch), sync_dist=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -68,10 +79,15 @@ class RecommenderModule(L.LightningModule):
         }
 
     def _evaluate_and_log(self, stage: Stage, prefix: str) -> None:
-        metrics = self.evaluate(stage)
+        # Under DDP every rank holds the same weights: rank 0 evaluates and the others take its figures, so that all
+        # ranks log the same values and take the same checkpoint and early-stopping decisions (one process: the
+        # broadcast returns its argument).
+        mine = self.evaluate(stage) if self.trainer.is_global_zero else None
+        metrics: dict[str, float] = self.trainer.strategy.broadcast(mine, src=0)
         self.last_metrics[stage] = metrics
         for name, value in metrics.items():
-            self.log(f"{prefix}/{name}", value, prog_bar=name == "ndcg@10", batch_size=1)
+            # The same value on every rank, so sync_dist's mean leaves it as it is; Lightning warns per metric without it.
+            self.log(f"{prefix}/{name}", value, prog_bar=name == "ndcg@10", batch_size=1, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._evaluate_and_log("valid", "val")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recstack.data.prepared import PreparedSplit
 from recstack.models.base import Recommender
-from recstack.training import runs
+from recstack.training import ranks, runs
 from recstack.training.build import build_model
 from recstack.training.module import RecommenderModule
 from recstack.training.signals import InterruptHandler, SecondSignalExits, interrupt_handling
@@ -50,6 +51,9 @@ def _model_name(cfg: DictConfig) -> str:
 def _run_dir(cfg: DictConfig, split: PreparedSplit) -> Path:
     if cfg.get("run_dir"):
         return Path(cfg.run_dir)
+    inherited = ranks.inherited_run_dir()  # a DDP rank that rank 0 started: rank 0's folder
+    if inherited is not None:
+        return inherited
     suffix = ""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         suffix = f"-{HydraConfig.get().job.num}"  # sweep jobs can start within the same second
@@ -76,6 +80,15 @@ def _refuse_silent_resume(run_dir: Path, ckpt_path: str | None) -> None:
         )
 
 
+def _close_process_group(trainer: L.Trainer) -> None:
+    """After a DDP run, every rank waits for the others and closes the process group Lightning opened: left open, gloo's
+    threads can abort the interpreter at exit ("terminate called without an active exception", status 134) after a
+    run that went well."""
+    if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _fit_baseline(cfg: DictConfig, model: Recommender, split: PreparedSplit, run_dir: Path) -> TrainResult:
     from recstack.evaluation.evaluator import evaluate
 
@@ -91,14 +104,22 @@ def _fit_baseline(cfg: DictConfig, model: Recommender, split: PreparedSplit, run
         "seconds_per_epoch": seconds,
         "best_epoch": 0,
     }
-    runs.write_metrics(run_dir, metrics)
+    if ranks.is_rank_zero():
+        runs.write_metrics(run_dir, metrics)
     return TrainResult(run_dir=run_dir, metrics=metrics, model=model)
 
 
-def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
+def train(
+    cfg: DictConfig, split: PreparedSplit | None = None, *, extra_callbacks: Sequence[Callback] = ()
+) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` / ``cfg.split`` and write its run folder (see :mod:`recstack.training.runs`).
 
     ``split``: an already prepared split to use instead of preparing ``cfg.data`` / ``cfg.split`` (tests, notebooks).
+    ``extra_callbacks``: trainer callbacks added after the configured ones (``recstack-tune``'s pruning and deadline);
+    baselines, which have no trainer, ignore them.
+
+    Under DDP (``trainer=ddp``, ``trainer=ddp_cpu``) every rank runs this function; the ranks share rank 0's run folder
+    (:mod:`recstack.training.ranks`), only rank 0 writes into it, and every rank returns rank 0's metrics.
 
     Ctrl-C or SIGTERM during ``trainer.fit`` stops the run with ``checkpoints/interrupted.ckpt`` and exit status 1
     (resume from ``checkpoints/last.ckpt``); before or after the trainer it raises ``SystemExit(128 + signal)``, without
@@ -112,7 +133,7 @@ def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
     interrupts: InterruptHandler | None = None
     try:
         with interrupt_handling() as interrupts:
-            return _train(cfg, split, interrupts)
+            return _train(cfg, split, interrupts, extra_callbacks)
     except KeyboardInterrupt:
         # Inside the trainer Lightning turns our KeyboardInterrupt into sys.exit(1); one that gets here came outside
         # it, and the handler has already said what was kept.
@@ -124,7 +145,9 @@ def train(cfg: DictConfig, split: PreparedSplit | None = None) -> TrainResult:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: DictConfig, split: PreparedSplit | None, interrupts: InterruptHandler) -> TrainResult:
+def _train(
+    cfg: DictConfig, split: PreparedSplit | None, interrupts: InterruptHandler, extra_callbacks: Sequence[Callback] = ()
+) -> TrainResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if split is None:
         from recstack.config import prepare_from_config
@@ -132,11 +155,12 @@ def _train(cfg: DictConfig, split: PreparedSplit | None, interrupts: InterruptHa
         split = prepare_from_config(cfg, progress=cfg.get("progress", True))
     run_dir = _run_dir(cfg, split)
     _refuse_silent_resume(run_dir, cfg.get("ckpt_path"))
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)  # callbacks and loggers interpolate ${run_dir}
-    _save_config(cfg, run_dir, split)
+    if ranks.is_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _save_config(cfg, run_dir, split)
     log.info("run folder %s; %r", run_dir, split)
 
     model = build_model(
@@ -154,20 +178,18 @@ def _train(cfg: DictConfig, split: PreparedSplit | None, interrupts: InterruptHa
     # First, so that a second signal can end a shutdown that hangs in a later callback's on_exception hook.
     callbacks = [SecondSignalExits(interrupts)]
     callbacks += [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    callbacks += list(extra_callbacks)
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
 
     start = time.perf_counter()
-    with interrupts.inside_trainer():
+    with interrupts.inside_trainer(), ranks.handed_down(run_dir):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     train_seconds = time.perf_counter() - start
     epochs = max(trainer.current_epoch, 1)
 
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    best_epoch = None
-    if best_path:
-        best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"])
     if cfg.get("evaluate_test", True):
         # The test split is read once, with the best weights restored (without checkpoints: the last weights).
         with interrupts.inside_trainer():
@@ -175,16 +197,23 @@ def _train(cfg: DictConfig, split: PreparedSplit | None, interrupts: InterruptHa
     elif best_path:  # tuning: restore the best weights, never look at the test split
         module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"])
     module.to(torch.device("cpu"))
-    metrics = {
-        "valid": module.evaluate("valid"),
-        "test": module.last_metrics.get("test"),
-        "train_seconds": train_seconds,
-        "epochs": epochs,
-        "seconds_per_epoch": train_seconds / epochs,
-        "best_epoch": best_epoch,
-    }
-    if trainer.is_global_zero:
+    metrics: dict[str, Any] | None = None
+    if trainer.is_global_zero:  # under DDP the other ranks hold the same weights: rank 0 evaluates and writes
+        best_epoch = None
+        if best_path:
+            best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"])
+        metrics = {
+            "valid": module.evaluate("valid"),
+            "test": module.last_metrics.get("test"),
+            "train_seconds": train_seconds,
+            "epochs": epochs,
+            "seconds_per_epoch": train_seconds / epochs,
+            "best_epoch": best_epoch,
+        }
         runs.write_metrics(run_dir, metrics)
+    metrics = trainer.strategy.broadcast(metrics, src=0)  # one process: returns its argument
+    assert metrics is not None
+    _close_process_group(trainer)
     if metrics["test"] is not None:
         log.info("test %s", {k: round(v, 4) for k, v in metrics["test"].items()})
     return TrainResult(run_dir=run_dir, metrics=metrics, model=model.eval())
