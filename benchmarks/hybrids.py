@@ -10,7 +10,8 @@ in-process with their default configs when none is given (minutes). Each hybrid 
 scored once on test by the one evaluator. The "best" hybrid is picked without test, by its selection score: valid
 NDCG@10, except for the stacker, whose valid row is in-sample (its meta-model was fitted on those labels) and which is
 judged by its cross-validated NDCG@10 over held-out validation users. Its test NDCG@10 is compared with the best single
-model's in the table (EASE included). ``--split new_items`` (once it exists) gives the cold-item table.
+model's in the table (EASE included). ``--split new_items`` gives the cold-item table: every row also scored on the
+items without a training interaction alone (``cold/*``), e.g. with ``--set weighted.parts=[ease,content]``.
 Prints a markdown table and writes benchmarks/results/hybrids-<split>-<UTC stamp>.json.
 """
 
@@ -22,12 +23,13 @@ import os
 import time
 from datetime import UTC, datetime
 
+import numpy as np
 from invocation import command_line, results_path
 from omegaconf import OmegaConf
 
 from recstack.config import config_dir, prepare_named
 from recstack.data.prepared import PreparedSplit
-from recstack.evaluation.evaluator import evaluate
+from recstack.evaluation.evaluator import evaluate, untrained_items
 from recstack.hybrids.base import Hybrid
 from recstack.hybrids.parts import build_parts
 from recstack.models.base import Recommender
@@ -39,8 +41,9 @@ TARGET_NDCG = 0.340
 TARGET_GAIN = 0.03
 
 
-def hybrid_config_parts(name: str) -> list[str]:
+def hybrid_config_parts(name: str, overrides: list[str]) -> list[str]:
     cfg = OmegaConf.load(config_dir() / "model" / f"hybrid_{name}.yaml")
+    cfg.merge_with_dotlist(overrides)
     if "parts" in cfg:
         return list(cfg.parts)
     return [cfg[k] for k in ("cold", "warm", "retrieval", "ranker") if k in cfg]
@@ -54,16 +57,25 @@ def build_hybrid(name: str, split: PreparedSplit, overrides: list[str]) -> Hybri
     return model
 
 
-def scores(model: Recommender, split: PreparedSplit) -> dict[str, dict[str, float]]:
+def scores(model: Recommender, split: PreparedSplit, cold: np.ndarray) -> dict[str, dict[str, float]]:
+    """valid and test metrics over all items; with cold items (no training interaction), also over them alone
+    (``cold/valid``, ``cold/test``: only those items count as relevant, ranking still over the whole catalogue)."""
     out = {}
     for stage in ("valid", "test"):
         metrics = evaluate(model, split, stage, (10,)).metrics  # type: ignore[arg-type]
         out[stage] = {m: metrics[m] for m in METRICS}
+        if cold.size:
+            metrics = evaluate(model, split, stage, (10,), relevant_items=cold).metrics  # type: ignore[arg-type]
+            out[f"cold/{stage}"] = {m: metrics[m] for m in METRICS}
     return out
 
 
+def stages(result: dict[str, dict[str, float]]) -> tuple[str, ...]:
+    return tuple(s for s in ("valid", "test", "cold/valid", "cold/test") if s in result)
+
+
 def row(label: str, result: dict[str, dict[str, float]], seconds: float, select: float) -> str:
-    cells = " | ".join(f"{result[s][m]:.4f}" for s in ("valid", "test") for m in METRICS)
+    cells = " | ".join(f"{result[s][m]:.4f}" for s in stages(result) for m in METRICS)
     return f"| {label} | {cells} | {select:.4f} | {seconds:.1f} |"
 
 
@@ -82,17 +94,33 @@ def main() -> None:
     parser.add_argument("--hybrids", nargs="+", default=list(HYBRIDS), choices=HYBRIDS)
     parser.add_argument("--train-overrides", nargs="*", default=["torch_threads=1"], help="for parts trained here")
     parser.add_argument("--processed-root", default="data/processed")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="HYBRID.KEY=VALUE",
+        help="override a hybrid's config, e.g. weighted.parts=[ease,content] cascade.ranker=content",
+    )
     args = parser.parse_args()
+    overrides: dict[str, list[str]] = {h: [] for h in HYBRIDS}
+    for item in args.set:
+        hybrid, _, dotted = item.partition(".")
+        if hybrid not in overrides or "=" not in dotted:
+            parser.error(f"--set {item!r}: write HYBRID.KEY=VALUE with HYBRID one of {list(HYBRIDS)}")
+        overrides[hybrid].append(dotted)
     started = datetime.now(UTC)
     command = command_line()
     print(f"command: {command}\n")
     split = prepare_named(args.data, args.split, out_root=args.processed_root)
     print(f"{split!r}\n")
     runs = dict(item.split("=", 1) for item in args.runs)
+    cold = untrained_items(split)
+    if cold.size:
+        print(f"{cold.size} items without a training interaction: cold/* columns are metrics on them alone\n")
 
     names = ["ease"]
     for hybrid in args.hybrids:
-        names += [n for n in hybrid_config_parts(hybrid) if n not in names]
+        names += [n for n in hybrid_config_parts(hybrid, overrides[hybrid]) if n not in names]
     part_results, part_seconds = {}, {}
     parts: dict[str, Recommender] = {}
     for name in names:
@@ -103,21 +131,22 @@ def main() -> None:
             )
         )
         part_seconds[name] = time.perf_counter() - t
-        part_results[name] = scores(parts[name], split)
+        part_results[name] = scores(parts[name], split, cold)
 
     hybrid_results, hybrid_seconds, tuning = {}, {}, {}
     for hybrid in args.hybrids:
         t = time.perf_counter()
-        model = build_hybrid(hybrid, split, []).fit(split, parts=parts)
+        model = build_hybrid(hybrid, split, overrides[hybrid]).fit(split, parts=parts)
         hybrid_seconds[hybrid] = time.perf_counter() - t
         tuning[hybrid] = {"parts": list(model.part_names), **model.tuning}
-        hybrid_results[hybrid] = scores(model, split)
+        hybrid_results[hybrid] = scores(model, split, cold)
         print(f"{hybrid}: fitted in {hybrid_seconds[hybrid]:.1f} s; {json.dumps(tuning[hybrid], default=str)}\n")
 
-    header = " | ".join(f"{s} {m}" for s in ("valid", "test") for m in METRICS)
+    header = " | ".join(f"{s} {m}" for s in stages(part_results["ease"]) for m in METRICS)
     select = {n: part_results[n]["valid"]["ndcg@10"] for n in names}
     select.update({h: selection_score(tuning[h], hybrid_results[h]["valid"]["ndcg@10"]) for h in args.hybrids})
-    print(f"| model | {header} | selection ndcg@10 | fit s |\n|" + "---|" * (3 + 2 * len(METRICS)))
+    columns = len(stages(part_results["ease"])) * len(METRICS)
+    print(f"| model | {header} | selection ndcg@10 | fit s |\n|" + "---|" * (3 + columns))
     for name in names:
         source = f"run {runs[name]}" if name in runs else "fitted here"
         print(row(f"{name} ({source})", part_results[name], part_seconds[name], select[name]))
@@ -149,6 +178,8 @@ def main() -> None:
         "started_utc": started.isoformat(timespec="seconds"),
         "load_avg_1m": os.getloadavg()[0],
         "split": repr(split),
+        "cold_items": int(cold.size),
+        "overrides": {h: o for h, o in overrides.items() if o},
         "protocol": "parts trained on train; hybrids tuned on valid only; test read once per row by the evaluator",
         "parts": {n: {**part_results[n], "fit_s": part_seconds[n], "run": runs.get(n)} for n in names},
         "hybrids": {h: {**hybrid_results[h], "fit_s": hybrid_seconds[h], "tuning": tuning[h]} for h in args.hybrids},

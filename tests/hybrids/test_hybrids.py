@@ -129,3 +129,20 @@ def test_stacking_ranks_candidates_first(tiny_split: PreparedSplit, parts: dict[
         assert scores[r, mine].min() > scores[r, others].max()
     with pytest.raises(ValueError, match="choose groups among"):
         StackingHybrid(n, m, ["ease"], feature_groups=["score", "weather"])
+
+
+def test_blend_lets_a_part_abstain_on_items_it_cannot_score() -> None:
+    """A cold item (unknown to the collaborative part) is judged by the content part alone, on the same scale; an
+    item every part knows gets the plain weighted sum; one nobody knows keeps the plain sum too."""
+    from recstack.hybrids.weighted import blend
+
+    cf = torch.tensor([[2.0, 1.0, 0.0, 0.0]])  # items 2 and 3: no training interaction, a default score
+    content = torch.tensor([[0.0, 1.0, 3.0, 0.5]])
+    known = {"cf": torch.tensor([True, True, False, False]), "content": torch.tensor([True, True, True, False])}
+    weights = {"cf": 0.8, "content": 0.2}
+    out = blend(weights, {"cf": cf, "content": content}, known)
+    assert torch.allclose(out[0, :2], 0.8 * cf[0, :2] + 0.2 * content[0, :2])
+    assert out[0, 2] == pytest.approx(3.0)  # content alone, at full weight: it now outranks the warm items
+    assert out[0, 3] == pytest.approx(0.8 * 0.0 + 0.2 * 0.5)  # nobody knows item 3: the plain weighted sum
+    everyone = {"cf": torch.ones(4, dtype=torch.bool), "content": torch.ones(4, dtype=torch.bool)}
+    assert torch.equal(blend(weights, {"cf": cf, "content": content}, everyone), 0.8 * cf + 0.2 * content)

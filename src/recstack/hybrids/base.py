@@ -20,7 +20,14 @@ import torch
 
 from recstack.data.prepared import PreparedSplit
 from recstack.evaluation.evaluator import evaluate_topk
-from recstack.hybrids.parts import DEFAULT_RUNS_ROOT, Normalisation, build_parts, check_part_names, seen_mask
+from recstack.hybrids.parts import (
+    DEFAULT_RUNS_ROOT,
+    Normalisation,
+    build_parts,
+    check_part_names,
+    known_items,
+    seen_mask,
+)
 from recstack.models.base import Recommender
 
 TUNE_METRIC = "ndcg@10"
@@ -58,6 +65,7 @@ class Hybrid(Recommender):
         self.parts: dict[str, Recommender] = {}
         self.train: sp.csr_matrix | None = None
         self.tuning: dict[str, object] = {}  # what tuning tried and chose, for reports
+        self.known: dict[str, torch.Tensor] = {}  # per part, the items it can score (parts.known_items)
 
     def fit(self, split: PreparedSplit, parts: Mapping[str, Recommender] | None = None) -> Self:
         """Train the parts on ``split``'s training interactions (or take the already trained ``parts``, a mapping that
@@ -82,6 +90,7 @@ class Hybrid(Recommender):
                     f"part {name} has {model.n_users} x {model.n_items}, the split {self.n_users} x {self.n_items}"
                 )
         self.train = split.matrix("train")
+        self.known = {name: known_items(model, split) for name, model in self.parts.items()}
         self._tune(split)
         return self
 

@@ -197,6 +197,14 @@ def normalise(scores: torch.Tensor, seen: torch.Tensor, how: Normalisation = "zs
     return out.masked_fill(seen, 0.0)
 
 
+def known_items(model: Recommender, split: PreparedSplit) -> torch.Tensor:
+    """Boolean ``(n_items,)``: the items ``model`` can score: every item for a model that scores untrained items
+    (``Recommender.scores_untrained_items``, e.g. content), else the items with a training interaction."""
+    if model.scores_untrained_items:
+        return torch.ones(split.n_items, dtype=torch.bool)
+    return torch.from_numpy(np.asarray(split.item_popularity) > 0)
+
+
 def part_scores(
     parts: Mapping[str, Recommender], users: torch.Tensor, seen: torch.Tensor, how: Normalisation = "zscore"
 ) -> dict[str, torch.Tensor]:

@@ -4,6 +4,11 @@ Normalisation (z-score by default, or min-max) is over the items the user has no
 (popularity ranks, EASE regressions, embedding dot products) add up. The weights are the point of a grid over the
 simplex (multiples of ``step`` summing to 1) with the best validation NDCG@10; or fixed with ``weights``, in which
 case nothing is tuned. With one part's weight 1, the hybrid ranks exactly as that part does.
+
+A part abstains on the items it cannot score (:func:`~recstack.hybrids.parts.known_items`: a collaborative part on
+items without a training interaction): an item's score is the weighted mean over the parts that know it, so a cold
+item is judged by its content score on the same scale as a warm item's blend, instead of by a collaborative default.
+An item every part knows gets exactly the weighted sum; one no part knows keeps the plain weighted sum.
 """
 
 from __future__ import annotations
@@ -78,10 +83,9 @@ class WeightedHybrid(Hybrid):
         users = self.tuning_users(split)
         seen = seen_mask(split.matrix("train"), users)
         scores = part_scores(self.parts, torch.from_numpy(users), seen, self.normalise)
-        stacked = torch.stack([scores[n] for n in self.part_names])  # (parts, users, items)
         grid: list[tuple[tuple[float, ...], float]] = []
         for w in simplex_grid(len(self.part_names), self.step):
-            combined = torch.tensordot(torch.tensor(w), stacked, dims=1)
+            combined = blend(dict(zip(self.part_names, w)), scores, self.known)
             grid.append((w, valid_metric(top_unseen(combined, seen, 10), users, split)))
         best, value = max(grid, key=lambda row: row[1])  # ties: the first in grid order
         self.weights = dict(zip(self.part_names, best))
@@ -91,6 +95,20 @@ class WeightedHybrid(Hybrid):
         seen = self._seen(users)
         active = {n: self.parts[n] for n, w in self.weights.items() if w > 0}
         scores = part_scores(active, users, seen, self.normalise)
-        out = sum(self.weights[n] * s for n, s in scores.items())
-        assert isinstance(out, torch.Tensor)
-        return out.to(users.device)
+        return blend({n: self.weights[n] for n in active}, scores, self.known).to(users.device)
+
+
+def blend(
+    weights: Mapping[str, float], scores: Mapping[str, torch.Tensor], known: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """``sum_p w_p k_p s_p / sum_p w_p k_p`` per item (``k_p``: whether part ``p`` knows the item), where that weight
+    is positive; the plain ``sum_p w_p s_p`` where no weighted part knows the item."""
+    plain = sum(w * scores[n] for n, w in weights.items())
+    knowing = sum(w * known[n].float() for n, w in weights.items())  # (items,)
+    if not isinstance(plain, torch.Tensor) or not isinstance(knowing, torch.Tensor):
+        raise ValueError("a weighted blend needs at least one part")
+    if bool((knowing == sum(weights.values())).all()):
+        return plain  # every part knows every item: the weighted sum as it is
+    masked = sum(w * scores[n] * known[n].float() for n, w in weights.items())
+    assert isinstance(masked, torch.Tensor)
+    return torch.where(knowing > 0, masked / knowing.clamp(min=1e-12), plain)

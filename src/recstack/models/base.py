@@ -21,6 +21,9 @@ class Recommender(ABC):
 
     n_users: int
     n_items: int
+    # Whether the model's scores mean something for items without a training interaction (a content model: yes; a
+    # collaborative one only has a default there). Hybrids let a part abstain on the items it cannot score.
+    scores_untrained_items: bool = False
 
     @abstractmethod
     def score_all(self, users: torch.Tensor) -> torch.Tensor:

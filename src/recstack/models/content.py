@@ -96,6 +96,8 @@ def interaction_weights(
 class ContentRecommender(Recommender):
     """Content-based recommender over item text (see the module docstring for the vectors, fallbacks and weights)."""
 
+    scores_untrained_items = True  # an item's text is its profile, with or without interactions
+
     def __init__(
         self,
         n_users: int,
