@@ -103,6 +103,23 @@ def test_resume_from_last_checkpoint(tiny_split: PreparedSplit, tmp_path: Path, 
     assert resumed.metrics["epochs"] == 3
 
 
+def test_last_checkpoint_is_the_last_finished_epoch_not_the_best(
+    tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path
+) -> None:
+    """With lr 0 validation never improves after epoch 0: best.ckpt stays there while last.ckpt follows every epoch
+    (Lightning 2.6's own save_last would have left last.ckpt at the best epoch)."""
+    result = train(
+        config(tmp_path, text_cache, "model=mf", "fit.lr=0", "fit.max_epochs=3", "fit.patience=5"), split=tiny_split
+    )
+    epochs = {
+        name: torch.load(result.run_dir / "checkpoints" / f"{name}.ckpt", map_location="cpu", weights_only=False)[
+            "epoch"
+        ]
+        for name in ("best", "last")
+    }
+    assert epochs == {"best": 0, "last": 2}
+
+
 def test_baseline_through_the_same_entry_point(tiny_split: PreparedSplit, tmp_path: Path, text_cache: Path) -> None:
     if not (config_dir() / "model" / "pop.yaml").is_file():
         pytest.skip("configs/model/pop.yaml (the popularity baseline) is not in the tree yet")

@@ -75,7 +75,7 @@ def _refuse_silent_resume(run_dir: Path, ckpt_path: str | None) -> None:
     if existing and not ckpt_path:
         raise ValueError(
             f"run_dir={run_dir} already holds checkpoints {existing}. To resume it, pass "
-            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'} (the latest saved epoch); to start afresh, choose "
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'} (the last finished epoch); to start afresh, choose "
             "another run_dir (or leave run_dir unset for a new timestamped folder)"
         )
 
