@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,19 @@ def test_a_run_of_another_model_or_split_is_refused(tmp_path: Path, tiny_split: 
         load_part("lightgcn", tiny_split, other_model)
     with pytest.raises(FileNotFoundError, match="not a recstack run folder"):
         load_part("lightgcn", tiny_split, tmp_path / "missing")
+
+
+def test_recstack_train_refuses_an_unknown_part_before_reading_any_data(tmp_path: Path) -> None:
+    """No data at all (an empty data home): the error is still about the hybrid's unknown part, listing the known ones."""
+    script = Path(sys.executable).with_name("recstack-train")
+    done = subprocess.run(
+        [str(script), "model=hybrid_weighted", "model.parts=[ease,nosuch]", f"hydra.run.dir={tmp_path / 'h'}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RECSTACK_DATA_HOME": str(tmp_path / "empty")},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "unknown base model(s) ['nosuch'] in the hybrid's model.parts; known base models: " in done.stderr
+    assert "ease" in done.stderr and "lightgcn" in done.stderr

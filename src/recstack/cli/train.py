@@ -10,8 +10,13 @@ from recstack.config import config_dir
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from omegaconf import OmegaConf
+
+    from recstack.hybrids.parts import check_config_parts
     from recstack.training.train import train
 
+    # A hybrid naming an unknown base model fails here, before minutes of data preparation.
+    check_config_parts(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
     result = train(cfg)
     # Returned for Hydra sweepers (e.g. Optuna) that optimise a value.
     return result.metrics["valid"].get("ndcg@10")

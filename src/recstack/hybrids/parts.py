@@ -197,6 +197,21 @@ def normalise(scores: torch.Tensor, seen: torch.Tensor, how: Normalisation = "zs
     return out.masked_fill(seen, 0.0)
 
 
+PART_KEYS: tuple[str, ...] = ("parts", "cold", "warm", "retrieval", "ranker")
+"""The keys of a hybrid's config that name base models (configs/model/hybrid_*.yaml)."""
+
+
+def check_config_parts(model_cfg: Mapping[str, object]) -> None:
+    """Before any data is read: every base model a hybrid's config names (:data:`PART_KEYS`) exists, else the
+    ``ValueError`` of :func:`check_part_names` listing the known ones. Configs of other models pass untouched."""
+    if not str(model_cfg.get("_target_", "")).startswith("recstack.hybrids."):
+        return
+    for key in PART_KEYS:
+        value = model_cfg.get(key)
+        if value is not None:
+            check_part_names([value] if isinstance(value, str) else list(value), f"model.{key}")  # type: ignore[arg-type]
+
+
 def known_items(model: Recommender, split: PreparedSplit) -> torch.Tensor:
     """Boolean ``(n_items,)``: the items ``model`` can score: every item for a model that scores untrained items
     (``Recommender.scores_untrained_items``, e.g. content), else the items with a training interaction."""
