@@ -211,7 +211,7 @@ def features_sql(features: Iterable[Feature], as_of_ms: int, horizon_h: int, gap
         joins.append("LEFT JOIN f_plain USING (user_id)")
     if tagged:
         # An event once per category it carries (its item's, plus the one it states unless the item has it: the
-        # rows of the event_categories view), kept to the categories the rules name, so the join stays small.
+        # definition in recstack.profiles.source), kept to the categories the rules name, so the join stays small.
         named = ", ".join(sorted({_literal(f.category) for f in tagged}))
         ctes.append(
             "evc AS (SELECT e.user_id, e.event_type, e.value, e.device_class, e.bucket, c.category FROM ev e "

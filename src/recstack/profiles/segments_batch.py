@@ -168,7 +168,7 @@ def _summary(con, segments: Mapping[str, Segment], members: pa.Table, as_of_ms: 
                 QUALIFY row_number() OVER (PARTITION BY segment ORDER BY total DESC, item_id) <= {TOP_ITEMS}
                 ORDER BY segment, total DESC, item_id"""
         ).fetchall()
-        categories = con.sql(  # the rows of event_categories (recstack.profiles.source), counted per user
+        categories = con.sql(  # an event's categories (recstack.profiles.source), counted per user
             f"""WITH user_categories AS (
                     SELECT user_id, category, sum(n) AS n FROM (
                         SELECT u.user_id, c.category, u.n FROM _user_items u JOIN item_categories c USING (item_id)

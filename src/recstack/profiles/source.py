@@ -20,8 +20,8 @@ bot                 device_class = 'bot'
 ==================  ==========================================================================================
 
 :func:`load_catalogue` creates ``item_categories (item_id, category)`` from an item metadata file (the format
-``data.source.items_path`` reads), and ``event_categories (event_id, category)``: an event's item's categories plus the
-category it states itself, each once.
+``data.source.items_path`` reads). An event's categories, wherever a job counts them, are its item's categories plus
+the category it states itself, each once: the item's rows, and the stated one unless the item has it already.
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ _EMPTY = (
 
 
 def load_catalogue(con, items_path: str | Path | None) -> int:
-    """Create ``item_categories`` (from the item metadata file; empty without one) and ``event_categories`` over
-    ``events``. Returns the number of items with at least one category."""
+    """Create ``item_categories`` (from the item metadata file; empty without one). Returns the number of items with
+    at least one category."""
     if items_path is None:
         table = pa.table({"item_id": pa.array([], pa.string()), "category": pa.array([], pa.string())})
     else:
@@ -157,15 +157,6 @@ def load_catalogue(con, items_path: str | Path | None) -> int:
         "CREATE OR REPLACE TEMP TABLE item_categories AS SELECT DISTINCT item_id, category FROM _item_categories"
     )
     con.unregister("_item_categories")
-    # Each (event, category) once without a DISTINCT over every event (a hash table of all event ids): events are
-    # unique after cleaning and item_categories is distinct, so only a stated category its item also has repeats.
-    con.execute(
-        """CREATE OR REPLACE TEMP VIEW event_categories AS
-           SELECT e.event_id, c.category FROM events e JOIN item_categories c USING (item_id)
-           UNION ALL
-           SELECT event_id, category FROM events e WHERE category IS NOT NULL AND NOT EXISTS (
-               SELECT 1 FROM item_categories c WHERE c.item_id = e.item_id AND c.category = e.category)"""
-    )
     return int(con.execute("SELECT count(DISTINCT item_id) FROM item_categories").fetchall()[0][0])
 
 
