@@ -36,18 +36,26 @@ def module_prefix() -> Iterator[str]:
     _delete_prefix(prefix)
 
 
+def shared_redis_server(bundle: Path, prefix: str, log: Path) -> Server:
+    """A real server on the shared Redis (db 0) under ``prefix``, waited on until ready. A generous Redis timeout:
+    these tests expect non-degraded answers, also on a loaded machine."""
+    return start_server(
+        bundle, log, redis_url="redis://127.0.0.1:6379/0", redis_prefix=prefix, overrides=["redis_timeout_s=1.0"]
+    )
+
+
 @pytest.fixture(scope="module")
 def server(tiny_bundle: Path, module_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One real server per test module, on the shared Redis (db 0) with the module's own key prefix."""
-    log = tmp_path_factory.mktemp("server") / "bentoml.log"
-    # A generous Redis timeout: these tests expect non-degraded answers, also on a loaded machine.
-    srv = start_server(
-        tiny_bundle,
-        log,
-        redis_url="redis://127.0.0.1:6379/0",
-        redis_prefix=module_prefix,
-        overrides=["redis_timeout_s=1.0"],
-    )
+    srv = shared_redis_server(tiny_bundle, module_prefix, tmp_path_factory.mktemp("server") / "bentoml.log")
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def replica(tiny_bundle: Path, module_prefix: str, tmp_path_factory: pytest.TempPathFactory, server: Server):
+    """A second instance with ``server``'s Redis and key prefix: the two are replicas."""
+    srv = shared_redis_server(tiny_bundle, module_prefix, tmp_path_factory.mktemp("replica") / "bentoml.log")
     yield srv
     stop_server(srv)
 

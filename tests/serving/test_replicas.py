@@ -3,25 +3,10 @@ the other knows at once, and restarting one leaves the other answering (issue 16
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
-import pytest
-from serving_support import Server, launch, start_server, stop_server, wait_ready
-
-
-@pytest.fixture(scope="module")
-def replica(tiny_bundle: Path, module_prefix: str, tmp_path_factory: pytest.TempPathFactory, server: Server):
-    """A second instance with the first one's Redis and key prefix (the module's ``server`` fixture is the first)."""
-    log = tmp_path_factory.mktemp("replica") / "bentoml.log"
-    srv = start_server(
-        tiny_bundle,
-        log,
-        redis_url="redis://127.0.0.1:6379/0",
-        redis_prefix=module_prefix,
-        overrides=["redis_timeout_s=1.0"],
-    )
-    yield srv
-    stop_server(srv)
+from serving_support import Server, launch, stop_server, wait_ready
 
 
 def test_an_event_posted_to_one_instance_changes_the_others_next_answer(server: Server, replica: Server) -> None:
@@ -60,7 +45,7 @@ def test_restarting_one_instance_does_not_disturb_the_other(
             answers.append((response.status_code, response.json().get("degraded")))
 
         ask()
-        third.process.send_signal(15)  # SIGTERM: the graceful stop an orchestrator sends
+        third.process.send_signal(signal.SIGTERM)  # the graceful stop an orchestrator sends
         while third.process.poll() is None:  # the replica is asked until the stopped one has exited
             ask()
         assert stop_server(third) == 0

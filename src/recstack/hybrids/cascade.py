@@ -14,7 +14,7 @@ import torch
 
 from recstack.data.prepared import PreparedSplit
 from recstack.hybrids.base import Hybrid, below_candidates, top_unseen, valid_metric
-from recstack.hybrids.parts import DEFAULT_RUNS_ROOT, Normalisation, check_part_names, part_scores, seen_mask
+from recstack.hybrids.parts import DEFAULT_RUNS_ROOT, Normalisation, check_two_parts, part_scores, seen_mask
 
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -47,14 +47,10 @@ class CascadeHybrid(Hybrid):
         tune_users: int | None = None,
         seed: int = 0,
     ) -> None:
-        check_part_names([retrieval], "retrieval part")
-        check_part_names([ranker], "ranker part")
-        if retrieval == ranker:
-            raise ValueError(f"retrieval and ranker are both {retrieval!r}: a cascade needs two different parts")
         super().__init__(
             n_users,
             n_items,
-            [retrieval, ranker],
+            check_two_parts({"retrieval": retrieval, "ranker": ranker}, "cascade"),
             runs=runs,
             runs_root=runs_root,
             train_overrides=train_overrides,

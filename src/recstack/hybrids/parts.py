@@ -197,6 +197,17 @@ def normalise(scores: torch.Tensor, seen: torch.Tensor, how: Normalisation = "zs
     return out.masked_fill(seen, 0.0)
 
 
+def check_two_parts(roles: Mapping[str, str], hybrid: str) -> list[str]:
+    """The names of a two-part hybrid (role -> name, e.g. ``{"cold": "pop", "warm": "ease"}``), each known and the two
+    different; returned in the roles' order."""
+    for role, name in roles.items():
+        check_part_names([name], f"{role} part")
+    (role_a, a), (role_b, b) = roles.items()
+    if a == b:
+        raise ValueError(f"{role_a} and {role_b} are both {a!r}: a {hybrid} needs two different parts")
+    return [a, b]
+
+
 PART_KEYS: tuple[str, ...] = ("parts", "cold", "warm", "retrieval", "ranker")
 """The keys of a hybrid's config that name base models (configs/model/hybrid_*.yaml)."""
 

@@ -14,7 +14,7 @@ import torch
 
 from recstack.data.prepared import PreparedSplit
 from recstack.hybrids.base import Hybrid, top_unseen, valid_metric
-from recstack.hybrids.parts import DEFAULT_RUNS_ROOT, Normalisation, check_part_names, part_scores, seen_mask
+from recstack.hybrids.parts import DEFAULT_RUNS_ROOT, Normalisation, check_two_parts, part_scores, seen_mask
 
 QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -37,14 +37,10 @@ class SwitchingHybrid(Hybrid):
         tune_users: int | None = None,
         seed: int = 0,
     ) -> None:
-        check_part_names([cold], "cold part")
-        check_part_names([warm], "warm part")
-        if cold == warm:
-            raise ValueError(f"cold and warm are both {cold!r}: a switching hybrid needs two different parts")
         super().__init__(
             n_users,
             n_items,
-            [cold, warm],
+            check_two_parts({"cold": cold, "warm": warm}, "switching hybrid"),
             runs=runs,
             runs_root=runs_root,
             train_overrides=train_overrides,
