@@ -9,14 +9,22 @@ worker that cannot start stops the server instead of being respawned forever.
 
 Endpoints are ``async def`` on purpose: the pipeline is ~0.2 ms of CPU, cheaper inline on the event loop than
 BentoML's thread-pool hop for sync endpoints, and the one Redis read is awaited (async client, bounded pool, 100 ms
-timeout, circuit breaker) so a slow Redis never stalls the worker's other requests. The middlewares
+timeout, circuit breaker) so a slow Redis never stalls the worker's other requests.
+
+Closing the loop: every answer carries a ``request_id`` and is recorded as an impression (recstack.serving.impressions,
+buffered per worker, sent in the background); an A/B experiment (``experiment`` in configs/serve.yaml) serves one
+bundle per arm, each user's arm fixed by a hash (recstack.serving.experiments); ``POST /admin/reload`` swaps a bundle
+on every worker and replica without a restart (recstack.serving.reloads, served_bundle). The middlewares
 (recstack.serving.http_guards) exist because of measured BentoML behaviour; benchmarks/RESULTS.md has the figures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import time
+import uuid
 from pathlib import Path
 
 import bentoml
@@ -26,24 +34,30 @@ from starlette.responses import JSONResponse
 from recstack.collect.catalogue import ItemUpsert
 from recstack.collect.producer import consent_key
 from recstack.collect.purposes import ROLE_STATE, VISITOR
-from recstack.collect.records import memberships_key, segments_key, tombstone_key
-from recstack.serving import collector_mount, demo_site, http_guards, segments_api
-from recstack.serving.item_feed import ItemFeed
+from recstack.collect.records import memberships_key, tombstone_key
+from recstack.serving import collector_mount, demo_site, http_guards, reloads, segments_api
+from recstack.serving.experiments import NO_ARM, Assignment
+from recstack.serving.impressions import ImpressionLog, impression_row
 from recstack.serving.metrics import StageMetrics
 from recstack.serving.online_store import RedisOnlineStore
-from recstack.serving.pipeline import BadQuery, Pipeline, PipelineConfig, Query, UnknownItem
+from recstack.serving.pipeline import BadQuery, Pipeline, Query, UnknownItem
 from recstack.serving.schemas import (
     ItemUpsertRequest,
     ItemUpsertResponse,
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
+    ReloadRequest,
+    ReloadResponse,
     SimilarItemsRequest,
     SimilarItemsResponse,
 )
-from recstack.serving.segment_targeting import SegmentCache, Target
+from recstack.serving.segment_targeting import Target
+from recstack.serving.served_bundle import ReloadRefused, ServedBundle, load_served
 from recstack.serving.settings import ServeSettings
 from recstack.serving.supervisor import WorkerLink
+
+logger = logging.getLogger("recstack.serving")
 
 SETTINGS = ServeSettings.from_env()
 """Read at import: the decorator below needs the worker count and BentoML options before any worker starts."""
@@ -87,7 +101,8 @@ def _ctx_error(ctx: bentoml.Context, status: int, field: str, message: str) -> J
     tracing={} if SETTINGS.tracing else {"excluded_urls": ["/"]},
 )
 class Recommender:
-    """What should this user see now: two-stage recommendations from a recstack bundle, plus recent activity."""
+    """What should this user see now: two-stage recommendations from a recstack bundle (one per A/B arm), plus recent
+    activity; every answer recorded as an impression; bundles hot-swapped by ``POST /admin/reload``."""
 
     # Referenced at class scope so `bentoml build` packs the model with the Bento when the bundle is a tag.
     bundle_model = bentoml.models.BentoModel(SETTINGS.bundle) if _is_tag(SETTINGS.bundle) else None
@@ -105,75 +120,120 @@ class Recommender:
             self._supervisor.ready()  # the link stays open: this worker's exit is seen by the supervisor at once
 
     def _start(self) -> None:
-        from recstack.bundle.reader import Bundle
-
         self.settings = SETTINGS
-        ref = self.settings.require_bundle()
-        if self.bundle_model is not None:
-            path = Path(self.bundle_model.path)  # class-scope BentoModel resolves to the stored model here
-            self.model_tag = str(self.bundle_model.tag)
-        else:
-            path = Path(ref)
-            self.model_tag = ""  # set below from the manifest: answers never carry the server's filesystem path
-        # recstack-serve hashed every file before starting any worker (bundle_verified); a bare `bentoml serve` did not.
-        bundle = Bundle.load(
-            path, verify=not self.settings.bundle_verified, index_params={"ef_search": self.settings.ef_search}
-        )
-        if not self.model_tag:
-            self.model_tag = f"{path.resolve().name}@{bundle.manifest.digest()[:12]}"
-        config = PipelineConfig(n_candidates=self.settings.n_candidates, max_recent=self.settings.recent_max)
-        self.pipeline = Pipeline.from_bundle(bundle, config)
         self.store = RedisOnlineStore(self.settings.redis_store())
-        self.items_feed = self._live_items(bundle)
         self.metrics = StageMetrics()
         self._observe = {name: self.metrics.observer(name) for name in ("recommend", "similar_items")}
         self.collector_on = COLLECTOR is not None
-        names = self.settings.collector.names
-        meta = segments_key(names, "meta")
-        # Each segment's popular items, per worker, re-read in the background (segment_targeting).
-        self.segments = SegmentCache(
-            lambda: self.store.call_async(lambda client: client.hgetall(meta)),
-            self.pipeline.item_index,
-            self.settings.segments_cache_ttl_s,
+        refs = self.settings.arm_bundles()
+        experiment = self.settings.experiment
+        self.experiment = experiment.name
+        self.assignment = (
+            Assignment.build(experiment.name, {arm: spec.weight for arm, spec in experiment.arms.items()})
+            if experiment.name is not None
+            else None
         )
-        # Warm the request path once (lazy allocations in ORT/FAISS/numpy), then keep the long-lived heap out of the
-        # garbage collector's full passes; see GcFreezeMiddleware.
-        self.pipeline.recommend(Query(user_id="", k=1))
+        self.reload_key = reloads.deployment_key(self.settings.collector.names, experiment.name, refs)
+        self._reload_lock = asyncio.Lock()
+        # A worker that starts after a reload (a restart, a respawned worker, a new replica) serves what was announced.
+        entries = self.store.call(lambda client: client.xrange(self.reload_key, "-", "+"))
+        announced = reloads.latest_per_arm(reloads.decode(entries))
+        self._reload_last = reloads.decode(entries)[-1].id if entries else None
+        self.served: dict[str, ServedBundle] = {}
+        for arm, ref in refs.items():
+            self.served[arm] = self._initial(arm, ref, announced.get(arm))
+        self.impressions = None
+        if self.settings.impressions and COLLECTOR is not None:  # pseudonyms only: the collector's key makes them
+            stream = self.settings.collector.names.stream
+            self.impressions = ImpressionLog(
+                lambda fields: self.store.call_async(lambda client: client.xadd(stream, fields)),
+                flush_s=self.settings.impressions_flush_s,
+                max_buffer=self.settings.impressions_max_buffer,
+            )
+        # Warm the request path once (lazy allocations in ORT/FAISS/numpy; the smoke test did most), then keep the
+        # long-lived heap out of the garbage collector's full passes; see GcFreezeMiddleware.
+        for served in self.served.values():
+            served.pipeline.recommend(Query(user_id="", k=1))
         gc.collect()
         gc.freeze()
 
-    def _live_items(self, bundle) -> ItemFeed | None:  # type: ignore[no-untyped-def]
-        """POST /items needs the bundle's content section (text vectors, their index, the ONNX text encoder). The
-        upserts already in Redis are applied before this worker reports ready: a restarted server serves them."""
-        if bundle.content is None:
-            return None
-        from recstack.serving.live_items import LiveItems
+    def _initial(self, arm: str, ref: str, announced: reloads.Announcement | None) -> ServedBundle:
+        """The bundle an arm starts with: the latest reload announced for it, else the configured one."""
+        if announced is not None:
+            try:
+                return load_served(announced.ref, self.settings, self.store)
+            except ReloadRefused as error:
+                logger.error(
+                    "arm %r: the reloaded bundle %s cannot be served (%s); serving %s", arm, announced.ref, error, ref
+                )
+        # recstack-serve hashed every configured bundle before starting any worker (bundle_verified); a bare
+        # `bentoml serve` did not.
+        verify = not self.settings.bundle_verified
+        if self.bundle_model is not None and ref == self.settings.bundle:  # class-scope BentoModel: the stored model
+            return load_served(
+                str(Path(self.bundle_model.path)),
+                self.settings,
+                self.store,
+                verify=verify,
+                tag=str(self.bundle_model.tag),
+            )
+        return load_served(ref, self.settings, self.store, verify=verify)
 
-        encoder_id = bundle.manifest.files[bundle.content.info.encoder.file]
-        live = LiveItems(self.pipeline, bundle.content, encoder_id, neighbours=self.settings.items_neighbours)
-        feed = ItemFeed(self.store, self.settings.collector.names, live, poll_s=self.settings.items_poll_s)
-        feed.snapshot_sync()  # None (Redis away): the background poll takes the snapshot once it is back
-        return feed
+    @property
+    def default(self) -> ServedBundle:
+        """The first arm's bundle (the only one without an experiment): /similar_items, /items, the demo page."""
+        return next(iter(self.served.values()))
+
+    @property
+    def pipeline(self):  # type: ignore[no-untyped-def]
+        return self.default.pipeline
+
+    @property
+    def model_tag(self) -> str:
+        return self.default.tag
 
     @bentoml.on_startup
-    async def _follow_items(self) -> None:
-        """Each worker follows the other workers' upserts (recstack.serving.item_feed) in the background."""
-        if self.items_feed is not None:
-            self.items_feed.start()
+    async def _background(self) -> None:
+        """Per worker, in the background: the item feeds follow other workers' upserts (recstack.serving.item_feed),
+        impressions are sent in batches, reload announcements are followed."""
+        for served in self.served.values():
+            if served.items_feed is not None:
+                served.items_feed.start()
+        if self.impressions is not None:
+            self.impressions.start()
+        self._follower = asyncio.get_running_loop().create_task(self._follow_reloads(), name="recstack-reloads")
+
+    @bentoml.on_shutdown
+    async def _drain(self) -> None:
+        """Send the buffered impressions before the worker exits."""
+        if self.impressions is not None:
+            await self.impressions.stop()
 
     async def readiness(self) -> dict:
         """What ``/readyz`` answers. The store is probed through the same async pool and breaker as the requests, so
         ``ready`` means requests are being answered with the online store, not that some other connection works."""
         state = await self.store.state_async()
-        return {
+        default = self.default
+        feed = default.items_feed
+        answer = {
             "status": "ready" if state.available else "degraded",
-            "model": self.model_tag,
-            "n_users": self.pipeline.n_users,
-            "n_items": self.pipeline.n_items,
-            "ranker": self.pipeline.ranker is not None,
-            "live_items": None if self.items_feed is None else self.items_feed.live.n_live,
+            "model": default.tag,
+            "n_users": default.pipeline.n_users,
+            "n_items": default.pipeline.n_items,
+            "ranker": default.pipeline.ranker is not None,
+            "live_items": None if feed is None else feed.live.n_live,
             "online_store": {"kind": state.kind, "available": state.available, "detail": state.detail},
+            "impressions": None
+            if self.impressions is None
+            else {
+                "pending": self.impressions.pending,
+                "sent": self.impressions.sent,
+                "dropped": self.impressions.dropped,
+            },
         }
+        if self.experiment is not None:
+            answer["experiment"] = {"name": self.experiment, "arms": {arm: s.tag for arm, s in self.served.items()}}
+        return answer
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /, ctx: bentoml.Context) -> RecommendResponse:
@@ -181,7 +241,8 @@ class Recommender:
         (of the segments they are in, else of `context.segment` when given, else global). Without a user_id, the
         visitor cookie's recent activity is used. Without consent to personalisation, or for an erased user, the
         answer is popularity only (``personalised: false``). `segment` restricts the answer to, or boosts, the items
-        popular in a named segment."""
+        popular in a named segment. Every answer has a `request_id` (send it with the click it leads to) and, in an
+        A/B experiment, the user's `arm`; it is recorded as an impression in the lake."""
         observe = self._observe["recommend"]
         start = time.perf_counter()
         role = ctx.request.scope.get("state", {}).get(ROLE_STATE)
@@ -197,10 +258,15 @@ class Recommender:
         if not request.exclude_seen and role != "admin":
             # with exclude_seen=false the answer can hold a user's own history: an admin's question only
             return _ctx_error(ctx, 403, "exclude_seen", "exclude_seen=false needs an API key with role 'admin'")  # type: ignore[return-value]
+        subject = self._subject(request.user_id, ctx)
+        arm = self.assignment.arm(subject or "") if self.assignment is not None else NO_ARM
+        served = self.served[arm]  # taken once: a reload during this request does not change what answers it
+        pipeline = served.pipeline
+        lookup_id = self._lookup_id(request.user_id, subject, pipeline)
         target = None
         if request.segment is not None:
             wanted = request.segment
-            found = await self.segments.lookup(wanted.name)
+            found = await served.segments.lookup(wanted.name)
             if found is None:
                 return _ctx_error(
                     ctx,
@@ -210,11 +276,10 @@ class Recommender:
                     "`recstack-segments run` publishes a new one",
                 )  # type: ignore[return-value]
             target = Target(found.items, found.weights, wanted.mode, wanted.weight)
-        subject, lookup_id = self._subject(request.user_id, ctx)
         state = None
         if subject is not None:
             # A user the bundle does not know may be cold: its segments ride in the same round trip.
-            cold = self.settings.segments_cold_start and lookup_id not in self.pipeline.user_index
+            cold = self.settings.segments_cold_start and lookup_id not in pipeline.user_index
             memberships = memberships_key(self.settings.collector.names, subject) if cold else None
             state = await self.store.subject_async(
                 subject, self.settings.recent_max, *self._consent_keys(subject), memberships
@@ -233,9 +298,8 @@ class Recommender:
         popular = None
         if personalised and state is not None and state.segments:
             # Used only when the user stays cold (no trained vector, no recent activity): its segments' popularity.
-            pipeline = self.pipeline
             fallback = (pipeline.popularity.overall, pipeline.popularity.overall_scores)
-            popular = await self.segments.ranking(state.segments, fallback)
+            popular = await served.segments.ranking(state.segments, fallback)
         context = request.context
         now = time.gmtime()
         query = Query(
@@ -251,35 +315,68 @@ class Recommender:
             target=target,
         )
         try:
-            ranked = self.pipeline.recommend(query, recent, observe)
+            ranked = pipeline.recommend(query, recent, observe)
         except BadQuery as error:
             return _ctx_error(ctx, 400, error.field, str(error))  # type: ignore[return-value]
         self.metrics.user_source(ranked.user_source)
+        request_id = uuid.uuid4().hex
+        ids = pipeline.item_ids[ranked.items].tolist()
+        scores = ranked.scores.tolist()
+        if self.impressions is not None:
+            self.impressions.record(
+                impression_row(
+                    request_id=request_id,
+                    user_id=subject,
+                    anonymous=not request.user_id,
+                    items=ids,
+                    scores=scores,
+                    stage=ranked.stage,
+                    user_source=ranked.user_source,
+                    personalised=personalised,
+                    bundle=served.tag,
+                    experiment=self.experiment,
+                    arm=arm or None,
+                )
+            )
+        titles = pipeline.item_titles[ranked.items].tolist()
         return RecommendResponse(
             user_id=request.user_id or "",
             user_source=ranked.user_source,
-            items=self._items(ranked.items, ranked.scores, ranked.stage),
-            model=self.model_tag,
+            items=[
+                RecommendedItem(item_id=i, title=t, score=s, stage=ranked.stage)
+                for i, t, s in zip(ids, titles, scores, strict=True)
+            ],
+            model=served.tag,
             degraded=degraded,
             personalised=personalised,
+            request_id=request_id,
+            experiment=self.experiment,
+            arm=arm or None,
         )
 
-    def _subject(self, user_id: str | None, ctx: bentoml.Context) -> tuple[str | None, str]:
-        """``(online-store subject, bundle lookup id)``. With the collector on, Redis keys are the same keyed
-        pseudonyms the collector writes (no raw id in Redis); the bundle is looked up by the id it was trained on."""
+    def _subject(self, user_id: str | None, ctx: bentoml.Context) -> str | None:
+        """The online-store subject: with the collector on, the same keyed pseudonym the collector writes (no raw id
+        in Redis or the lake), of the user id, else of the visitor cookie; None for a first visit without a cookie."""
         if COLLECTOR is None:
-            return user_id, user_id or ""
+            return user_id
         pseudo = COLLECTOR.intake.pseudo
         if user_id:
-            subject = pseudo.user(user_id)
-            # A bundle trained on collected data (data=lake) knows users by the same pseudonym; one trained on raw
-            # ids (MovieLens, an event log) by the id itself.
-            known = user_id in self.pipeline.user_index or subject not in self.pipeline.user_index
-            return subject, user_id if known else subject
+            return pseudo.user(user_id)
         visitor = ctx.request.cookies.get(self.settings.collector.cookie_name, "")
         if len(visitor) != 32:
-            return None, ""  # answered with popularity (personalised: false)
-        return pseudo.visitor(visitor), ""
+            return None  # answered with popularity (personalised: false)
+        return pseudo.visitor(visitor)
+
+    @staticmethod
+    def _lookup_id(user_id: str | None, subject: str | None, pipeline: Pipeline) -> str:
+        """The id the bundle knows the user by. A bundle trained on collected data (data=lake) knows users by the
+        same pseudonym; one trained on raw ids (MovieLens, an event log) by the id itself; visitors by neither."""
+        if not user_id:
+            return ""
+        if COLLECTOR is None or subject is None:
+            return user_id
+        known = user_id in pipeline.user_index or subject not in pipeline.user_index
+        return user_id if known else subject
 
     def _consent_keys(self, subject: str) -> tuple[str | None, str | None]:
         if COLLECTOR is None:
@@ -291,21 +388,23 @@ class Recommender:
     async def similar_items(self, request: SimilarItemsRequest, /) -> SimilarItemsResponse:
         """Nearest items by collaborative embedding and by BERT title embedding. Unknown item_id: 404."""
         start = time.perf_counter()
+        served = self.default
+        pipeline = served.pipeline
         try:
-            found = self.pipeline.similar(request.item_id, request.k)
+            found = pipeline.similar(request.item_id, request.k)
         except UnknownItem as error:
             return _field_error(404, "item_id", str(error))  # type: ignore[return-value]
         self._observe["similar_items"]("total", time.perf_counter() - start)
-        item = self.pipeline.item_index[request.item_id]
+        item = pipeline.item_index[request.item_id]
         text = None
         if found.text_items is not None and found.text_scores is not None:
-            text = self._items(found.text_items, found.text_scores, "text")
+            text = _items(pipeline, found.text_items, found.text_scores, "text")
         return SimilarItemsResponse(
             item_id=request.item_id,
-            title=str(self.pipeline.item_titles[item]),
-            embedding=self._items(found.embedding_items, found.embedding_scores, "embedding"),
+            title=str(pipeline.item_titles[item]),
+            embedding=_items(pipeline, found.embedding_items, found.embedding_scores, "embedding"),
             text=text,
-            model=self.model_tag,
+            model=served.tag,
         )
 
     @bentoml.api(route="/items")
@@ -313,9 +412,11 @@ class Recommender:
         """Add an item to the catalogue or update one (admin). Its text is encoded with the bundle's ONNX MiniLM, its
         vector added to the content index, and an item the collaborative model does not know becomes a retrieval
         candidate at once, with a vector estimated from its nearest catalogue items by text. Persisted in Redis:
-        every worker applies it within items_poll_s, a restarted server reloads it, and the next export includes it.
-        201: a new item; 200: an update; 409: the bundle has no content section; 503: Redis unavailable."""
-        feed = self.items_feed
+        every worker (and every arm's bundle) applies it within items_poll_s, a restarted or reloaded server
+        reloads it, and the next export includes it. 201: a new item; 200: an update; 409: the bundle has no content
+        section; 503: Redis unavailable."""
+        served = self.default
+        feed = served.items_feed
         if feed is None:
             return _ctx_error(
                 ctx,
@@ -336,23 +437,116 @@ class Recommender:
         if done is None:
             ctx.response.metadata["retry-after"] = "1"
             return _ctx_error(ctx, 503, "online_store", "Redis is unavailable: the upsert was not stored; retry")  # type: ignore[return-value]
-        row = self.pipeline.item_index[request.item_id]
+        row = served.pipeline.item_index[request.item_id]
         ctx.response.status_code = 201 if done.created else 200
         return ItemUpsertResponse(
             item_id=request.item_id,
             created=done.created,
             version=done.version,
-            recommendable=bool(row not in self.pipeline.dead_rows),
+            recommendable=bool(row not in served.pipeline.dead_rows),
             neighbours=list(done.neighbours),
-            model=self.model_tag,
+            model=served.tag,
         )
 
-    def _items(self, items: np.ndarray, scores: np.ndarray, stage: str) -> list[RecommendedItem]:
-        ids, titles = self.pipeline.item_ids, self.pipeline.item_titles
-        return [
-            RecommendedItem(item_id=ids[i], title=titles[i], score=float(s), stage=stage)  # type: ignore[arg-type]
-            for i, s in zip(items.tolist(), scores.tolist())
-        ]
+    @bentoml.api(route="/admin/reload")
+    async def admin_reload(self, request: ReloadRequest, /, ctx: bentoml.Context) -> ReloadResponse:
+        """Serve another bundle without a restart (admin). This worker loads it in a thread (requests go on being
+        answered by the old one), checks it (every file's sha256, the manifest digest, dimensions, the ranker
+        contract, a smoke test of the whole pipeline), announces it, and swaps: requests in flight finish on the old
+        bundle. The other workers and replicas follow within reload_poll_s (recstack.serving.reloads).
+        404: no such bundle or arm; 409: it cannot serve the live items; 422: tampered or incompatible; 503: Redis
+        unavailable (nothing swapped anywhere). The old bundle keeps serving after any refusal."""
+        arm = request.arm if request.arm is not None else next(iter(self.served))
+        if arm not in self.served:
+            known = ", ".join(a for a in self.served if a) or "none: no experiment is running"
+            return _ctx_error(ctx, 404, "arm", f"no arm {arm!r}; the arms are {known}")  # type: ignore[return-value]
+        async with self._reload_lock:
+            current = self.served[arm]
+            try:
+                new = await asyncio.to_thread(self._load, request.bundle, current)
+            except ReloadRefused as error:
+                self.metrics.reload(arm, "refused")
+                return _ctx_error(ctx, error.status, "bundle", str(error))  # type: ignore[return-value]
+            fields = reloads.encode(arm, new.ref, new.digest)
+            version = await self.store.call_async(
+                lambda client: client.xadd(self.reload_key, fields, maxlen=reloads.MAXLEN, approximate=True)
+            )
+            if version is None:
+                ctx.response.metadata["retry-after"] = "1"
+                return _ctx_error(
+                    ctx,
+                    503,
+                    "online_store",
+                    "Redis is unavailable: the reload could not be announced to the other "
+                    "workers, so none swapped; retry",
+                )  # type: ignore[return-value]
+            previous = await self._swap(arm, new)
+        return ReloadResponse(
+            bundle=new.tag,
+            previous=previous.tag,
+            arm=arm or None,
+            version=version.decode() if isinstance(version, bytes) else str(version),
+        )
+
+    def _load(self, ref: str, current: ServedBundle) -> ServedBundle:
+        feed = current.items_feed
+        return load_served(ref, self.settings, self.store, live_items_now=0 if feed is None else feed.live.n_live)
+
+    async def _swap(self, arm: str, new: ServedBundle) -> ServedBundle:
+        old = self.served[arm]
+        if new.items_feed is not None:
+            new.items_feed.start()
+        self.served[arm] = new  # one assignment: the next request takes the new bundle, those in flight keep theirs
+        if old.items_feed is not None:
+            await old.items_feed.stop()
+        self.metrics.reload(arm, "swapped")
+        logger.info("arm %r now serves %s (was %s)", arm, new.tag, old.tag)
+        return old
+
+    async def _follow_reloads(self) -> None:
+        """Apply the reloads other workers and replicas announce (the latest per arm), forever."""
+        while True:
+            await asyncio.sleep(self.settings.reload_poll_s)
+            try:
+                await self._apply_announced()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("reload follower: failed; retrying")
+            if self.impressions is not None:
+                self.metrics.impressions_dropped(self.impressions.dropped)
+
+    async def _apply_announced(self) -> None:
+        last = self._reload_last
+        entries = await self.store.call_async(
+            lambda client: client.xrange(self.reload_key, "-" if last is None else f"({last}", "+", count=100)
+        )
+        if not entries:
+            return
+        announced = reloads.decode(entries)
+        for arm, a in reloads.latest_per_arm(announced).items():
+            current = self.served.get(arm)
+            if current is None or (current.ref, current.digest) == (a.ref, a.digest):
+                continue
+            async with self._reload_lock:
+                try:
+                    new = await asyncio.to_thread(self._load, a.ref, self.served[arm])
+                except ReloadRefused as error:
+                    self.metrics.reload(arm, "refused")
+                    logger.error(
+                        "arm %r: announced bundle %s refused here (%s); the old one keeps serving", arm, a.ref, error
+                    )
+                    continue
+                await self._swap(arm, new)
+        self._reload_last = announced[-1].id if announced else last
+
+
+def _items(pipeline: Pipeline, items: np.ndarray, scores: np.ndarray, stage: str) -> list[RecommendedItem]:
+    ids, titles = pipeline.item_ids, pipeline.item_titles
+    return [
+        RecommendedItem(item_id=ids[i], title=titles[i], score=float(s), stage=stage)  # type: ignore[arg-type]
+        for i, s in zip(items.tolist(), scores.tolist())
+    ]
 
 
 JSON_ROUTES = tuple(api.route for api in Recommender.apis.values())

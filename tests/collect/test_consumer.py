@@ -108,7 +108,7 @@ def test_every_entry_is_stored_once_acknowledged_and_trimmed(client: redis.Redis
     assert {r["event_id"]: r["stream_id"] for r in events.select(["event_id", "stream_id"]).to_pylist()} == entry_of
     assert lake.read_table(settings.lake, "aliases")["stream_id"].to_pylist() == [alias_id]
     assert lake.read_table(settings.lake, "audit").num_rows == 1
-    assert stats.stored == {"events": 200, "aliases": 1, "audit": 1} and stats.rejected == 0
+    assert stats.stored == {"events": 200, "aliases": 1, "audit": 1, "impressions": 0} and stats.rejected == 0
     assert client.xlen(settings.stream) == 0  # everything stored is trimmed
     hours = {p.parent.name for p in lake.parts(settings.lake, "events")}
     assert hours == {"hour=21", "hour=22"}

@@ -70,7 +70,12 @@ def test_every_events_column_is_listed_under_its_declared_purpose() -> None:
 
 def test_groups_follow_the_schema_metadata() -> None:
     groups = columns_by_purpose()
-    assert [g.purpose for g in groups] == ["operations", "personalisation", "personalisation and analytics"]
+    assert [g.purpose for g in groups] == [
+        "operations",
+        "personalisation",
+        "personalisation and analytics",
+        "measurement",
+    ]
     operations = groups[0]
     assert {c.name for c in operations.columns} == {
         "event_id",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from serving_support import Server, start_server, stop_server
 
-from recstack.data.lake import EVENTS_SCHEMA
+from recstack.data.lake import EVENTS_SCHEMA, IMPRESSIONS_SCHEMA
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -293,7 +293,7 @@ def test_privacy_link_in_the_banner_lists_the_lake_columns(shop: Server, context
     page.wait_for_url("**/privacy")
     assert page.get_by_role("heading", name="Privacy notice", level=1).is_visible()
     listed = page.eval_on_selector_all("table code", "nodes => nodes.map(n => n.textContent)")
-    assert sorted(listed) == sorted(EVENTS_SCHEMA.names)
+    assert sorted(listed) == sorted(EVENTS_SCHEMA.names + IMPRESSIONS_SCHEMA.names)  # events, then impressions
     page.go_back()
     _wait_consent(page, "unset")
     assert page.get_by_role("dialog", name="Your privacy").is_visible()  # no choice was made

@@ -40,6 +40,16 @@ def settings_from(cfg: DictConfig) -> ServeSettings:
     settings = ServeSettings.from_config(cfg)
     if settings.bundle and Path(settings.bundle).exists():
         settings = settings.model_copy(update={"bundle": str(Path(settings.bundle).resolve())})
+    arms = settings.experiment.arms
+    if any(Path(arm.bundle).exists() for arm in arms.values()):
+        absolute = {
+            name: arm.model_copy(update={"bundle": str(Path(arm.bundle).resolve())})
+            if Path(arm.bundle).exists()
+            else arm
+            for name, arm in arms.items()
+        }
+        experiment = settings.experiment.model_copy(update={"arms": absolute})
+        settings = settings.model_copy(update={"experiment": experiment})
     return settings
 
 
@@ -90,14 +100,15 @@ def serve_command(settings: ServeSettings, base_env: dict[str, str] | None = Non
 def run(settings: ServeSettings) -> int:
     """Verify, then serve until stopped; the process exit code."""
     try:
-        print(f"recstack-serve: {verify_bundle(settings.require_bundle())}", flush=True)
+        for ref in settings.arm_bundles().values():  # one bundle, or one per A/B arm
+            print(f"recstack-serve: {verify_bundle(ref)}", flush=True)
         if settings.collect:
             settings.collector.hmac_key()  # the collector pseudonymises with it: no key, no start (and no worker loop)
         settings.access_policy()  # auth on needs a readable key file: checked here, not in every worker
     except (OSError, ValueError, RuntimeError) as error:  # BundleError is a ValueError
         print(f"recstack-serve: not starting: {error}", file=sys.stderr, flush=True)
         return EXIT_BAD_BUNDLE
-    # The workers load it without hashing it again (1 hash per start, not 1 + workers).
+    # The workers load them without hashing them again (1 hash per start, not 1 + workers).
     settings = settings.model_copy(update={"bundle_verified": True})
     argv, env = serve_command(settings)
     print(f"recstack-serve: {' '.join(argv)} ({settings.workers} workers)", flush=True)

@@ -50,7 +50,11 @@ from recstack.data.lake import TABLES, LakeError, conform, partition_dir, split_
 log = logging.getLogger(__name__)
 
 REJECTED_DIR = "_rejected"
-SUBJECT_COLUMNS: dict[str, tuple[str, ...]] = {"events": ("user_id",), "aliases": ("anonymous_id", "user_id")}
+SUBJECT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": ("user_id",),
+    "aliases": ("anonymous_id", "user_id"),
+    "impressions": ("user_id",),
+}
 _PART_RANGE = re.compile(r"^part-(\d+)-(\d+)_(\d+)-(\d+)_")
 _CHUNK = 10_000  # ids per XACK / SMISMEMBER
 _STALE_TMP_S = 600  # a writer holds its temporary file for seconds; older ones are left by a killed process

@@ -79,6 +79,11 @@ class EventIn(BaseModel):
     gender: str | None = _id(32)
     country: str | None = _id(64)
     language: str | None = _id(32)
+    request_id: str | None = Field(
+        default=None,
+        pattern=_EVENT_ID_PATTERN,
+        description="the request_id of the /recommend answer a click or purchase came from (attribution)",
+    )
     email: str | None = Field(
         default=None,
         max_length=MAX_EMAIL,

@@ -107,6 +107,8 @@ class Intake:
                 row["answer"] = event.answer[:cap]
             if event.query is not None:
                 row["query"] = event.query[:cap]
+            if event.request_id is not None:
+                row["request_id"] = event.request_id
             if event.event_type == "profile":
                 for column in ("age_band", "gender", "country", "language"):
                     row[column] = self.vocabulary.standardise(column, getattr(event, column))

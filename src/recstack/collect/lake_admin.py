@@ -119,7 +119,8 @@ def _rewrite_without(path: Path, table: str, value_set: pa.Array) -> tuple[int, 
 
 
 def erase(lake: str | Path, pseudonyms: set[str], audit: bool = True, now: datetime | None = None) -> ErasureReport:
-    """Remove every events and aliases row of these pseudonyms (events.user_id; aliases.anonymous_id or user_id)
+    """Remove every events, aliases and impressions row of these pseudonyms (events.user_id, impressions.user_id;
+    aliases.anonymous_id or user_id)
     and the malformed entries kept under ``_rejected/`` that mention them; one audit row per subject lists the
     partitions touched. Pass the visitor pseudonyms too (:func:`linked_visitors`) to erase a person's anonymous
     history."""

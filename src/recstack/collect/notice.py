@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from recstack.collect.purposes import CONSENT_COOKIE, CONSENT_PURPOSES
 from recstack.collect.settings import CollectSettings
-from recstack.data.lake import EVENTS_SCHEMA
+from recstack.data.lake import EVENTS_SCHEMA, IMPRESSIONS_SCHEMA
 
 UNDESCRIBED = "not yet described"
 """The purpose under which a column without ``what``/``why`` metadata is listed: shown, never hidden."""
@@ -91,6 +91,11 @@ def render_notice(settings: CollectSettings, schema: pa.Schema = EVENTS_SCHEMA) 
             f'<table><thead><tr><th scope="col">Column</th><th scope="col">What it holds</th></tr></thead>'
             f"<tbody>{rows}</tbody></table></section>"
         )
+    shown = "".join(
+        f'<tr><th scope="row"><code>{e(c.name)}</code></th><td>{e(c.what)}</td></tr>'
+        for group in columns_by_purpose(IMPRESSIONS_SCHEMA)
+        for c in group.columns
+    )
     days = settings.retention_days
     return f"""<!doctype html>
 <html lang="en">
@@ -122,6 +127,11 @@ by keyed pseudonyms before anything is stored; your browser's User-Agent is redu
 <p>When you sign in, we also store a link from your visitor pseudonym to your account pseudonym, and every change of
 consent and every erasure is kept in an audit record (pseudonym, time, choice, policy version).</p>
 
+<h2>The recommendations we show you</h2>
+<p>Each list of recommendations we show is recorded once, under the same pseudonym, so we can measure how well our
+recommendations work (which were clicked, which models do better): </p>
+<table><thead><tr><th scope="col">Column</th><th scope="col">What it holds</th></tr></thead><tbody>{shown}</tbody></table>
+
 <h2>Your IP address</h2>
 <p>{e(_ip_sentence(settings))}</p>
 
@@ -133,11 +143,12 @@ scripts), so your choices and recent activity are recognised on your next visit.
 </ul>
 
 <h2>How long we keep it</h2>
-<p>Stored events are deleted {days} days after they were received.</p>
+<p>Stored events and recommendation records are deleted {days} days after they were received.</p>
 
 <h2>Your rights</h2>
 <p>You can withdraw consent at any time from the shop page's privacy settings, and ask us to erase everything stored
-under your id: it is removed from the store and no new events are accepted for it.</p>
+under your id: it is removed from the store (events and recommendation records) and no new events are accepted for
+it.</p>
 </main>
 </body>
 </html>

@@ -10,6 +10,8 @@ Tables:
   the IP is truncated or absent, the User-Agent is only its parsed classes, free text is length-capped.
 * ``aliases``: ``POST /identify`` links, anonymous visitor pseudonym -> user pseudonym (applied by ``prepare``).
 * ``audit``: append-only record of consent changes and erasures (who, when, what, policy version).
+* ``impressions``: every ``/recommend`` answer (request_id, the items and scores shown, stage, bundle, A/B arm), written
+  by the service through the same stream: what online CTR and MAP are measured on (``recstack-monitor``).
 
 This file is the one declaration of those columns: the collector writes them, the consumer and the log importer store
 them, ``prepare data=lake`` and the privacy notice read them. A file is written to a temporary name, fsynced and
@@ -79,9 +81,37 @@ EVENTS_SCHEMA = pa.schema(
         _field("geo_country", pa.string(), "country looked up from your IP address (when enabled)", _CTX),
         _field("geo_region", pa.string(), "region looked up from your IP address (when enabled)", _CTX),
         _field("ip", pa.string(), "your IP address truncated to its network (/24, /48), or nothing (default)", _OPS),
+        _field(
+            "request_id",
+            pa.string(),
+            "the recommendation list a click or purchase came from (the request_id of a /recommend answer)",
+            "measurement: how well the recommendations we showed you worked",
+        ),
         _field("stream_id", pa.string(), "the internal queue entry it came through", _OPS),
     ]
 )
+
+_MEASURE = "measurement: how well the recommendations we showed you worked"
+
+IMPRESSIONS_SCHEMA = pa.schema(
+    [
+        _field("request_id", pa.string(), "an id per recommendation list we showed", _MEASURE, nullable=False),
+        _field("user_id", pa.string(), "the keyed pseudonym the list was for (none for a first visit)", _MEASURE),
+        _field("anonymous", pa.bool_(), "whether the id is a visitor cookie rather than an account", _MEASURE),
+        _field("items", pa.list_(pa.string()), "the items shown, best first", _MEASURE, nullable=False),
+        _field("scores", pa.list_(pa.float32()), "the score of each item shown", _MEASURE),
+        _field("stage", pa.string(), "the stage that ordered them: rerank, retrieval or popularity", _MEASURE),
+        _field("user_source", pa.string(), "trained, recent_activity, popularity or segment_popularity", _MEASURE),
+        _field("personalised", pa.bool_(), "whether the list was personalised (consent given, not erased)", _MEASURE),
+        _field("bundle", pa.string(), "the model bundle that served it (name@digest or model tag)", _MEASURE),
+        _field("experiment", pa.string(), "the A/B experiment running, if any", _MEASURE),
+        _field("arm", pa.string(), "the experiment arm the user is assigned to", _MEASURE),
+        _field("received_ts", TS, "when the list was served (the storage partition)", _OPS, nullable=False),
+        _field("stream_id", pa.string(), "the internal queue entry it came through", _OPS),
+    ]
+)
+"""One row per ``/recommend`` answer (recstack.serving.impressions writes them, off the request path): what the
+monitoring job (recstack.monitoring) joins later events to, for CTR and online MAP / NDCG per bundle and arm."""
 
 ALIASES_SCHEMA = pa.schema(
     [
@@ -104,7 +134,12 @@ AUDIT_SCHEMA = pa.schema(
     ]
 )
 
-TABLES: dict[str, pa.Schema] = {"events": EVENTS_SCHEMA, "aliases": ALIASES_SCHEMA, "audit": AUDIT_SCHEMA}
+TABLES: dict[str, pa.Schema] = {
+    "events": EVENTS_SCHEMA,
+    "aliases": ALIASES_SCHEMA,
+    "audit": AUDIT_SCHEMA,
+    "impressions": IMPRESSIONS_SCHEMA,
+}
 PARTITION_KEY = "received_ts"
 
 

@@ -45,8 +45,8 @@ ROUTE_ROLES: Mapping[str, str] = {
     "POST /recommend": RECOMMEND,
     "POST /similar_items": RECOMMEND,
     "DELETE /users/{id}": ADMIN,
-    "POST /reload": ADMIN,
     "POST /items": ADMIN,
+    "POST /admin/reload": ADMIN,
     # profiles and segments (segments_api): reading them is an analyst's job; saving a rule (POST /segments) is admin
     "GET /users/{id}/profile": ANALYST,
     "GET /users/{id}/segments": ANALYST,

@@ -44,6 +44,16 @@ class StageMetrics:
             documentation="Requests answered without the online store (unavailable or circuit open)",
             labelnames=["endpoint"],
         )
+        self._reloads = bentoml.metrics.Counter(
+            name=f"{namespace}_reloads_total",
+            documentation="Bundle reloads by this worker: swapped, or refused (the old bundle kept serving)",
+            labelnames=["arm", "outcome"],
+        )
+        self._impressions_dropped = bentoml.metrics.Counter(
+            name=f"{namespace}_impressions_dropped_total",
+            documentation="Impressions dropped because the buffer was full while Redis was unavailable",
+        )
+        self._dropped_seen = 0
 
     def observer(self, endpoint: str) -> StageObserver:
         # Labelled children resolved once: `labels()` takes a lock and a dict lookup on every call otherwise.
@@ -65,6 +75,15 @@ class StageMetrics:
 
     def degraded(self, endpoint: str) -> None:
         self._degraded.labels(endpoint=endpoint).inc()
+
+    def reload(self, arm: str, outcome: str) -> None:
+        self._reloads.labels(arm=arm or "-", outcome=outcome).inc()
+
+    def impressions_dropped(self, total: int) -> None:
+        """Bring the counter up to ``total`` (the impression log's own count)."""
+        if total > self._dropped_seen:
+            self._impressions_dropped.inc(total - self._dropped_seen)
+            self._dropped_seen = total
 
 
 def null_observer(stage: str, seconds: float) -> None:

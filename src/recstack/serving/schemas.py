@@ -109,6 +109,12 @@ class RecommendResponse(BaseModel):
         default=True,
         description="false: no consent to personalisation, or an erased user; the items are popularity only",
     )
+    request_id: str = Field(
+        default="",
+        description="this answer's id: send it with the click or purchase it leads to (POST /events request_id)",
+    )
+    experiment: str | None = Field(default=None, description="the A/B experiment running, if any")
+    arm: str | None = Field(default=None, description="the user's arm in that experiment")
 
 
 class SimilarItemsRequest(BaseModel):
@@ -165,3 +171,25 @@ class ItemUpsertResponse(BaseModel):
     recommendable: bool = Field(description="true: the item is a retrieval candidate of this server now")
     neighbours: list[str] = Field(description="its nearest catalogue items by text, best first (at most 5)")
     model: str
+
+
+class ReloadRequest(BaseModel):
+    """``POST /admin/reload`` (admin): serve another bundle, without a restart, on every worker and replica."""
+
+    model_config = _REQUEST_CONFIG
+
+    bundle: str = Field(min_length=1, max_length=1024, description="a bundle folder or a BentoML model tag")
+    arm: str | None = Field(
+        default=None,
+        max_length=32,
+        description="the experiment arm to reload (omitted: no experiment, or the first arm)",
+    )
+
+
+class ReloadResponse(BaseModel):
+    bundle: str = Field(description="the model tag now served (answers carry it as `model`)")
+    previous: str = Field(description="the one it replaced")
+    arm: str | None
+    version: str = Field(
+        description="the announcement's id: the other workers and replicas follow within reload_poll_s"
+    )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from recstack.collect.settings import CollectSettings
+from recstack.serving.experiments import NO_ARM, ExperimentSettings
 from recstack.serving.online_store import RedisStoreConfig
 
 if TYPE_CHECKING:
@@ -78,6 +79,11 @@ class ServeSettings(BaseModel):
     segments_export_page: int = Field(ge=1, le=100_000)
     items_poll_s: float = Field(gt=0, le=10, description="how often each worker reads other workers' item upserts")
     items_neighbours: int = Field(ge=1, le=1000, description="catalogue items a live item's vector is estimated from")
+    impressions: bool = Field(description="record every /recommend answer in the lake (needs collect: true)")
+    impressions_flush_s: float = Field(gt=0, le=60, description="each worker sends its buffered impressions this often")
+    impressions_max_buffer: int = Field(ge=1, description="impressions a worker holds while Redis is away")
+    reload_poll_s: float = Field(gt=0, le=60, description="each worker reads reload announcements this often")
+    experiment: ExperimentSettings
     bundle_verified: bool = Field(
         default=False,
         description="set only by recstack-serve after it hashed the bundle, so its workers skip hashing it again; "
@@ -124,7 +130,15 @@ class ServeSettings(BaseModel):
     def to_env(self) -> dict[str, str]:
         return {SETTINGS_ENV: self.model_dump_json()}
 
+    def arm_bundles(self) -> dict[str, str]:
+        """Each arm's configured bundle: the experiment's arms, else one arm (``''``) serving ``bundle``."""
+        if self.experiment.name is not None:
+            return {arm: spec.bundle for arm, spec in self.experiment.arms.items()}
+        return {NO_ARM: self.require_bundle()}
+
     def require_bundle(self) -> str:
+        if self.experiment.name is not None:
+            return next(iter(self.experiment.arms.values())).bundle
         if not self.bundle:
             raise RuntimeError(
                 f"no bundle to serve: ${SETTINGS_ENV} and ${BUNDLE_ENV} are unset. Start the server with "
