@@ -54,4 +54,5 @@ def test_a_killed_study_resumes(tune_config, ml100k_split: PreparedSplit, tmp_pa
     trials = optuna.load_study(study_name=name, storage=storage).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[1].user_attrs[RETRY_OF] == 0 and trials[1].params == killed.params  # redone with its values
+    assert trials[2].params != killed.params  # the resumed sampler moved on: it does not redraw the first session's
     assert result.counts == {"complete": 2, "pruned": 0, "fail": 1}

@@ -134,6 +134,7 @@ def tune(cfg: DictConfig, split: PreparedSplit | None = None) -> TuneResult:
     study_dir.mkdir(parents=True, exist_ok=True)
     storage = settings.storage or study.sqlite_url(study_dir / "study.db")
     the_study = study.open_study(name, storage, identity, instantiate(cfg.sampler), instantiate(cfg.pruner))
+    the_study.sampler = instantiate(_resumed(cfg.sampler, len(the_study.trials)))
     study.recover_interrupted(the_study)
     deadline = started + settings.budget_s
     before = study.finished(the_study)
@@ -195,8 +196,20 @@ def _worker(
     the_study = optuna.load_study(
         study_name=name, storage=storage, sampler=instantiate(sampler_cfg), pruner=instantiate(cfg.pruner)
     )
+    the_study.sampler = instantiate(_resumed(sampler_cfg, len(the_study.trials)))
     objective = Objective(cfg, PreparedSplit.load(split_root), params, identity, name, Path(study_dir), deadline)
     optimize(the_study, objective, settings.trials, deadline)
+
+
+def _resumed(sampler_cfg: DictConfig, n_trials: int) -> DictConfig:
+    """The sampler's config for a study that already holds ``n_trials``: its seed moved on by that many, or a resumed
+    study would draw its first session's values again (a seeded sampler restarts its random stream; the trials it
+    would repeat are already in the study). Still deterministic: the same study state gives the same draws."""
+    if not n_trials or sampler_cfg.get("seed") is None:
+        return sampler_cfg
+    moved = sampler_cfg.copy()
+    moved.seed = int(sampler_cfg.seed) + 1009 * n_trials
+    return moved
 
 
 def _optimize_in_processes(
