@@ -16,8 +16,9 @@ import matplotlib.pyplot as plt
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from recstack.evaluation.report import _CSS
+from recstack.evaluation.page_style import PAGE_CSS as _CSS
 from recstack.evaluation.report_plots import _STYLE, _svg
+from recstack.training import runs
 from recstack.tuning.outputs import Winner
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,23 @@ def _importance_svg(values: Mapping[str, float]) -> str:
         return _svg(fig)
 
 
+def best_epoch_is_last(trial: FrozenTrial) -> bool:
+    """The flag the trial's run wrote in its metrics.json: its best validation epoch was its last (still improving
+    when the cap, or the study's deadline, stopped it). False when the run folder or the flag is missing."""
+    run_dir = trial.user_attrs.get("run_dir")
+    if not run_dir:
+        return False
+    try:
+        return bool(runs.read_metrics(run_dir).get("best_epoch_is_last", False))
+    except (OSError, ValueError):
+        return False
+
+
+def _epoch_marks(trial: FrozenTrial) -> str:
+    """`` last``: best epoch = last epoch; `` budget``: stopped by the study's deadline."""
+    return (" last" if best_epoch_is_last(trial) else "") + (" budget" if trial.user_attrs.get("cut_by_budget") else "")
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
@@ -94,12 +112,27 @@ def _top_table(trials: Sequence[FrozenTrial], keys: Sequence[str], winner: int |
             str(t.number),
             f"{t.value:.4f}",
             *(_fmt(t.params.get(k, "")) for k in keys),
-            f"{epochs} ({best}){' budget' if t.user_attrs.get('cut_by_budget') else ''}" if epochs is not None else "",
+            f"{epochs} ({best}){_epoch_marks(t)}" if epochs is not None else "",
             f"{seconds:.1f}" if seconds else "",
         ]
         cls = " class='best'" if t.number == winner else ""
         rows.append("<tr>" + "".join(f"<td{cls}>{c}</td>" for c in cells) + "</tr>")
     return "<div class='scroll'><table>" + "".join(rows) + "</table></div>"
+
+
+def _last_epoch_note(trials: Sequence[FrozenTrial]) -> list[str]:
+    """A warning when completed trials had their best epoch at their last one (metrics.json ``best_epoch_is_last``)."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    flagged = [t for t in done if best_epoch_is_last(t)]
+    if not flagged:
+        return []
+    by_budget = sum(bool(t.user_attrs.get("cut_by_budget")) for t in flagged)
+    return [
+        f"<p class='note'><b>{len(flagged)} of {len(done)} completed trials had their best epoch at their last "
+        f"(&quot;last&quot; above; {by_budget} of them stopped by the deadline)</b>: they were still improving, so "
+        "fit.max_epochs is too low for them (or the budget too short); raise it in configs/fit/&lt;model&gt;.yaml or "
+        "search it.</p>"
+    ]
 
 
 def write_report(
@@ -147,6 +180,7 @@ def write_report(
     parts += [
         f"<h2>Top trials</h2><p class='note'>The best {TOP_TRIALS} completed trials; the winner in green; &quot;budget&quot;: stopped by the deadline, not by early stopping. Each "
         "trial's run folder is trials/trial-&lt;n&gt;/ (config.yaml, metrics.json, tuning.json).</p>",
+        *_last_epoch_note(trials),
         _top_table(trials, keys, winner.trial_number if winner else None),
         "</body></html>",
     ]
