@@ -38,7 +38,15 @@ def test_run_folder_and_checkpoint_round_trip(tiny_split: PreparedSplit, tmp_pat
         assert (run / path).is_file(), path
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"valid", "test", "train_seconds", "epochs", "seconds_per_epoch", "best_epoch"}
+    assert set(metrics) == {
+        "valid",
+        "test",
+        "train_seconds",
+        "epochs",
+        "seconds_per_epoch",
+        "best_epoch",
+        "best_epoch_is_last",
+    }
     assert metrics["epochs"] == 3 and 0 <= metrics["best_epoch"] < 3
 
     loaded = load_run(run)

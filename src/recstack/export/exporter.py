@@ -2,10 +2,11 @@
 
 From the retrieval run (MF or LightGCN, best checkpoint): the final user and item vectors (LightGCN's propagation is
 done here, once), checked against the model's own ``score_all``. From the split: the id maps, item metadata and
-popularity, the training interactions (to filter seen items). The MiniLM item text vectors (from the text encoder's
-disk cache when present). From an optional Wide & Deep run on the same split: ``ranker.onnx``, parity-checked. Optionally the content section:
-MiniLM exported to ONNX (parity-checked against sentence-transformers), the text vectors of the catalogue and of the
-items upserted live, and their own index (:mod:`recstack.export.content_section`).
+popularity, and the seen-items lists the service never recommends back (``seen``: :func:`seen_matrix`). The MiniLM
+item text vectors (from the text encoder's disk cache when present). From an optional Wide & Deep run on the same
+split: ``ranker.onnx``, parity-checked. Optionally the content section: MiniLM exported to ONNX (parity-checked
+against sentence-transformers), the text vectors of the catalogue and of the items upserted live, and their own index
+(:mod:`recstack.export.content_section`).
 Users erased since training are left out of all of it, and the written bundle is checked for them before it is moved
 into place (:mod:`recstack.export.erasure`).
 
@@ -20,13 +21,15 @@ import logging
 import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from recstack.bundle.contract import INPUT_NAMES
 from recstack.bundle.writer import write_bundle
+from recstack.data.prepared import PreparedSplit
 from recstack.export.content_section import ContentOptions
 from recstack.export.erasure import Erasures, check_no_erased_users, redact_users, zero_ranker_users
 from recstack.export.onnx_export import export_ranker
@@ -39,8 +42,41 @@ log = logging.getLogger(__name__)
 EMBEDDING_SCORE_ATOL = 1e-4
 
 
+SeenOption = Literal["train", "train_valid", "all"]
+"""Which of the split's interactions a bundle's seen-items lists hold (:func:`seen_matrix`)."""
+SEEN_OPTIONS: tuple[str, ...] = get_args(SeenOption)
+_SEEN_STAGES: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "train_valid": ("train", "valid"),
+    "all": ("train", "valid", "test"),
+}
+
+
 class ExportError(RuntimeError):
     """A run that cannot be exported as asked (wrong model kind, runs on different splits, scores not reproduced)."""
+
+
+def seen_matrix(split: PreparedSplit, seen: str) -> sp.csr_matrix:
+    """The binary users x items matrix of what the bundle's seen-items lists hold, which the service never recommends
+    back to the user:
+
+    * ``train``: the training split only (a user's validation and test items can be recommended back);
+    * ``train_valid``: everything before the test split, exactly what the offline evaluator masks on the test stage,
+      so the bundle served to the test users reproduces the offline test figure (offline evaluation, simulations);
+    * ``all``: every interaction of the split, the default for a deployed bundle: nothing a user did is recommended
+      back to them.
+
+    A refit run's training split already holds every interaction (:mod:`recstack.training.refit`), so the three agree
+    for it."""
+    if seen not in _SEEN_STAGES:
+        raise ExportError(f"seen={seen!r}: choose one of {', '.join(SEEN_OPTIONS)}")
+    matrix = sp.csr_matrix(split.matrix("train"), dtype=np.float32, copy=True)
+    for stage in _SEEN_STAGES[seen][1:]:
+        matrix = matrix + split.matrix(stage)
+    matrix = sp.csr_matrix(matrix)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def model_kind(run_config: Any) -> str:
@@ -96,8 +132,12 @@ def export_run(
     seed: int = 0,
     erasures: Erasures | None = None,
     content: ContentOptions | None = None,
+    seen: SeenOption = "all",
 ) -> Path:
     """Export ``run_dir`` (and ``ranker_run``) as a bundle at ``out_dir`` (no blend weight yet, see the module docstring).
+
+    ``seen``: what the seen-items lists hold (:func:`seen_matrix`; ``configs/export.yaml`` ``seen``), recorded in the
+    manifest's metrics as ``export.seen``.
 
     ``content``: also write the content section (:mod:`recstack.export.content_section`: MiniLM exported to ONNX,
     the catalogue's and the upserted items' text vectors and their index); None: none.
@@ -111,6 +151,8 @@ def export_run(
     """
     from recstack.training.runs import load_run, read_metrics
 
+    if seen not in SEEN_OPTIONS:  # before minutes of loading
+        raise ExportError(f"seen={seen!r}: choose one of {', '.join(SEEN_OPTIONS)}")
     erasures = erasures if erasures is not None else Erasures()
     run = load_run(run_dir)
     kind = model_kind(run.config)
@@ -119,12 +161,12 @@ def export_run(
     items = split.items.sort_values("item_idx").reset_index(drop=True).copy()
     items["popularity"] = split.item_popularity.astype(np.int64)
     users = split.users.sort_values("user_idx").reset_index(drop=True)
-    redacted = redact_users(users, users_vec, split.matrix("train"), erasures)
+    redacted = redact_users(users, users_vec, seen_matrix(split, seen), erasures)
     if len(redacted.erased):
         log.info("%d erased user(s) left out of the bundle", len(redacted.erased))
     text_cache = run.config.get("text_cache_dir", "data/cache/text")
     text_vectors = item_text_vectors(split, text_cache) if text else None
-    metrics: dict[str, Any] = {"retrieval": _metrics_or_empty(read_metrics, run.run_dir)}
+    metrics: dict[str, Any] = {"retrieval": _metrics_or_empty(read_metrics, run.run_dir), "export": {"seen": seen}}
 
     with tempfile.TemporaryDirectory(prefix="recstack-export-") as tmp:
         onnx_path: Path | None = None

@@ -40,7 +40,8 @@ def tune_blend_weight(
     for w in grid:
         pipeline = copy.copy(base)
         pipeline.config = replace(base.config, rerank_weight=float(w))
-        topk = offline_topk(pipeline, users, k, rerank=True)
+        # masked by the split's training items, not the bundle's seen lists (a deployed bundle's hold everything)
+        topk = offline_topk(pipeline, users, k, rerank=True, exclude_seen=False, extra_exclude=split.matrix("train"))
         scores[float(w)] = float(evaluate_topk(topk, users, split, "valid", (k,)).metrics[metric])
     best = max(scores, key=lambda w: (round(scores[w], 6), -w))
     return Blend(weight=best, metric=f"valid/{metric}", grid=tuple(scores.items()))

@@ -40,12 +40,16 @@ def evaluate_bundle(
         )
     pipeline = Pipeline.from_bundle(bundle)
     users = np.flatnonzero(np.diff(split.matrix(stage).indptr) > 0)
-    extra = split.matrix("valid") if stage == "test" else None
+    # The split decides what is masked, not the bundle's seen lists: a deployed bundle's lists hold every interaction
+    # (export seen=all), test items included. Train, plus valid on the test stage, as the evaluator masks for a model.
+    seen = split.matrix("train")
+    if stage == "test":
+        seen = (seen + split.matrix("valid")).tocsr()
     label = name or Path(bundle_dir).name
     modes = [("retrieval", False)] + ([("retrieval + re-rank", True)] if pipeline.ranker is not None else [])
     out = []
     for mode, rerank in modes:
-        topk = offline_topk(pipeline, users, max(ks), rerank=rerank, extra_exclude=extra)
+        topk = offline_topk(pipeline, users, max(ks), rerank=rerank, exclude_seen=False, extra_exclude=seen)
         result = evaluate_topk(topk, users, split, stage, ks, keep_per_user=True)
         out.append(RunEvaluation(f"{label}: {mode}", result, {"index": bundle.manifest.index.kind}))
     return out

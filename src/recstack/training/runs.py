@@ -5,7 +5,9 @@
     config.yaml            the resolved config, plus ``prepared_split``: the folder of the split it trained on
     checkpoints/best.ckpt  best validation NDCG@10 (Lightning checkpoint; ``last.ckpt``; ``interrupted.ckpt`` on Ctrl-C)
     csv/  tensorboard/     logs
-    metrics.json           {"valid": {...}, "test": {...}, "train_seconds", "epochs", "seconds_per_epoch", "best_epoch"}
+    metrics.json           {"valid": {...}, "test": {...}, "train_seconds", "epochs", "seconds_per_epoch", "best_epoch",
+                           "best_epoch_is_last" (true: still improving when it stopped; max_epochs is too low)};
+                           a refit (recstack.training.refit): valid and test null, "refit": {"epochs", "from_run", ...}
 
 Baselines (models without ``loss``) write the same folder without checkpoints: they are deterministic, so
 :func:`load_run` refits them on the training split.
@@ -74,13 +76,18 @@ def model_state_from_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_split(cfg: DictConfig) -> PreparedSplit:
-    """The split a run trained on: its recorded folder when still there, else prepared again from the config."""
+    """The split a run trained on: its recorded folder when still there, else prepared again from the config; for a
+    refit run, the union of its stages (:func:`recstack.training.refit.refit_split`)."""
+    from recstack.training.refit import is_refit, refit_split
+
     root = cfg.get("prepared_split")
     if root and (Path(root) / "manifest.json").is_file():
-        return PreparedSplit.load(root)
-    from recstack.config import prepare_from_config
+        split = PreparedSplit.load(root)
+    else:
+        from recstack.config import prepare_from_config
 
-    return prepare_from_config(cfg, progress=False)
+        split = prepare_from_config(cfg, progress=False)
+    return refit_split(split) if is_refit(cfg) else split
 
 
 def model_config(cfg: DictConfig) -> tuple[DictConfig, bool]:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recstack.data.prepared import PreparedSplit
 from recstack.models.base import Recommender
-from recstack.training import ranks, runs
+from recstack.training import ranks, refit, runs
 from recstack.training.build import build_model
 from recstack.training.module import RecommenderModule
 from recstack.training.signals import InterruptHandler, SecondSignalExits, interrupt_handling
@@ -97,13 +97,17 @@ def _fit_baseline(cfg: DictConfig, model: Recommender, split: PreparedSplit, run
     model.fit(split)  # type: ignore[attr-defined]
     seconds = time.perf_counter() - start
     metrics = {
-        "valid": dict(evaluate(model, split, "valid", ks).metrics),
+        # A refit's validation interactions are training data (recstack.training.refit): nothing to evaluate.
+        "valid": None if refit.is_refit(cfg) else dict(evaluate(model, split, "valid", ks).metrics),
         "test": dict(evaluate(model, split, "test", ks).metrics) if cfg.get("evaluate_test", True) else None,
         "train_seconds": seconds,
         "epochs": 1,
         "seconds_per_epoch": seconds,
         "best_epoch": 0,
+        "best_epoch_is_last": False,
     }
+    if refit.is_refit(cfg):
+        metrics["refit"] = refit.refit_record(cfg, split)
     if ranks.is_rank_zero():
         runs.write_metrics(run_dir, metrics)
     return TrainResult(run_dir=run_dir, metrics=metrics, model=model)
@@ -153,6 +157,10 @@ def _train(
         from recstack.config import prepare_from_config
 
         split = prepare_from_config(cfg, progress=cfg.get("progress", True))
+    refit_epochs = refit.refit_epochs(cfg)
+    if refit_epochs is not None:  # refit for deployment: every interaction, a fixed epoch count, no validation
+        split, cfg = refit.refit_split(split), refit.refit_config(cfg, refit_epochs)
+        log.info("refit: %d epoch(s) on all %d interactions, no validation", refit_epochs, len(split.train))
     run_dir = _run_dir(cfg, split)
     _refuse_silent_resume(run_dir, cfg.get("ckpt_path"))
     cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
@@ -203,13 +211,25 @@ def _train(
         if best_path:
             best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=False)["epoch"])
         metrics = {
-            "valid": module.evaluate("valid"),
+            "valid": None if refit.is_refit(cfg) else module.evaluate("valid"),
             "test": module.last_metrics.get("test"),
             "train_seconds": train_seconds,
             "epochs": epochs,
             "seconds_per_epoch": train_seconds / epochs,
             "best_epoch": best_epoch,
+            # Still improving when it stopped: the cap (or a deadline) ended it, not early stopping.
+            "best_epoch_is_last": best_epoch is not None and best_epoch == epochs - 1,
         }
+        if refit.is_refit(cfg):  # its last epoch is its best by definition
+            metrics.update(best_epoch_is_last=False, refit=refit.refit_record(cfg, split))
+        if metrics["best_epoch_is_last"]:
+            log.warning(
+                "the best validation epoch is the last one (epoch %d of %d, max_epochs=%s): the run was still "
+                "improving, so the cap is too low; raise fit.max_epochs",
+                best_epoch,
+                epochs,
+                trainer.max_epochs,
+            )
         runs.write_metrics(run_dir, metrics)
     metrics = trainer.strategy.broadcast(metrics, src=0)  # one process: returns its argument
     assert metrics is not None

@@ -1,0 +1,134 @@
+"""After the search: the winner trained once more and read on test once, and the bundle exported.
+
+The refit trains the winning configuration (its best trial's searched values, the same seed) in ``<out>/winner/`` with
+``evaluate_test=true``; a trained model runs as many epochs as its trial did (the same trajectory, so the refit costs
+no more than the trial and its best epoch is the trial's). This run is the only one that reads the test split.
+
+The bundle (:func:`recstack.export.exporter.export_run`) needs user and item vectors whose dot products are the
+model's scores: MF and LightGCN have them; popularity, ItemKNN and EASE do not. When the winner cannot be exported,
+the bundle holds the best exportable candidate by validation score instead (its best trial's checkpoint, not refitted
+and never scored on test), and the report says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, open_dict
+
+from recstack.auto.candidates import Candidate
+from recstack.auto.search import CandidateResult
+from recstack.data.prepared import PreparedSplit
+from recstack.export.erasure import Erasures
+from recstack.retrieval.index import IndexConfig
+from recstack.training.train import train
+from recstack.tuning.objective import trial_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """The winner trained once more, and its one reading of the test split."""
+
+    name: str
+    run_dir: str
+    params: dict[str, Any]
+    valid: dict[str, float]
+    test: dict[str, float]
+    seconds: float
+    epochs: int | None
+    best_epoch: int | None
+    best_epoch_is_last: bool
+
+
+@dataclass(frozen=True)
+class Export:
+    """What the bundle holds, or why there is none."""
+
+    bundle: str | None
+    model: str | None  # the candidate exported
+    run_dir: str | None
+    is_winner: bool
+    note: str
+
+
+def refit_winner(candidate: Candidate, result: CandidateResult, split: PreparedSplit, run_dir: Path) -> Refit:
+    """Train the winning configuration once more and score it on test (see the module docstring)."""
+    cfg = trial_config(candidate.cfg, result.params, run_dir) if candidate.tuned else copy.deepcopy(candidate.cfg)
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+        cfg.evaluate_test = True
+        if candidate.trainable and result.epochs:
+            cfg.fit.max_epochs = int(result.epochs)
+    log.info("refit of the winner, %s (%s), in %s", candidate.name, result.params or "its config", run_dir)
+    start = time.time()
+    out = train(cfg, split)
+    m = out.metrics
+    return Refit(
+        name=candidate.name,
+        run_dir=str(out.run_dir),
+        params=dict(result.params),
+        valid=dict(m["valid"]),
+        test=dict(m["test"]),
+        seconds=time.time() - start,
+        epochs=m.get("epochs") if candidate.trainable else None,
+        best_epoch=m.get("best_epoch") if candidate.trainable else None,
+        best_epoch_is_last=bool(m.get("best_epoch_is_last", False)),
+    )
+
+
+def has_vectors(model_cfg: DictConfig) -> bool:
+    """The exporter's condition on a model, asked of its class: ``user_embeddings()`` and ``item_embeddings()``."""
+    cls = get_class(str(model_cfg._target_))
+    return hasattr(cls, "user_embeddings") and hasattr(cls, "item_embeddings")
+
+
+def export_bundle(
+    order: Sequence[tuple[Candidate, str]],
+    out_dir: Path,
+    *,
+    winner: str,
+    index_config: IndexConfig,
+    text: bool,
+    erasures: Erasures | None,
+) -> Export:
+    """Export the first of ``order`` (``(candidate, run folder)``, the winner's refit first, then the others by
+    validation score) that the exporter accepts, as ``out_dir``."""
+    from recstack.export.exporter import ExportError, export_run
+
+    passed: list[str] = []
+    for candidate, run_dir in order:
+        if not has_vectors(candidate.cfg.model):
+            passed.append(candidate.name)
+            continue
+        try:
+            bundle = export_run(run_dir, out_dir, index_config=index_config, text=text, erasures=erasures)
+        except ExportError as error:
+            log.warning("%s cannot be exported: %s", candidate.name, error)
+            passed.append(f"{candidate.name} ({error})")
+            continue
+        if candidate.name == winner:
+            note = f"the winner, {winner}, from its refit"
+        else:
+            note = (
+                f"the winner, {winner}, has no user/item vectors to serve from an index (the exporter takes MF and "
+                f"LightGCN), so the bundle holds the best exportable candidate, {candidate.name} (its best trial, "
+                "not refitted, never scored on test)"
+            )
+        return Export(str(bundle), candidate.name, str(run_dir), candidate.name == winner, note)
+    return Export(
+        None,
+        None,
+        None,
+        False,
+        f"no bundle: no candidate could be exported (tried in order, none passed: {', '.join(passed) or 'none ran'}); "
+        "include mf or lightgcn in models= and give them budget",
+    )

@@ -1,0 +1,243 @@
+"""``recstack-auto``'s record: ``auto.json`` (everything, machine-readable) and ``report.html`` (one self-contained
+file, styled like the evaluation and tuning reports): every candidate ranked by validation score with its cost, the
+winner and its one test reading, what the bundle holds, and how the budget was spent."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from recstack.auto.allocation import Plan
+from recstack.auto.finish import Export, Refit
+from recstack.auto.search import CandidateResult
+from recstack.evaluation.page_style import PAGE_CSS as _CSS
+from recstack.evaluation.report_plots import _STYLE, _svg
+
+JSON_FILE = "auto.json"
+REPORT_FILE = "report.html"
+
+
+def summary_dict(
+    *,
+    dataset: str,
+    split_hash: str,
+    plan: Plan,
+    candidates: Sequence[CandidateResult],
+    refit: Refit | None,
+    export: Export | None,
+    seconds: float,
+    settings: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What ``auto.json`` holds."""
+    return {
+        "dataset": dataset,
+        "split_hash": split_hash,
+        "settings": dict(settings),
+        "wall_seconds": seconds,
+        "plan": asdict(plan),
+        "winner": refit.name if refit else None,
+        "candidates": [{"rank": i, **asdict(c)} for i, c in enumerate(candidates, 1)],
+        "refit": asdict(refit) if refit else None,
+        "export": asdict(export) if export else None,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _score_svg(candidates: Sequence[CandidateResult], winner: str | None) -> str:
+    scored = [c for c in candidates if c.valid_score is not None][::-1]
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.0, 0.6 + 0.38 * max(len(scored), 1)))
+        colours = ["tab:green" if c.name == winner else "tab:blue" for c in scored]
+        ax.barh([c.name for c in scored], [c.valid_score for c in scored], color=colours)  # type: ignore[misc]
+        for y, c in enumerate(scored):
+            ax.annotate(f" {c.valid_score:.4f}  ({c.seconds:.0f} s)", (c.valid_score, y), va="center", fontsize=8)  # type: ignore[arg-type]
+        ax.set_xlabel("valid ndcg@10 (best trial)")
+        ax.set_xlim(0, max([c.valid_score for c in scored] + [1e-9]) * 1.3)  # type: ignore[type-var]
+        return _svg(fig)
+
+
+def _link(path: str | None, out_dir: Path, text: str) -> str:
+    if not path:
+        return ""
+    rel = os.path.relpath(path, out_dir)
+    return f"<a href='{html.escape(rel)}'>{html.escape(text)}</a>"
+
+
+def _params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _candidate_table(candidates: Sequence[CandidateResult], winner: str | None, out_dir: Path) -> str:
+    head = [
+        "rank",
+        "model",
+        "kind",
+        "valid ndcg@10",
+        "valid recall@10",
+        "wall s",
+        "time given s",
+        "phases",
+        "trials",
+        "pruned",
+        "failed",
+        "epochs (best)",
+        "best params",
+        "study",
+        "status",
+    ]
+    rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for i, c in enumerate(candidates, 1):
+        epochs = ""
+        if c.epochs is not None:
+            marks = (" last" if c.best_epoch_is_last else "") + (" budget" if c.cut_by_budget else "")
+            epochs = f"{c.epochs} ({c.best_epoch}){marks}"
+        report = str(Path(c.study_dir) / "report.html") if c.study_dir else None
+        status = c.status + (f": {c.note}" if c.note else "")
+        cells = [
+            str(i),
+            html.escape(c.name) + (" (winner)" if c.name == winner else ""),
+            c.kind,
+            f"{c.valid_score:.4f}" if c.valid_score is not None else "",
+            f"{c.valid['recall@10']:.4f}" if c.valid else "",
+            f"{c.seconds:.0f}",
+            f"{c.given_s:.0f}" if c.given_s else "",
+            html.escape(", ".join(c.phases)),
+            str(c.completed),
+            str(c.pruned),
+            str(c.failed),
+            epochs,
+            html.escape(_params(c.params)),
+            _link(report, out_dir, "report"),
+            html.escape(status),
+        ]
+        cls = " class='best'" if c.name == winner else ""
+        rows.append("<tr>" + "".join(f"<td{cls}>{cell}</td>" for cell in cells) + "</tr>")
+    return "<div class='scroll'><table>" + "".join(rows) + "</table></div>"
+
+
+def _plan_table(plan: Plan, candidates: Sequence[CandidateResult]) -> str:
+    rows = ["<tr><th class='name'>phase</th><th>ends at s</th><th>candidates planned</th><th>ran in it</th></tr>"]
+    for phase in plan.phases:
+        phased = {c.name for c in candidates if phase.name in c.phases}
+        ran = [n for n in (plan.deep if phase.is_rung else plan.cheap) if n in phased]  # in the order they ran
+        rows.append(
+            f"<tr><td class='name'>{html.escape(phase.name)}</td><td>{phase.end_s:.0f}</td><td>{phase.keep}</td>"
+            f"<td>{html.escape(', '.join(ran))}</td></tr>"
+        )
+    rows.append(
+        f"<tr><td class='name'>reserve</td><td>{plan.budget_s:.0f}</td><td></td><td>refit, test once, export, "
+        "reports</td></tr>"
+    )
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _verdict(candidates: Sequence[CandidateResult], refit: Refit | None, export: Export | None) -> str:
+    if refit is None:
+        return "No winner: no candidate completed a trial within the budget (see the table); raise budget=."
+    best = next(c for c in candidates if c.name == refit.name)
+    t = refit.test
+    text = (
+        f"Winner: {refit.name}{' (' + _params(refit.params) + ')' if refit.params else ''}, valid NDCG@10 "
+        f"{best.valid_score:.4f} (refit: {refit.valid['ndcg@10']:.4f}). Test, read once for the winner's refit only: "
+        f"NDCG@10 {t['ndcg@10']:.4f}, Recall@10 {t['recall@10']:.4f}, MAP@10 {t['map@10']:.4f}."
+    )
+    if export is not None:
+        text += f" Bundle {export.bundle}: {export.note}." if export.bundle else f" {export.note}."
+    return text
+
+
+def _warnings(candidates: Sequence[CandidateResult], refit: Refit | None) -> list[str]:
+    notes = []
+    for c in candidates:
+        if not c.trials_best_is_last:
+            continue
+        which = "its best trial included" if c.best_epoch_is_last else "not its best trial"
+        if c.best_epoch_is_last and c.cut_by_budget:
+            why = (
+                "its best trial was stopped by its share of the budget, not by fit.max_epochs: its score is a lower "
+                "bound; give it more time (a larger budget=, fewer models=, or a higher min_trial in "
+                f"+per_model.{c.name}.tune.min_trial=...)"
+            )
+        else:
+            why = f"fit.max_epochs is too low; raise it with +per_model.{c.name}.fit.max_epochs=..."
+        notes.append(
+            f"{c.name}: {c.trials_best_is_last} of {c.completed} completed trial(s) had their best validation epoch "
+            f"at their last ({which}), still improving when stopped: {why}"
+        )
+    if refit is not None and refit.best_epoch_is_last:
+        notes.append(f"The winner's refit ({refit.name}) had its best epoch at its last one as well.")
+    return notes
+
+
+def write_reports(
+    out_dir: Path,
+    *,
+    dataset: str,
+    split_hash: str,
+    plan: Plan,
+    candidates: Sequence[CandidateResult],
+    refit: Refit | None,
+    export: Export | None,
+    seconds: float,
+    settings: Mapping[str, Any],
+) -> tuple[Path, Path]:
+    """Write ``<out_dir>/report.html`` and ``<out_dir>/auto.json``; returns their paths."""
+    data = summary_dict(
+        dataset=dataset,
+        split_hash=split_hash,
+        plan=plan,
+        candidates=candidates,
+        refit=refit,
+        export=export,
+        seconds=seconds,
+        settings=settings,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / JSON_FILE
+    json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    winner = refit.name if refit else None
+    title = f"recstack-auto: {dataset}"
+    meta = "; ".join(f"{html.escape(str(k))} <b>{html.escape(str(v))}</b>" for k, v in settings.items())
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='meta'>split {html.escape(split_hash)}; {meta}; wall time <b>{seconds:.0f} s</b>. Every candidate "
+        "was tuned on the validation split only (NDCG@10, full ranking); the test split was read once, by the "
+        f"winner's refit. Generated {html.escape(data['created_at'])}.</p>",
+        f"<p class='verdict'>{html.escape(_verdict(candidates, refit, export))}</p>",
+    ]
+    warnings = _warnings(candidates, refit)
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
+    parts += [
+        "<h2>Candidates</h2>",
+        "<p class='note'>Ranked by their best trial's validation NDCG@10; the winner in green. Cost: wall time spent "
+        "on the candidate (its studies, or its one run), the time the plan gave it, trials completed / pruned / "
+        "failed. &quot;last&quot;: the best epoch was the last one (still improving); &quot;budget&quot;: the best "
+        "trial was stopped by the candidate's time share. Each study's own report "
+        "(history, importances, top trials) is linked.</p>",
+        _candidate_table(candidates, winner, out_dir),
+        f"<div class='fig'>{_score_svg(candidates, winner)}</div>",
+        "<h2>How the budget was spent</h2>",
+        f"<p class='note'>Budget after setting up (composing, preparing the data) {plan.budget_s:.0f} s, counted "
+        f"from the search's start: {plan.reserve_s:.0f} s kept for the refit, the test reading, "
+        f"the export and the reports; the cheap candidates ({html.escape(', '.join(plan.cheap) or 'none')}) first, "
+        f"then the deep ones ({html.escape(', '.join(plan.deep) or 'none')}) by successive halving (eta "
+        f"{plan.eta}): each rung has the same time, split among the candidates in it, and only the best go on. "
+        "Untuned candidates are trained once, before the cheap phase. Time a candidate leaves unused goes to the "
+        "next one.</p>",
+        _plan_table(plan, candidates),
+        "</body></html>",
+    ]
+    path = out_dir / REPORT_FILE
+    path.write_text("\n".join(parts))
+    return path, json_path

@@ -1,0 +1,137 @@
+"""recstack-auto end to end on the tiny synthetic data (configs/data/synthetic.yaml): real studies, a winner chosen
+on validation, refitted and read on test once, a bundle, the reports; and the bad input refused before any data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from recstack.auto.auto import AutoResult, auto
+from recstack.bundle.reader import Bundle
+from recstack.config import compose
+
+pytestmark = pytest.mark.slow
+
+# Trial limits, not the budget, end every study here on an idle machine, so the run is short (~30 s) and the same
+# each time; a loaded machine may cut trials by the deadlines, and nothing below depends on how many ran.
+FAST = [
+    "data=synthetic",
+    "models=[pop,ease,mf,lightgcn]",  # one of each kind (untuned, cheap, deep x2 for halving); ItemKNN runs as EASE does
+    "torch_threads=1",
+    "export.text=false",
+    "cheap_trials=2",
+    "deep_trials=2",
+    "cheap_share=0.3",
+    "+per_model.ease.tune.min_trial=1s",
+    "+per_model.mf.tune.min_trial=2s",
+    "+per_model.mf.fit.max_epochs=3",
+    "+per_model.lightgcn.tune.min_trial=2s",
+    "+per_model.lightgcn.fit.max_epochs=1",  # its best epoch is always its last: the flag must reach the reports
+]
+
+
+def auto_config(tmp: Path, *overrides: str):
+    return compose("auto", [f"processed_root={tmp / 'processed'}", f"out={tmp / 'auto'}", *FAST, *overrides])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> AutoResult:
+    return auto(auto_config(tmp_path_factory.mktemp("auto"), "budget=2m"))
+
+
+def test_every_candidate_ranked_with_its_cost_and_the_best_wins(run: AutoResult) -> None:
+    names = [c.name for c in run.candidates]
+    assert sorted(names) == ["ease", "lightgcn", "mf", "pop"]
+    scores = [c.valid_score for c in run.candidates if c.valid_score is not None]
+    assert scores == sorted(scores, reverse=True) and len(scores) >= 2
+    assert run.winner == run.candidates[0].name and run.candidates[0].valid_score == max(scores)
+    by_name = {c.name: c for c in run.candidates}
+    assert by_name["pop"].kind == "untuned" and by_name["pop"].completed == 1
+    assert by_name["ease"].kind == "cheap" and by_name["mf"].kind == "deep"
+    for c in run.candidates:
+        if c.status == "done" and c.kind != "untuned":
+            assert 1 <= c.completed <= 2 and c.seconds > 0 and c.given_s > 0 and c.phases
+            assert Path(c.study_dir, "report.html").is_file()
+    # Cheap ones ran first, in the cheap phase; deep ones in rung 0.
+    assert by_name["ease"].phases[0] == "cheap" and by_name["mf"].phases[0] == "rung 0"
+    # Each study's first trial is the model's default configuration (configs/model/ease.yaml: l2 300).
+    ease = optuna.load_study(
+        study_name=Path(by_name["ease"].study_dir).name, storage=f"sqlite:///{by_name['ease'].study_dir}/study.db"
+    )
+    assert ease.trials[0].params == {"model.l2": 300.0}
+
+
+def test_test_split_read_once_by_the_winners_refit(run: AutoResult) -> None:
+    readings = [p for p in run.out_dir.rglob("metrics.json") if json.loads(p.read_text()).get("test") is not None]
+    assert readings == [run.out_dir / "winner" / "metrics.json"]
+    assert run.refit is not None and run.refit.name == run.winner
+    assert set(run.refit.test) >= {"ndcg@10", "recall@10", "map@10"}
+    winner = run.candidates[0]
+    # The same configuration and seed, and as many epochs as its trial: the same validation score.
+    assert abs(run.refit.valid["ndcg@10"] - winner.valid_score) < 0.002
+    if winner.epochs is not None:
+        assert run.refit.epochs == winner.epochs
+
+
+def test_the_bundle_holds_the_winner_or_says_which_model_instead(run: AutoResult) -> None:
+    assert run.export is not None and run.export.bundle is not None
+    bundle = Bundle.load(run.export.bundle)  # verified: every file's sha256
+    assert bundle.manifest.model_kind in ("mf", "lightgcn") and run.export.model == bundle.manifest.model_kind
+    if run.winner in ("mf", "lightgcn"):
+        assert run.export.is_winner and run.export.run_dir == run.refit.run_dir
+    else:  # EASE, ItemKNN, popularity have no vectors to serve: the best exportable candidate, said so
+        assert not run.export.is_winner and "best exportable candidate" in run.export.note
+        exportable = [c for c in run.candidates if c.name in ("mf", "lightgcn") and c.valid_score is not None]
+        assert run.export.model == exportable[0].name
+
+
+def test_reports_rank_every_candidate_and_flag_the_last_epoch(run: AutoResult) -> None:
+    data = json.loads(run.summary_json.read_text())
+    assert data["winner"] == run.winner
+    assert [c["name"] for c in data["candidates"]] == [c.name for c in run.candidates]
+    assert {"seconds", "completed", "pruned", "valid_score", "given_s"} <= set(data["candidates"][0])
+    html = run.report.read_text()
+    for part in (
+        "Candidates",
+        "(winner)",
+        "How the budget was spent",
+        "read once",
+        "<svg",
+        *data["settings"]["models"],
+    ):
+        assert part in html, part
+    lightgcn = next(c for c in run.candidates if c.name == "lightgcn")
+    if lightgcn.completed:  # one epoch: the best is the last, in every trial
+        assert lightgcn.best_epoch_is_last and lightgcn.trials_best_is_last == lightgcn.completed
+        assert "lightgcn: " in html and "fit.max_epochs" in html
+        study_report = Path(lightgcn.study_dir, "report.html").read_text()
+        assert "had their best epoch at their last" in study_report and "1 (0) last" in study_report
+
+
+def test_a_budget_below_one_trial_each_is_refused_naming_the_minimum(tmp_path: Path) -> None:
+    # No data is read first: the data home does not exist.
+    cfg = compose(
+        "auto", [f"processed_root={tmp_path}", "data=ml100k", "data.source.data_home=/nonexistent", "budget=30s"]
+    )
+    with pytest.raises(ValueError, match=r"budget=30s is too small .* the minimum is 333s .*lightgcn.*budget=6m"):
+        auto(cfg)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unknown_candidate_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    cfg = compose(
+        "auto", [f"processed_root={tmp_path}", "data.source.data_home=/nonexistent", "models=[pop,ease,sasrec]"]
+    )
+    with pytest.raises(
+        ValueError, match=r"unknown candidate model\(s\) \['sasrec'\].*known: ease, itemknn, lightgcn, mf, pop"
+    ):
+        auto(cfg)
+    bad = compose("auto", ["data.source.data_home=/nonexistent", "+per_model.mf.fit.lrr=0.1"])
+    with pytest.raises(ValueError, match=r"per_model.mf: fit.lrr is not a setting"):
+        auto(bad)
+    stray = compose("auto", ["data.source.data_home=/nonexistent", "models=[pop]", "+per_model.mf.fit.lr=0.1"])
+    with pytest.raises(ValueError, match=r"per_model names \['mf'\], which are not among models=\['pop'\]"):
+        auto(stray)

@@ -1,0 +1,106 @@
+"""The retrain's reload step against a real server (keys on, as deployed): the admin key from a file, the new bundle
+served by the next answer, and the service's refusals (wrong role, missing bundle) as ReloadError with their status."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import redis
+from bundle_support import write_test_bundle
+
+from recstack.data.prepared import PreparedSplit
+from recstack.retrain.reload import ReloadError, admin_key, request_reload
+from recstack.serving.api_keys import new_key, write_key_file
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def serving_support() -> ModuleType:
+    """tests/serving/serving_support.py (the real-server helpers), loaded by path: that folder is on sys.path only
+    while its own tests are collected."""
+    path = Path(__file__).resolve().parents[1] / "serving" / "serving_support.py"
+    spec = importlib.util.spec_from_file_location("retrain_serving_support", path)
+    assert spec is not None and spec.loader is not None
+    if spec.name in sys.modules:
+        return sys.modules[spec.name]
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("secrets")
+    admin, admin_entry = new_key("admin", "retrain-test")
+    recommend, recommend_entry = new_key("recommend", "site-test")
+    write_key_file(folder / "api_keys.yaml", [admin_entry, recommend_entry])
+    (folder / "admin.key").write_text(admin + "\n")
+    (folder / "recommend.key").write_text(recommend + "\n")
+    return {"ring": folder / "api_keys.yaml", "admin": folder / "admin.key", "recommend": folder / "recommend.key"}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle: Path, keys: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    support = serving_support()
+    prefix = f"recstack-test:{uuid.uuid4().hex[:10]}:"
+    srv = support.start_server(
+        tiny_bundle,
+        tmp_path_factory.mktemp("server") / "bentoml.log",
+        redis_url=REDIS_URL,
+        redis_prefix=prefix,
+        overrides=["auth=true", f"api_keys_file={keys['ring']}", "redis_timeout_s=1.0", "reload_poll_s=0.2"],
+    )
+    yield srv
+    support.stop_server(srv)
+    client = redis.Redis.from_url(REDIS_URL)
+    stale = list(client.scan_iter(match=prefix + "*"))
+    if stale:
+        client.delete(*stale)
+
+
+def test_the_service_serves_the_reloaded_bundle(
+    server, keys: dict[str, Path], serving_split: PreparedSplit, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    new = write_test_bundle(tmp_path / "retrained", serving_split, seed=1)
+    key = admin_key(None, keys["admin"])
+    done = request_reload(server.base_url, str(new), key)
+    assert done.previous and done.bundle != done.previous and done.answer["version"]
+    with server.client() as http:
+        answer = http.post("/recommend", json={"user_id": "u1", "k": 5}, headers={"authorization": f"Bearer {key}"})
+    assert answer.status_code == 200 and answer.json()["model"] == done.bundle
+
+
+def test_the_service_refusals_are_reload_errors(server, keys: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ReloadError) as wrong_role:
+        request_reload(server.base_url, str(tmp_path), admin_key(None, keys["recommend"]))
+    assert wrong_role.value.status == 403
+    with pytest.raises(ReloadError) as missing:
+        request_reload(server.base_url, str(tmp_path / "nowhere"), admin_key(None, keys["admin"]))
+    assert missing.value.status == 404 and "(field bundle)" in str(missing.value)
+
+
+def test_an_unreachable_service_is_a_reload_error(tmp_path: Path) -> None:
+    support = serving_support()
+    with pytest.raises(ReloadError, match="could not be reached") as error:
+        request_reload(f"http://127.0.0.1:{support.free_port()}", str(tmp_path), "key", timeout_s=5)
+    assert error.value.status is None
+
+
+def test_the_admin_key_comes_from_the_environment_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "k").write_text("from-file\nignored\n")
+    monkeypatch.setenv("RETRAIN_TEST_KEY", " from-env ")
+    assert admin_key("RETRAIN_TEST_KEY", tmp_path / "k") == "from-env"
+    monkeypatch.setenv("RETRAIN_TEST_KEY", "")
+    assert admin_key("RETRAIN_TEST_KEY", tmp_path / "k") == "from-file"
+    with pytest.raises(ValueError, match="no admin API key"):
+        admin_key("RETRAIN_TEST_KEY", None)
+    with pytest.raises(ValueError, match="cannot be read"):
+        admin_key(None, tmp_path / "missing")
