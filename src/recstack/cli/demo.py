@@ -1,7 +1,8 @@
 """``recstack-demo`` (``make demo``): the main job end to end on MovieLens-100K.
 
 data -> train (MF retrieval + Wide & Deep re-ranker, and the popularity baseline) -> evaluate (report) -> export
-(bundle: embeddings, HNSW index, ONNX ranker) -> serve (BentoML on loopback, example requests printed) -> stop.
+(bundle: embeddings, HNSW index, ONNX ranker) -> serve (BentoML on loopback, example requests printed) -> stop
+-> simulate (an A/B test of MF vs LightGCN retrieval that the test users visit: recstack.cli.demo_simulate).
 
 Everything goes under ``--out`` (default ``outputs/demo``); ``make serve`` serves the bundle it leaves behind.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from recstack.config import compose
 
 log = logging.getLogger("recstack.demo")
+STEPS = 9
 
 
 def ensure_dev_key(path: Path) -> str:
@@ -52,7 +54,7 @@ def demo_api_key(out: Path) -> tuple[str, Path]:
 
 
 def _banner(step: int, text: str) -> None:
-    print(f"\n{'=' * 100}\n[{step}/8] {text}\n{'=' * 100}", flush=True)
+    print(f"\n{'=' * 100}\n[{step}/{STEPS}] {text}\n{'=' * 100}", flush=True)
 
 
 def _free_port(preferred: int) -> int:
@@ -85,7 +87,23 @@ def _train(model: str, out: Path, overrides: Sequence[str], split: object) -> ob
     return result
 
 
-def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = True) -> int:
+def _simulate(
+    out: Path, split: object, mf_run: Path, data_overrides: Sequence[str], port: int, api_key: str, keys_file: Path
+) -> None:
+    """Step 9 (recstack.cli.demo_simulate): a short LightGCN run, then MF vs LightGCN as the two arms of an A/B test
+    that every test user visits; prints each arm's online CTR@10 and MAP@10 beside its offline MAP@10."""
+    from recstack.cli.demo_simulate import LIGHTGCN_OVERRIDES, run_simulation
+
+    _banner(9, "simulate: A/B test MF vs LightGCN retrieval; the test users visit, click, and their events flow back")
+    started = time.perf_counter()
+    lightgcn = _train("lightgcn", out, [*data_overrides, *LIGHTGCN_OVERRIDES], split)
+    run_simulation(
+        out, split, {"mf": mf_run, "lightgcn": lightgcn.run_dir}, port=port, api_key=api_key, keys_file=keys_file
+    )
+    print(f"  the simulation step took {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = True, simulate: bool = True) -> int:
     import numpy as np
 
     from recstack.config import prepare_from_config
@@ -197,7 +215,10 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-    print(f"service stopped. The whole job took {time.perf_counter() - started:.0f} s.")
+    print("service stopped.", flush=True)
+    if simulate:
+        _simulate(out, split, runs["mf"].run_dir, data_overrides, _free_port(port + 1), api_key, keys_file)
+    print(f"The whole job took {time.perf_counter() - started:.0f} s.")
     print(f"Keep it running with `make serve` (serves {bundle_dir}).")
     return 0
 
@@ -207,13 +228,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="where runs, report, bundle go")
     parser.add_argument("--port", type=int, default=3000, help="port for the demo service (a free one if taken)")
     parser.add_argument("--no-serve", action="store_true", help="stop after the report and the bundle")
+    parser.add_argument("--no-simulate", action="store_true", help="skip the A/B simulation (the last step)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the data, e.g. data=ml1m")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The demo prints its own summary per step; Lightning's info lines and advisory warnings would bury it.
     warnings.filterwarnings("ignore", module=r"lightning(\..*)?")
     warnings.filterwarnings("ignore", category=UserWarning)
-    sys.exit(run(args.out, args.port, args.overrides, serve=not args.no_serve))
+    sys.exit(run(args.out, args.port, args.overrides, serve=not args.no_serve, simulate=not args.no_simulate))
 
 
 if __name__ == "__main__":
