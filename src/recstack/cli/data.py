@@ -2,7 +2,8 @@
 ``recstack-data ingest-logs path=<access.log[.gz]> rules=<yaml> [format=combined|common|json] [lake=<dir>]``.
 
 * ``prepare``: clean, index and split into ``<processed_root>/<dataset>/<config-hash>/`` (reused when it exists;
-  ``force=true`` rebuilds), then print where it is.
+  ``force=true`` rebuilds), then print where it is. ``engine=spark`` does the per-row work on PySpark (same split,
+  same folder); with it ``processed_root`` may also be an object-storage URI (``s3a://``, ``gs://``), written by Spark.
 * ``stats``: the same preparation if needed, then statistics of the split computed in SQL (DuckDB).
 * ``ingest-logs``: a web-server access log into the event lake (recstack.collect.log_import), minimised like the
   collector's events; the collector settings (lake, pseudonymisation key, ip_mode) come from
@@ -28,13 +29,15 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from recstack.cli.subcommands import split_command
 from recstack.config import config_dir
+from recstack.data.engines import EngineError, engine_from_config, is_uri
 
 if TYPE_CHECKING:
     from recstack.collect.settings import CollectSettings
 
 COMMANDS: tuple[str, ...] = ("prepare", "stats", "ingest-logs")
 USAGE = (
-    "usage: recstack-data {prepare,stats} [data=<name>] [split=random|chrono|loo|time] [key=value ...]\n"
+    "usage: recstack-data {prepare,stats} [data=<name>] [split=random|chrono|loo|time] [engine=duckdb|spark]\n"
+    "                                     [key=value ...]\n"
     "       recstack-data ingest-logs path=<access.log[.gz]> rules=<rules.yaml> [format=combined|common|json]\n"
     "                                 [lake=<dir>] [collector.<key>=<value> ...]\n"
     "  e.g. recstack-data prepare data=ml100k split=chrono data.clean.min_user_interactions=5\n"
@@ -42,15 +45,33 @@ USAGE = (
     "       recstack-data ingest-logs path=data/examples/access.log rules=configs/log_rules/demo.yaml"
 )
 INGEST_KEYS: tuple[str, ...] = ("path", "rules", "format", "lake")
-_CLEAR_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, OmegaConfBaseException)
+_CLEAR_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, OmegaConfBaseException, EngineError)
 
 
 def run(command: str, cfg: DictConfig) -> str:
     """Do ``command`` for a composed prepare config and return what to print (testable without the CLI)."""
-    from recstack.config import prepare_from_config
+    from omegaconf import OmegaConf
+
+    from recstack.config import split_spec
+    from recstack.data.build_split import DEFAULT_ROOT, prepare
     from recstack.data.warehouse import format_stats, stats
 
-    split = prepare_from_config(cfg, force=bool(cfg.get("force", False)))
+    node = cfg.get("engine")
+    engine = engine_from_config(OmegaConf.to_container(node, resolve=True) if node is not None else None)
+    root = str(cfg.get("processed_root") or DEFAULT_ROOT)
+    force = bool(cfg.get("force", False))
+    try:
+        if is_uri(root):
+            if engine is None:
+                raise ValueError(f"processed_root={root} is a URI: only engine=spark writes there; add engine=spark")
+            if command == "stats":
+                raise ValueError("stats reads a split on local disk; use a local processed_root for it")
+            folder, manifest = engine.prepare_at(split_spec(cfg), root, force=force)
+            return f"prepared {manifest['dataset']} {manifest['config_hash']} {manifest['counts']}\n{folder}"
+        split = prepare(split_spec(cfg), out_root=root, force=force, engine=engine)
+    finally:
+        if engine is not None:
+            engine.close()
     if command == "stats":
         return format_stats(stats(split.root))
     return f"{split!r}\n{split.root}"

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -73,6 +73,7 @@ from recstack.data.split import (
 log = logging.getLogger(__name__)
 
 STAGES: tuple[tuple[str, int], ...] = (("train", TRAIN), ("valid", VALID), ("test", TEST))
+EMBEDDED = "duckdb"  # the default engine's name (configs/engine/duckdb.yaml): numpy, Arrow and DuckDB in process
 PROGRESS_MIN_ROWS = 500_000  # below this the whole run takes about a second: a bar would only be noise
 
 
@@ -113,6 +114,20 @@ class SplitSpec:
     @property
     def config_hash(self) -> str:
         return config_hash(self.data_config, self.split_config)
+
+
+class SplitSummary(Protocol):
+    """What the manifest says about a built split (a :class:`BuiltSplit`, or an engine's split it wrote itself)."""
+
+    source: str
+    n_users: int
+    n_items: int
+    n_pairs: int
+    clean_report: CleanReport
+    dropped_users: int
+    dropped_interactions: int
+
+    def counts(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -253,10 +268,7 @@ def split_indexed(
         rows = np.flatnonzero(kept) if rows is None else rows[kept]
         row_stage = row_stage[kept]
         if len(rows) == 0:
-            raise DataError(
-                f"{name}: split=time with valid_start={split_cfg.valid_start} left no user with "
-                "training data; move valid_start later"
-            )
+            raise no_training_data(name, split_cfg)
         lookup, user_ids = recompact(user_idx[rows], user_ids)
         user_idx = lookup[user_idx]
         lookup, item_ids = recompact(item_idx[rows], item_ids)
@@ -283,6 +295,14 @@ def split_indexed(
         n_pairs=n_pairs,
         dropped_users=result.dropped_users,
         dropped_interactions=dropped_rows,
+    )
+
+
+def no_training_data(name: str, split_cfg: SplitConfig) -> DataError:
+    """The split dropped every user (none had a training pair)."""
+    return DataError(
+        f"{name}: split=time with valid_start={split_cfg.valid_start} left no user with "
+        "training data; move valid_start later"
     )
 
 
@@ -338,7 +358,8 @@ def split_root(spec: SplitSpec, out_root: str | Path = DEFAULT_ROOT) -> Path:
     return Path(out_root) / _safe_name(spec.name) / spec.config_hash
 
 
-def _load_source(spec: SplitSpec) -> Dataset:
+def load_source(spec: SplitSpec) -> Dataset:
+    """``spec.load()``, checked to be a :class:`~recstack.data.schema.Dataset`."""
     dataset = spec.load()
     if not isinstance(dataset, Dataset):
         raise TypeError(f"data.source returned {type(dataset).__name__}, expected recstack.data.schema.Dataset")
@@ -365,10 +386,43 @@ def _install(tmp: Path, root: Path, replace: bool) -> bool:
             shutil.rmtree(old, ignore_errors=True)
 
 
+class PrepareEngine(Protocol):
+    """Another engine for the per-row work of :func:`prepare` (``engine=spark``: :mod:`recstack.data.spark_engine`).
+    It must build exactly what the embedded path builds; the folder, its hash and the writer stay shared."""
+
+    name: str
+
+    def build(self, spec: SplitSpec, steps: _Steps) -> BuiltSplit:
+        """Load ``spec``'s source (:func:`load_source`, or the engine's own reader) and clean, index and split it."""
+
+
+def _build_embedded(spec: SplitSpec, steps: _Steps, progress: bool) -> BuiltSplit:
+    with steps.step("load"):
+        dataset = load_source(spec)
+    if progress and len(dataset.interactions) >= PROGRESS_MIN_ROWS:
+        steps.show_bar()
+    with steps.step("encode"):
+        enc = encode(dataset)
+    meta = {"item_meta": dataset.items, "user_meta": dataset.users, "name": dataset.name, "source": dataset.source}
+    del dataset  # the raw string frames are the largest objects at 20M rows: free them before the heavy steps
+    with steps.step("index"):
+        enc = index_in_pair_order(enc)
+    return split_indexed(enc, clean_cfg=spec.clean, split_cfg=spec.split, steps=steps, **meta)
+
+
 def prepare(
-    spec: SplitSpec, *, out_root: str | Path = DEFAULT_ROOT, force: bool = False, progress: bool = True
+    spec: SplitSpec,
+    *,
+    out_root: str | Path = DEFAULT_ROOT,
+    force: bool = False,
+    progress: bool = True,
+    engine: PrepareEngine | None = None,
 ) -> PreparedSplit:
-    """Prepare (or reuse) the split ``spec`` describes under ``out_root``; see the module docstring."""
+    """Prepare (or reuse) the split ``spec`` describes under ``out_root``; see the module docstring.
+
+    ``engine``: None for the embedded numpy/DuckDB path, else an engine that builds the same split elsewhere (the
+    folder is named by the config alone, so a folder either engine wrote is reused by both).
+    """
     root = split_root(spec, out_root)
     if not force and is_complete(root):
         log.info("prepare: reusing %s", root)
@@ -376,18 +430,7 @@ def prepare(
     started = time.perf_counter()
     steps = _Steps(total=7)
     try:
-        with steps.step("load"):
-            dataset = _load_source(spec)
-        if progress and len(dataset.interactions) >= PROGRESS_MIN_ROWS:
-            steps.show_bar()
-        with steps.step("encode"):
-            enc = encode(dataset)
-        meta = {"item_meta": dataset.items, "user_meta": dataset.users, "name": dataset.name, "source": dataset.source}
-        del dataset  # the raw string frames are the largest objects at 20M rows: free them before the heavy steps
-        with steps.step("index"):
-            enc = index_in_pair_order(enc)
-        built = split_indexed(enc, clean_cfg=spec.clean, split_cfg=spec.split, steps=steps, **meta)
-        del enc
+        built = _build_embedded(spec, steps, progress) if engine is None else engine.build(spec, steps)
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
@@ -396,7 +439,8 @@ def prepare(
                 write_tables(
                     tmp, train=built.train, valid=built.valid, test=built.test, items=built.items, users=built.users
                 )
-            manifest = write_manifest(tmp, _manifest(spec, built, steps.timing, started, steps.peak_rss_mib))
+            manifest = _manifest(spec, built, steps.timing, started, steps.peak_rss_mib)
+            manifest = write_manifest(tmp, {**manifest, "engine": EMBEDDED if engine is None else engine.name})
             ours = _install(tmp, root, replace=root.exists())
         finally:
             if tmp.exists():
@@ -420,7 +464,7 @@ def prepare(
 
 def _manifest(
     spec: SplitSpec,
-    built: BuiltSplit,
+    built: SplitSummary,
     timing: dict[str, float],
     started: float,
     peak_rss: dict[str, float],

@@ -141,6 +141,30 @@ def k_core_mask(
     raise RuntimeError(f"k-core did not converge in {max_rounds} rounds")
 
 
+def threshold_error(dataset: str, threshold: float, largest: float) -> DataError:
+    """The implicit threshold removed every interaction (``largest``: the largest value there was)."""
+    return DataError(
+        f"{dataset}: data.clean.implicit_threshold={threshold} removed every interaction "
+        f"(largest value {largest}); lower it or set it to null"
+    )
+
+
+def k_core_error(dataset: str, cfg: CleanConfig, rows_before: int) -> DataError:
+    """The k-core removed every user and item (``rows_before``: interactions before it)."""
+    knobs = [
+        f"{k}={v}"
+        for k, v in (
+            ("min_user_interactions", cfg.min_user_interactions),
+            ("min_item_interactions", cfg.min_item_interactions),
+        )
+        if v > 1
+    ]
+    return DataError(
+        f"{dataset}: k-core {' and '.join(knobs)} removed every user and item "
+        f"({rows_before:,} interactions before it); lower data.clean.{knobs[0].split('=')[0]}"
+    )
+
+
 def clean(enc: Encoded, cfg: CleanConfig, *, dataset: str = "data") -> tuple[Encoded, CleanReport]:
     """Apply dedup, the implicit threshold and the k-core, in that order; raise ``DataError`` if one empties it."""
     rows_in = len(enc)
@@ -157,27 +181,13 @@ def clean(enc: Encoded, cfg: CleanConfig, *, dataset: str = "data") -> tuple[Enc
         keep = threshold_mask(enc.value, cfg.implicit_threshold)
         below = int((~keep).sum())
         if not keep.any():
-            raise DataError(
-                f"{dataset}: data.clean.implicit_threshold={cfg.implicit_threshold} removed every interaction "
-                f"(largest value {np.nanmax(enc.value)}); lower it or set it to null"
-            )
+            raise threshold_error(dataset, cfg.implicit_threshold, np.nanmax(enc.value))
         if below:
             enc = enc.take(keep)
     keep, rounds = k_core_mask(enc.user, enc.item, cfg.min_user_interactions, cfg.min_item_interactions)
     k_removed = int((~keep).sum())
     if not keep.any():
-        knobs = [
-            f"{k}={v}"
-            for k, v in (
-                ("min_user_interactions", cfg.min_user_interactions),
-                ("min_item_interactions", cfg.min_item_interactions),
-            )
-            if v > 1
-        ]
-        raise DataError(
-            f"{dataset}: k-core {' and '.join(knobs)} removed every user and item "
-            f"({len(enc):,} interactions before it); lower data.clean.{knobs[0].split('=')[0]}"
-        )
+        raise k_core_error(dataset, cfg, len(enc))
     if k_removed:
         enc = enc.take(keep)
     report = CleanReport(

@@ -35,7 +35,8 @@ without training pairs, so "a user only in valid/test" cannot happen.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,7 +265,9 @@ def _random_order(pairs: Pairs, seed: int) -> np.ndarray:
     return shuffle_within_groups(pairs.user, np.random.default_rng(seed))
 
 
-def _to_seconds(cut: str | float, times: np.ndarray, what: str) -> float:
+def cut_to_seconds(cut: str | float, what: str, quantile: Callable[[float], float]) -> float:
+    """A time-split cut in Unix seconds: an ISO date (UTC), a quantile in [0, 1] of pair times (``quantile(q)``
+    computes it), or seconds as they are."""
     if isinstance(cut, str):
         try:
             return pd.Timestamp(cut, tz="UTC").timestamp()
@@ -272,8 +275,35 @@ def _to_seconds(cut: str | float, times: np.ndarray, what: str) -> float:
             raise ValueError(f"split.{what}={cut!r} is not an ISO date such as '1998-03-01'") from exc
     cut = float(cut)
     if 0.0 <= cut <= 1.0:
-        return float(np.quantile(times, cut)) if len(times) else 0.0
+        return quantile(cut)
     return cut
+
+
+def time_cuts(cfg: SplitConfig, quantile: Callable[[float], float]) -> tuple[float, float]:
+    """``(valid_at, test_at)`` of the time split in Unix seconds; ``quantile(q)`` gives the q-quantile of pair times."""
+    valid_at = cut_to_seconds(cfg.valid_start, "valid_start", quantile)
+    test_at = cut_to_seconds(cfg.test_start, "test_start", quantile)
+    if valid_at > test_at:
+        raise ValueError(f"split.valid_start ({cfg.valid_start}) is after split.test_start ({cfg.test_start})")
+    return valid_at, test_at
+
+
+def linear_quantile(n: int, q: float, kth: Callable[[int], int]) -> float:
+    """``float(np.quantile(x, q))`` of ``n`` integers known only through ``kth(k)``, the k-th smallest (0-based).
+
+    The same float operations as numpy's default ``linear`` method, so an engine that can only fetch order
+    statistics (one query each) gets the same cut, bit for bit.
+    """
+    if n == 0:
+        return 0.0
+    virtual = (n - 1) * float(q)
+    if virtual >= n - 1:
+        return float(kth(n - 1))
+    before = math.floor(virtual)
+    a, b = kth(before), kth(before + 1)
+    t = virtual - before
+    diff = b - a
+    return float(b - diff * (1 - t)) if t >= 0.5 else float(a + diff * t)
 
 
 @dataclass(frozen=True)
@@ -351,10 +381,8 @@ def split_pairs(pairs: Pairs, n_users: int, cfg: SplitConfig) -> SplitResult:
         ordered_stage[eligible & (from_end == 1)] = TEST
         stage[order] = ordered_stage
     else:  # time
-        valid_at = _to_seconds(cfg.valid_start, pairs.first_ts, "valid_start")
-        test_at = _to_seconds(cfg.test_start, pairs.first_ts, "test_start")
-        if valid_at > test_at:
-            raise ValueError(f"split.valid_start ({cfg.valid_start}) is after split.test_start ({cfg.test_start})")
+        times = pairs.first_ts
+        valid_at, test_at = time_cuts(cfg, lambda q: float(np.quantile(times, q)) if len(times) else 0.0)
         stage[:] = TRAIN
         stage[pairs.first_ts >= valid_at] = VALID
         stage[pairs.first_ts >= test_at] = TEST

@@ -1,0 +1,374 @@
+"""engine=spark prepares the same split as the embedded default: same rows in the same order, same folder hash.
+
+Three layers, cheapest first:
+
+* numpy's random stream read at any position (:mod:`recstack.data.random_stream`) and the time split's quantile,
+  checked against numpy itself;
+* the prepare SQL text (:mod:`recstack.data.prepare_sql`) run as written on DuckDB against the embedded numpy path,
+  for every SQL strategy and cleaning step (fast, no JVM);
+* the same text translated to Spark SQL, on a real local SparkSession (one per test session), on ML-100K, on
+  synthetic interactions, and through ``file://`` URIs (the Hadoop file system path object storage takes).
+
+The 2M-interaction comparison of issue 16 runs in ``benchmarks/prepare_engines.py`` (it checks that both engines
+wrote the same rows) and here only with ``RECSTACK_SPARK_2M=1``: ``make test`` runs ``slow`` tests too.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from handmade import make_dataset, random_dataset
+
+import recstack.data.split as split_module
+import recstack.data.sql_split as sql_split
+from recstack.config import compose, split_spec
+from recstack.data.build_split import build_split, prepare
+from recstack.data.clean import CleanConfig
+from recstack.data.engines import EngineError
+from recstack.data.prepared import PreparedSplit
+from recstack.data.random_stream import StreamCursor, draws_at, key_bits, tie_ranks
+from recstack.data.schema import DataError, Dataset
+from recstack.data.split import SplitConfig, linear_quantile, shuffle_within_groups
+from recstack.data.sql_runner import DuckDbRunner
+from recstack.data.sql_split import build_split_sql, raw_table
+
+ML100K_HASH = "f7b18edcd4a8"  # the default ML-100K split every published figure is measured on (RESULTS.md)
+STAGE_FILES = ("train", "valid", "test")
+
+
+def assert_same_tables(a: object, b: object) -> None:
+    """Two BuiltSplits hold the same stage tables: schema, nulls (none: a missing value is NaN) and values, NaN = NaN."""
+    for stage in STAGE_FILES:
+        x, y = getattr(a, stage), getattr(b, stage)
+        assert x.schema == y.schema, stage
+        assert [c.null_count for c in x.columns] == [c.null_count for c in y.columns], stage
+        pd.testing.assert_frame_equal(x.to_pandas(), y.to_pandas(), check_exact=True)
+
+
+def digest(split: PreparedSplit) -> str:
+    """A hash of the split's rows, in order, over every stage and the id maps."""
+    h = hashlib.sha256()
+    for name in (*STAGE_FILES, "items", "users"):
+        frame = split.frame(name) if name in STAGE_FILES else getattr(split, name)
+        h.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def assert_same_split(a: PreparedSplit, b: PreparedSplit) -> None:
+    assert a.config_hash == b.config_hash
+    for name in STAGE_FILES:
+        pd.testing.assert_frame_equal(a.frame(name), b.frame(name), check_exact=True)
+    pd.testing.assert_frame_equal(a.items, b.items)
+    pd.testing.assert_frame_equal(a.users, b.users)
+    for key in ("n_users", "n_items", "n_interactions", "n_pairs", "counts", "cleaning", "dropped"):
+        assert a.manifest[key] == b.manifest[key], key
+    assert digest(a) == digest(b)
+
+
+# --- numpy's stream, read anywhere ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [20, 32, 33, 43, 62])
+@pytest.mark.parametrize("used", [0, 1, 2])  # 32-bit draws before: an odd number leaves a buffered half
+def test_stream_cursor_reads_numpys_integers_at_any_position(bits: int, used: int) -> None:
+    rng = np.random.default_rng(7)
+    rng.integers(0, 1 << 20, used)
+    cursor = StreamCursor.of(rng)
+    expected = rng.integers(0, 1 << bits, 1001, dtype=np.int64)
+    after = rng.integers(0, 1 << 62, 5, dtype=np.int64)
+    for start, count in [(0, 1001), (0, 1), (1, 5), (2, 7), (500, 501), (999, 2)]:
+        assert (cursor.integers(bits, start, count) == expected[start : start + count]).all()
+    positions = np.random.default_rng(1).integers(0, 1001, 300)
+    assert (draws_at(cursor, bits, positions, max_gap=10) == expected[positions]).all()
+    assert (cursor.after_integers(bits, 1001).integers(62, 0, 5) == after).all()
+    assert (cursor.after_integers(bits, 1001).generator().integers(0, 1 << 62, 5) == after).all()
+
+
+def positional_shuffle(group: np.ndarray, seed: int, bits: int) -> np.ndarray:
+    """``shuffle_within_groups(group, default_rng(seed))`` computed as the SQL engines do it: keys read at stream
+    positions, ties (same group and key) ordered by :func:`tie_ranks`, then one sort by (group, key, tiebreak)."""
+    cursor = StreamCursor.from_seed(seed)
+    key = cursor.integers(bits, 0, len(group))
+    offset = np.arange(len(group)) - np.searchsorted(group, group)
+    order = np.lexsort((offset, key, group))
+    tied = np.zeros(len(group), dtype=bool)
+    same = (group[order][1:] == group[order][:-1]) & (key[order][1:] == key[order][:-1])
+    tied[order[1:][same]] = tied[order[:-1][same]] = True
+    members = order[tied[order]]
+    tiebreak = np.zeros(len(group), dtype=np.int64)
+    if len(members):
+        g, k = group[members], key[members]
+        run = np.cumsum(np.concatenate(([0], (g[1:] != g[:-1]) | (k[1:] != k[:-1]))))
+        tiebreak[members], _ = tie_ranks(run, cursor.after_integers(bits, len(group)))
+    return np.lexsort((tiebreak, key, group))
+
+
+@pytest.mark.parametrize("rand_bits", [None, 3])  # 3 bits: most keys tie, so numpy redraws them
+def test_positional_keys_reproduce_shuffle_within_groups(rand_bits: int | None) -> None:
+    group = np.sort(np.random.default_rng(0).integers(0, 50, 2000))
+    bits = key_bits(int(group[-1]), int(np.bincount(group).max())) if rand_bits is None else rand_bits
+    expected = shuffle_within_groups(group, np.random.default_rng(11), rand_bits=rand_bits)
+    assert (positional_shuffle(group, 11, bits) == expected).all()
+
+
+def test_linear_quantile_is_numpys_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 10, 997, 10_000):
+        times = np.sort(rng.integers(800_000_000, 900_000_000, n))
+        for q in (0.0, 0.1, 0.5, 0.8, 0.9, 0.95, 1 / 3, 0.999999, 1.0):
+            assert linear_quantile(n, q, lambda k, t=times: int(t[k])) == float(np.quantile(times, q))
+
+
+# --- the SQL text on DuckDB, against the embedded path -----------------------------------------------------------
+
+
+def with_duplicates(n: int = 3000) -> Dataset:
+    """Skewed interactions with repeated pairs, exact duplicate rows, a NaN value and numeric ids."""
+    base = random_dataset(60, 40, n, seed=5, repeats=True)
+    frame = base.interactions
+    frame = pd.concat([frame, frame.iloc[::7]], ignore_index=True)  # exact duplicates, later in the file
+    frame.loc[3, "value"] = np.nan
+    frame["user_id"] = frame["user_id"].str.removeprefix("u")  # numeric ids sort as numbers: "10" after "9"
+    return make_dataset(
+        frame["user_id"].tolist(),
+        frame["item_id"].tolist(),
+        frame["timestamp"].to_numpy() // 1000,  # coarse times: many ties for the chronological order
+        frame["value"].to_numpy(),
+    )
+
+
+CASES = [
+    (CleanConfig(), SplitConfig()),
+    (CleanConfig(implicit_threshold=3.0, min_user_interactions=5, min_item_interactions=3), SplitConfig(name="chrono")),
+    (CleanConfig(min_user_interactions=3), SplitConfig(name="loo")),
+    (CleanConfig(dedup=False), SplitConfig(name="time", valid_start=0.7, test_start=0.85)),
+    (CleanConfig(), SplitConfig(name="time", valid_start=0.05, test_start=0.9)),  # drops 26 users without train
+    (CleanConfig(), SplitConfig(name="time", valid_start="1970-01-13", test_start=0.99)),
+    (CleanConfig(implicit_threshold=2.5), SplitConfig(seed=7, ratios=(0.5, 0.3, 0.2))),
+]
+
+
+@pytest.mark.parametrize(("clean_cfg", "split_cfg"), CASES)
+def test_sql_on_duckdb_builds_the_embedded_split(clean_cfg: CleanConfig, split_cfg: SplitConfig) -> None:
+    ds = with_duplicates()
+    a = build_split(ds, clean_cfg, split_cfg)
+    b = sql_build(ds, clean_cfg, split_cfg)
+    assert_same_tables(a, b)
+    assert a.items.equals(b.items) and a.users.equals(b.users)
+    assert a.clean_report == b.clean_report
+    assert (a.n_pairs, a.dropped_users, a.dropped_interactions) == (b.n_pairs, b.dropped_users, b.dropped_interactions)
+
+
+def test_sql_redraws_tied_keys_as_numpy_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys of 4 bits tie all the time; the engines' tie path must then order pairs exactly as numpy's redraw."""
+    monkeypatch.setattr(
+        split_module, "shuffle_within_groups", functools.partial(split_module.shuffle_within_groups, rand_bits=4)
+    )
+    monkeypatch.setattr(sql_split, "key_bits", lambda *_: 4)
+    monkeypatch.setattr(sql_split, "MIN_KEY_BITS", 1)
+    ds = with_duplicates()
+    a = build_split(ds, CleanConfig(), SplitConfig(seed=3))
+    assert_same_tables(a, sql_build(ds, CleanConfig(), SplitConfig(seed=3)))
+
+
+def sql_build(ds: Dataset, clean_cfg: CleanConfig, split_cfg: SplitConfig) -> object:
+    return build_split_sql(
+        DuckDbRunner(), raw_table(ds.interactions), ds.items, ds.users, clean_cfg, split_cfg, name="x", source="t"
+    )
+
+
+def test_sql_errors_match_the_embedded_ones() -> None:
+    ds = with_duplicates(500)
+    with pytest.raises(DataError, match=r"implicit_threshold=9\.0 removed every interaction \(largest value 5\.0\)"):
+        sql_build(ds, CleanConfig(implicit_threshold=9.0), SplitConfig())
+    with pytest.raises(DataError, match=r"k-core min_user_interactions=10000 removed every user and item"):
+        sql_build(ds, CleanConfig(min_user_interactions=10_000), SplitConfig())
+    with pytest.raises(EngineError, match=r"split=new_items .* engine=duckdb"):
+        sql_build(ds, CleanConfig(), SplitConfig(name="new_items"))
+
+
+# --- Spark ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One local SparkSession for the whole test session (the JVM start is the slow part)."""
+    from recstack.data.spark_engine import SparkEngine, SparkSettings  # PySpark comes with the dev extra
+
+    settings = SparkSettings(
+        master="local[2]",
+        driver_memory="1g",
+        shuffle_partitions=2,
+        conf={
+            "spark.ui.enabled": "false",
+            "spark.local.dir": str(tmp_path_factory.mktemp("spark-local")),
+            # Small data, many short queries: compiling each plan (whole-stage code generation, the JIT's top tier)
+            # and adaptive re-planning cost more than they save here; measured 126 s -> 49 s for the URI test's job.
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+            "spark.sql.codegen.wholeStage": "false",
+            "spark.sql.adaptive.enabled": "false",
+        },
+    )
+    engine = SparkEngine(settings)
+    engine.spark.sparkContext.setLogLevel("ERROR")
+    yield engine
+    engine.close()
+
+
+def both_engines(overrides: list[str], root: Path, engine: object) -> tuple[PreparedSplit, PreparedSplit]:
+    spec = split_spec(compose("prepare", overrides))
+    embedded = prepare(spec, out_root=root / "duckdb", progress=False)
+    spark = prepare(spec, out_root=root / "spark", progress=False, engine=engine)
+    assert embedded.manifest["engine"] == "duckdb" and spark.manifest["engine"] == "spark"
+    return embedded, spark
+
+
+def test_spark_prepares_the_published_ml100k_split(
+    spark_engine: object, ml100k_split: PreparedSplit, tmp_path: Path
+) -> None:
+    embedded = ml100k_split  # the embedded engine's split (tests/conftest.py), prepared once per session
+    spark = prepare(
+        split_spec(compose("prepare", ["data=ml100k"])), out_root=tmp_path, progress=False, engine=spark_engine
+    )
+    assert embedded.config_hash == ML100K_HASH and spark.manifest["engine"] == "spark"
+    assert_same_split(embedded, spark)
+    for name in (*STAGE_FILES, "items", "users"):  # the files read back identically too
+        a = pd.read_parquet(embedded.root / f"{name}.parquet")
+        b = pd.read_parquet(spark.root / f"{name}.parquet")
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_spark_cleans_splits_and_writes_synthetic_interactions_alike(spark_engine: object, tmp_path: Path) -> None:
+    """Dedup, threshold, k-core and the chrono split on synthetic data, written by Spark through the Hadoop file
+    system to a URI root: the path s3a:// and gs:// take (object storage is not reachable here; file:// stands in)."""
+    overrides = [
+        "data=synthetic",
+        "data.source.n_users=600",
+        "data.source.n_items=300",
+        "data.source.n_interactions=20000",
+        "data.clean.implicit_threshold=2",
+        "data.clean.min_user_interactions=5",
+        "data.clean.min_item_interactions=5",
+        "split=chrono",
+    ]
+    spec = split_spec(compose("prepare", overrides))
+    embedded = prepare(spec, out_root=tmp_path / "duckdb", progress=False)
+    folder, manifest = spark_engine.prepare_at(spec, f"file://{tmp_path}/remote")
+    assert folder == f"file://{tmp_path}/remote/synthetic/{embedded.config_hash}" and manifest["engine"] == "spark"
+    assert manifest["cleaning"]["below_threshold_removed"] > 0 and manifest["cleaning"]["k_core_rounds"] > 0
+    for key in ("config_hash", "n_users", "n_items", "n_interactions", "n_pairs", "counts", "cleaning", "dropped"):
+        assert manifest[key] == embedded.manifest[key], key
+    written = Path(folder.removeprefix("file://"))
+    for name in (*STAGE_FILES, "items", "users"):
+        assert sorted((written / f"{name}.parquet").glob("part-*.parquet")), name  # a folder of part files
+        frame = pd.read_parquet(written / f"{name}.parquet")  # parts in name order = the rows' order
+        expected = embedded.frame(name) if name in STAGE_FILES else getattr(embedded, name)
+        pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+    again_folder, again = spark_engine.prepare_at(spec, f"file://{tmp_path}/remote")
+    assert again_folder == folder and again["created_at"] == manifest["created_at"]  # reused, not rebuilt
+
+
+def test_spark_reads_an_event_log_uri_as_the_loader_does(spark_engine: object, tmp_path: Path) -> None:
+    """``data=events data.source.path=s3a://...`` is read by Spark itself; it must give the shared loader's rows."""
+    from recstack.data.sources import load_event_log
+    from recstack.data.spark_engine import SparkRunner, read_event_log
+
+    frame = with_duplicates(2000).interactions.fillna({"value": 2.0})  # the loader refuses a NaN value
+    frame["timestamp"] = frame["timestamp"].astype("float64") + 0.75  # fractional seconds floor, as the loader does
+    frame = frame.drop(columns=["event_type"])  # missing: "interaction"
+    events = tmp_path / "events.parquet"
+    frame.to_parquet(events, index=False)
+    runner = SparkRunner(spark_engine.spark)
+    runner.register_frame("raw", read_event_log(spark_engine.spark, f"file://{events}"))
+    got = runner.fetch("SELECT * FROM raw ORDER BY src_row")
+    runner.close()
+    expected = raw_table(load_event_log(events).interactions)
+    assert got.column("src_row").to_pylist() == sorted(got.column("src_row").to_pylist())
+    for column in ("uid", "iid", "ts", "val", "ev"):
+        assert got.column(column).to_pylist() == expected.column(column).to_pylist(), column
+    iso = frame.assign(timestamp=pd.to_datetime(frame["timestamp"], unit="s").dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    iso.to_parquet(tmp_path / "iso.parquet", index=False)  # ISO-8601 text, naive: read as UTC by both
+    runner = SparkRunner(spark_engine.spark)
+    runner.register_frame("raw", read_event_log(spark_engine.spark, f"file://{tmp_path / 'iso.parquet'}"))
+    got = runner.fetch("SELECT ts FROM raw ORDER BY src_row").column("ts").to_pylist()
+    runner.close()
+    assert got == raw_table(load_event_log(tmp_path / "iso.parquet").interactions).column("ts").to_pylist()
+    with pytest.raises(DataError, match="missing column"):
+        pd.DataFrame({"user": ["a"], "item_id": ["b"], "timestamp": [1]}).to_parquet(tmp_path / "bad.parquet")
+        read_event_log(spark_engine.spark, f"file://{tmp_path / 'bad.parquet'}")
+
+
+@pytest.mark.skipif(os.environ.get("RECSTACK_SPARK_2M") != "1", reason="2M rows: set RECSTACK_SPARK_2M=1 (minutes)")
+def test_spark_matches_on_two_million_synthetic_interactions(spark_engine: object, tmp_path: Path) -> None:
+    overrides = [
+        "data=synthetic",
+        "data.source.n_users=100000",
+        "data.source.n_items=20000",
+        "data.source.n_interactions=2000000",
+    ]
+    embedded, spark = both_engines(overrides, tmp_path, spark_engine)
+    assert_same_split(embedded, spark)
+
+
+# --- Spark without Java ------------------------------------------------------------------------------------------
+
+
+def test_engine_spark_without_java_says_what_to_install(tmp_path: Path) -> None:
+    """PATH without java and no JAVA_HOME: one error line naming the package, before Spark starts."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME")}
+    env["PATH"] = str(bin_dir)  # nothing in it: no java (the interpreter is called by its full path)
+    assert shutil.which("java", path=env["PATH"]) is None
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recstack.cli.data",
+            "prepare",
+            "engine=spark",
+            "data=synthetic",
+            f"processed_root={tmp_path / 'out'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("recstack-data prepare: error: engine=spark needs Java 17+"), error
+    assert "apt install openjdk-17-jre-headless" in error and "JAVA_HOME" in error
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_old_or_broken_java_home_is_named(tmp_path: Path) -> None:
+    from recstack.data.spark_engine import require_java
+
+    with pytest.raises(EngineError, match=r"JAVA_HOME=/nowhere has no bin/java"):
+        require_java({"JAVA_HOME": "/nowhere", "PATH": ""})
+    old = tmp_path / "jdk8" / "bin"
+    old.mkdir(parents=True)
+    (old / "java").write_text("#!/bin/sh\necho 'openjdk version \"1.8.0_402\"' >&2\n")
+    (old / "java").chmod(0o755)
+    with pytest.raises(EngineError, match=r"needs Java 17\+, .* is Java 8"):
+        require_java({"JAVA_HOME": str(old.parent), "PATH": ""})
+
+
+def test_uri_roots_need_the_spark_engine(tmp_path: Path) -> None:
+    from recstack.cli.data import run
+
+    cfg = compose("prepare", ["data=synthetic", "processed_root=s3a://bucket/processed"])
+    with pytest.raises(ValueError, match="only engine=spark writes there"):
+        run("prepare", cfg)
