@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,9 +74,15 @@ def test_the_service_serves_the_reloaded_bundle(
     key = admin_key(None, keys["admin"])
     done = request_reload(server.base_url, str(new), key)
     assert done.previous and done.bundle != done.previous and done.answer["version"]
+    # The answering worker swapped before answering; the other follows within reload_poll_s. Wait until a run of
+    # answers (spread over both workers) all carry the new bundle.
+    deadline, streak = time.monotonic() + 60, 0
     with server.client() as http:
-        answer = http.post("/recommend", json={"user_id": "u1", "k": 5}, headers={"authorization": f"Bearer {key}"})
-    assert answer.status_code == 200 and answer.json()["model"] == done.bundle
+        while streak < 20 and time.monotonic() < deadline:
+            answer = http.post("/recommend", json={"user_id": "u1", "k": 5}, headers={"authorization": f"Bearer {key}"})
+            assert answer.status_code == 200, answer.text
+            streak = streak + 1 if answer.json()["model"] == done.bundle else 0
+    assert streak >= 20, "a worker still serves the old bundle"
 
 
 def test_the_service_refusals_are_reload_errors(server, keys: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
