@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 EXTRAS ?= train,serve,dev
+# make test runs on this many pytest-xdist workers, one test module per worker at a time (0: in this process).
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint format serve clean
@@ -36,7 +38,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -133,3 +133,33 @@ def pseudonymisation_key(monkeypatch: pytest.MonkeyPatch) -> str:
     key = "test-only-pseudonymisation-key-0123456789abcdef"
     monkeypatch.setenv("RECSTACK_HMAC_KEY", key)
     return key
+
+
+LONGEST_FIRST = (
+    "tests/training/test_ddp.py",
+    "tests/data/test_spark_engine.py",
+    "tests/training/test_interrupt.py",
+    "tests/tuning/",
+    "tests/serving/test_replicas.py",
+    "tests/export/test_text_encoder_onnx.py",
+    "tests/profiles/test_batch_realtime_equivalence.py",
+)
+"""Modules that take a minute or more, started first: ``make test`` runs the suite on two pytest-xdist workers, one
+module per worker at a time (``--dist loadfile``) in collection order, so a long module collected last would leave one
+worker running it alone at the end."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the collected tests longest modules first, then the other ``slow`` modules, then the rest; within a
+    module the order is unchanged (the sort is stable), so module fixtures and test order behave as without it."""
+    root = Path(str(config.rootpath))
+    slow_modules = {item.path for item in items if item.get_closest_marker("slow") is not None}
+
+    def rank(item: pytest.Item) -> int:
+        where = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        for position, prefix in enumerate(LONGEST_FIRST):
+            if where.startswith(prefix):
+                return position
+        return len(LONGEST_FIRST) + (0 if item.path in slow_modules else 1)
+
+    items.sort(key=rank)

@@ -10,7 +10,8 @@ Three layers, cheapest first:
   synthetic interactions, and through ``file://`` URIs (the Hadoop file system path object storage takes).
 
 The 2M-interaction comparison of issue 16 runs in ``benchmarks/prepare_engines.py`` (it checks that both engines
-wrote the same rows) and here only with ``RECSTACK_SPARK_2M=1``: ``make test`` runs ``slow`` tests too.
+wrote the same rows and exits non-zero when they differ); it takes minutes on Spark here, more than ``make test`` can
+spend.
 """
 
 from __future__ import annotations
@@ -225,14 +226,6 @@ def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     engine.close()
 
 
-def both_engines(overrides: list[str], root: Path, engine: object) -> tuple[PreparedSplit, PreparedSplit]:
-    spec = split_spec(compose("prepare", overrides))
-    embedded = prepare(spec, out_root=root / "duckdb", progress=False)
-    spark = prepare(spec, out_root=root / "spark", progress=False, engine=engine)
-    assert embedded.manifest["engine"] == "duckdb" and spark.manifest["engine"] == "spark"
-    return embedded, spark
-
-
 def test_spark_prepares_the_published_ml100k_split(
     spark_engine: object, ml100k_split: PreparedSplit, tmp_path: Path
 ) -> None:
@@ -308,16 +301,9 @@ def test_spark_reads_an_event_log_uri_as_the_loader_does(spark_engine: object, t
         read_event_log(spark_engine.spark, f"file://{tmp_path / 'bad.parquet'}")
 
 
-@pytest.mark.skipif(os.environ.get("RECSTACK_SPARK_2M") != "1", reason="2M rows: set RECSTACK_SPARK_2M=1 (minutes)")
-def test_spark_matches_on_two_million_synthetic_interactions(spark_engine: object, tmp_path: Path) -> None:
-    overrides = [
-        "data=synthetic",
-        "data.source.n_users=100000",
-        "data.source.n_items=20000",
-        "data.source.n_interactions=2000000",
-    ]
-    embedded, spark = both_engines(overrides, tmp_path, spark_engine)
-    assert_same_split(embedded, spark)
+# Two million synthetic interactions take minutes on Spark here, more than `make test` can spend: the identity at that
+# size is checked by `benchmarks/prepare_engines.py` (it hashes both engines' rows and exits non-zero when they differ;
+# figures in benchmarks/RESULTS.md), not by a skipped test.
 
 
 # --- Spark without Java ------------------------------------------------------------------------------------------
