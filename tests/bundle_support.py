@@ -80,18 +80,27 @@ def content_payload(split: PreparedSplit, encoder_dir: Path, *, index_kind: str 
 
 
 def write_test_bundle(
-    out: Path, split: PreparedSplit, *, seed: int = 0, text: bool = True, content_encoder: Path | None = None
+    out: Path,
+    split: PreparedSplit,
+    *,
+    seed: int = 0,
+    text: bool = True,
+    content_encoder: Path | None = None,
+    noise: float = 0.1,
+    seen: str = "train",
 ) -> Path:
-    """A bundle from the tiny split: group-structured embeddings, popularity, seen = train, a real ONNX ranker;
-    with ``content_encoder`` (a folder of the exported MiniLM encoder), a content section too."""
+    """A bundle from the tiny split: group-structured embeddings (``noise``: the spread around each group's axis),
+    popularity, seen lists as ``recstack-export seen=<seen>`` writes them, a real ONNX ranker; with
+    ``content_encoder`` (a folder of the exported MiniLM encoder), a content section too."""
     from recstack.bundle.writer import write_bundle
+    from recstack.export.exporter import seen_matrix
 
     rng = np.random.default_rng(seed)
     n_users, n_items, d = split.n_users, split.n_items, 8
     groups = np.arange(n_items) % 4
-    item_emb = rng.normal(0, 0.1, (n_items, d)).astype(np.float32)
+    item_emb = rng.normal(0, noise, (n_items, d)).astype(np.float32)
     item_emb[np.arange(n_items), groups] += 1.0
-    user_emb = rng.normal(0, 0.1, (n_users, d)).astype(np.float32)
+    user_emb = rng.normal(0, noise, (n_users, d)).astype(np.float32)
     user_emb[np.arange(n_users), np.arange(n_users) % 4] += 1.0
     items = split.items[["item_idx", "item_id", "title", "year", "categories"]].copy()
     items["popularity"] = split.item_popularity.astype(np.int64)
@@ -108,7 +117,7 @@ def write_test_bundle(
         items=items,
         user_embeddings=user_emb,
         item_embeddings=item_emb,
-        seen=split.matrix("train"),
+        seen=seen_matrix(split, seen),
         index_config={"kind": "flat", "metric": "ip"},
         item_text_embeddings=text_emb,
         ranker_onnx=ranker,

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
+from redis_support import delete_keys
 
 
 @pytest.fixture
@@ -21,8 +21,4 @@ def stream() -> Iterator[str]:
     counters) are deleted afterwards."""
     name = f"test:{uuid.uuid4().hex[:10]}:collect"
     yield name
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    keys = list(client.scan_iter(match=name + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_keys(name)

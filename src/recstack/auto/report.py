@@ -18,37 +18,11 @@ import matplotlib.pyplot as plt
 from recstack.auto.allocation import Plan
 from recstack.auto.finish import Export, Refit
 from recstack.auto.search import CandidateResult
-from recstack.evaluation.page_style import PAGE_CSS as _CSS
 from recstack.evaluation.report_plots import _STYLE, _svg
+from recstack.tuning.report import facts_html, page_head
 
 JSON_FILE = "auto.json"
 REPORT_FILE = "report.html"
-
-
-def summary_dict(
-    *,
-    dataset: str,
-    split_hash: str,
-    plan: Plan,
-    candidates: Sequence[CandidateResult],
-    refit: Refit | None,
-    export: Export | None,
-    seconds: float,
-    settings: Mapping[str, Any],
-) -> dict[str, Any]:
-    """What ``auto.json`` holds."""
-    return {
-        "dataset": dataset,
-        "split_hash": split_hash,
-        "settings": dict(settings),
-        "wall_seconds": seconds,
-        "plan": asdict(plan),
-        "winner": refit.name if refit else None,
-        "candidates": [{"rank": i, **asdict(c)} for i, c in enumerate(candidates, 1)],
-        "refit": asdict(refit) if refit else None,
-        "export": asdict(export) if export else None,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
 
 
 def _score_svg(candidates: Sequence[CandidateResult], winner: str | None) -> str:
@@ -189,30 +163,28 @@ def write_reports(
     seconds: float,
     settings: Mapping[str, Any],
 ) -> tuple[Path, Path]:
-    """Write ``<out_dir>/report.html`` and ``<out_dir>/auto.json``; returns their paths."""
-    data = summary_dict(
-        dataset=dataset,
-        split_hash=split_hash,
-        plan=plan,
-        candidates=candidates,
-        refit=refit,
-        export=export,
-        seconds=seconds,
-        settings=settings,
-    )
+    """Write ``<out_dir>/report.html`` and ``<out_dir>/auto.json`` (all of these arguments); returns their paths."""
+    data = {
+        "dataset": dataset,
+        "split_hash": split_hash,
+        "settings": dict(settings),
+        "wall_seconds": seconds,
+        "plan": asdict(plan),
+        "winner": refit.name if refit else None,
+        "candidates": [{"rank": i, **asdict(c)} for i, c in enumerate(candidates, 1)],
+        "refit": asdict(refit) if refit else None,
+        "export": asdict(export) if export else None,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / JSON_FILE
     json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     winner = refit.name if refit else None
-    title = f"recstack-auto: {dataset}"
-    meta = "; ".join(f"{html.escape(str(k))} <b>{html.escape(str(v))}</b>" for k, v in settings.items())
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='meta'>split {html.escape(split_hash)}; {meta}; wall time <b>{seconds:.0f} s</b>. Every candidate "
-        "was tuned on the validation split only (NDCG@10, full ranking); the test split was read once, by the "
-        f"winner's refit. Generated {html.escape(data['created_at'])}.</p>",
+        *page_head(f"recstack-auto: {dataset}"),
+        f"<p class='meta'>split {html.escape(split_hash)}; {facts_html(settings)}; wall time <b>{seconds:.0f} s</b>. "
+        "Every candidate was tuned on the validation split only (NDCG@10, full ranking); the test split was read once, "
+        f"by the winner's refit. Generated {html.escape(data['created_at'])}.</p>",
         f"<p class='verdict'>{html.escape(_verdict(candidates, refit, export))}</p>",
     ]
     warnings = _warnings(candidates, refit)

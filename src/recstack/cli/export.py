@@ -12,7 +12,6 @@ stderr, exit status 2, no bundle written (:class:`~recstack.export.erasure.Erasu
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -38,12 +37,9 @@ def tune_blend(bundle_dir: Path, run: Path) -> Blend | None:
     for a refit run, whose validation interactions are training data (a refit takes the weight tuned on the
     validation run: ``recstack-retrain`` does).
 
-    The served pipeline never recommends a seen item, and with ``seen=train_valid`` or ``all`` the seen lists hold the
-    validation items the weight is judged on; so it is tuned on the bundle with the training split's seen lists (what
-    the run was validated against), and recorded in the bundle as written."""
-    from recstack.bundle.reader import Bundle
-    from recstack.bundle.writer import record_blend
-    from recstack.offline.blend import tune_blend_weight
+    Whatever ``seen`` put in the bundle's seen lists, the weight is judged against the split's training items
+    (:func:`~recstack.offline.blend.tune_blend_weight` masks by the split, not by the bundle's lists)."""
+    from recstack.offline.blend import tune_and_record
     from recstack.training.refit import is_refit
     from recstack.training.runs import CONFIG_FILE, load_split
 
@@ -56,11 +52,7 @@ def tune_blend(bundle_dir: Path, run: Path) -> Blend | None:
             run,
         )
         return None
-    split = load_split(run_cfg)
-    bundle = Bundle.load(bundle_dir)
-    blend = tune_blend_weight(dataclasses.replace(bundle, seen=split.matrix("train")), split)
-    record_blend(bundle_dir, blend)
-    return blend
+    return tune_and_record(bundle_dir, load_split(run_cfg))
 
 
 def export_from_config(cfg: DictConfig) -> Path:

@@ -131,6 +131,16 @@ class SplitSummary(Protocol):
 
 
 @dataclass(frozen=True)
+class SplitCounts:
+    """What cleaning and splitting kept and dropped, beside the stage tables (every engine reports these)."""
+
+    clean_report: CleanReport
+    n_pairs: int
+    dropped_users: int
+    dropped_interactions: int
+
+
+@dataclass(frozen=True)
 class BuiltSplit:
     """A prepared split in memory, before it is written."""
 
@@ -188,29 +198,61 @@ class _Steps:
             self._bar.close()
 
 
-def _stage_table(
-    rows: np.ndarray,
-    user_idx: np.ndarray,
-    item_idx: np.ndarray,
-    enc_timestamp: np.ndarray,
-    enc_value: np.ndarray,
-    enc_event: np.ndarray,
+STAGE_SCHEMA = pa.schema(
+    [
+        # large_string is what pandas' str dtype holds, so to_pandas() later shares the buffers instead of copying
+        ("user_id", pa.large_string()),
+        ("item_id", pa.large_string()),
+        ("user_idx", pa.int32()),
+        ("item_idx", pa.int32()),
+        ("timestamp", pa.int64()),
+        ("value", pa.float32()),
+        ("event_type", pa.large_string()),
+    ]
+)
+"""The columns of a stage table (``train``/``valid``/``test.parquet``), whichever engine builds it."""
+
+
+def stage_table(
     user_ids: pa.Array,
     item_ids: pa.Array,
-    event_types: pa.Array,
+    user_idx: pa.Array,
+    item_idx: pa.Array,
+    timestamp: pa.Array,
+    value: pa.Array,
+    event_type: pa.Array,
 ) -> pa.Table:
-    u = user_idx[rows]
-    i = item_idx[rows]
-    return pa.table(
-        {
-            "user_id": user_ids.take(pa.array(u)),
-            "item_id": item_ids.take(pa.array(i)),
-            "user_idx": pa.array(u, type=pa.int32()),
-            "item_idx": pa.array(i, type=pa.int32()),
-            "timestamp": pa.array(enc_timestamp[rows], type=pa.int64()),
-            "value": pa.array(enc_value[rows], type=pa.float32()),
-            "event_type": event_types.take(pa.array(enc_event[rows])),
-        }
+    """One stage's rows as :data:`STAGE_SCHEMA`: the raw ids looked up by the rows' final indices in the id arrays
+    (``user_ids``/``item_ids``, in index order), every column cast to its type."""
+    columns = (user_ids.take(user_idx), item_ids.take(item_idx), user_idx, item_idx, timestamp, value, event_type)
+    return pa.Table.from_arrays([c.cast(f.type) for c, f in zip(columns, STAGE_SCHEMA)], schema=STAGE_SCHEMA)
+
+
+def finish_split(
+    tables: Mapping[str, pa.Table],
+    user_ids: pa.Array,
+    item_ids: pa.Array,
+    user_meta: pd.DataFrame,
+    item_meta: pd.DataFrame,
+    summary: SplitCounts,
+    *,
+    name: str,
+    source: str,
+) -> BuiltSplit:
+    """The :class:`BuiltSplit` of an engine's stage tables: the users and items tables from the final id arrays and
+    the source's metadata, the counts from ``summary``."""
+    return BuiltSplit(
+        dataset=name,
+        source=source,
+        train=tables["train"],
+        valid=tables["valid"],
+        test=tables["test"],
+        items=items_table(item_ids, item_meta),
+        users=users_table(user_ids, user_meta),
+        clean_report=summary.clean_report,
+        n_pairs=summary.n_pairs,
+        dropped_users=summary.dropped_users,
+        dropped_interactions=summary.dropped_interactions,
     )
 
 
@@ -274,28 +316,19 @@ def split_indexed(
         lookup, item_ids = recompact(item_idx[rows], item_ids)
         item_idx = lookup[item_idx]
     with steps.step("tables"):
-        # large_string is what pandas' str dtype holds, so to_pandas() later shares the buffers instead of copying
+        # the id arrays as STAGE_SCHEMA types them: one cast here instead of one per stage after the take
         user_ids = user_ids.cast(pa.large_string())
         item_ids = item_ids.cast(pa.large_string())
         event_types = enc.event_types.cast(pa.large_string())
-        columns = (user_idx, item_idx, enc.timestamp, enc.value, enc.event, user_ids, item_ids, event_types)
         tables = {}
         for stage, code in STAGES:
             selected = np.flatnonzero(row_stage == code)
-            tables[stage] = _stage_table(selected if rows is None else rows[selected], *columns)
-        items = items_table(item_ids, item_meta)
-        users = users_table(user_ids, user_meta)
-    return BuiltSplit(
-        dataset=name,
-        source=source,
-        **tables,
-        items=items,
-        users=users,
-        clean_report=report,
-        n_pairs=n_pairs,
-        dropped_users=result.dropped_users,
-        dropped_interactions=dropped_rows,
-    )
+            chosen = selected if rows is None else rows[selected]
+            columns = (user_idx[chosen], item_idx[chosen], enc.timestamp[chosen], enc.value[chosen])
+            event_type = event_types.take(pa.array(enc.event[chosen]))
+            tables[stage] = stage_table(user_ids, item_ids, *(pa.array(c) for c in columns), event_type)
+        counts = SplitCounts(report, n_pairs, result.dropped_users, dropped_rows)
+        return finish_split(tables, user_ids, item_ids, user_meta, item_meta, counts, name=name, source=source)
 
 
 def no_training_data(name: str, split_cfg: SplitConfig) -> DataError:

@@ -20,10 +20,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recstack.data import prepare_sql as q
-from recstack.data.build_split import STAGES, BuiltSplit, _Steps, no_training_data
+from recstack.data.build_split import (
+    STAGES,
+    BuiltSplit,
+    SplitCounts,
+    _Steps,
+    finish_split,
+    no_training_data,
+    stage_table,
+)
 from recstack.data.clean import CleanConfig, CleanReport, k_core_error, threshold_error
 from recstack.data.engines import EngineError
-from recstack.data.idmap import _as_arrow_strings, items_table, recompact, users_table
+from recstack.data.idmap import _as_arrow_strings, recompact
 from recstack.data.random_stream import RANDOM_STAGE_SCHEMA, RandomStages, StreamCursor, key_bits, tie_ranks
 from recstack.data.schema import DataError
 from recstack.data.split import SplitConfig, linear_quantile, time_cuts
@@ -66,14 +74,10 @@ def raw_table(interactions: pd.DataFrame) -> pa.Table:
 
 
 @dataclass(frozen=True)
-class SqlSplit:
-    """What :func:`run_split_sql` left in the runner, and its counts."""
+class SqlSplit(SplitCounts):
+    """What :func:`run_split_sql` left in the runner (ordered by time or not), and its counts."""
 
     chronological: bool
-    clean_report: CleanReport
-    n_pairs: int
-    dropped_users: int
-    dropped_interactions: int
 
 
 def _scalar(runner: SqlRunner, sql: str) -> object:
@@ -261,32 +265,15 @@ def collect_split(
         for stage, code in STAGES:
             chosen = pc.equal(stage_of, code)
             part = rows.filter(chosen)  # keeps the query's order
-            users, items = user_idx.filter(chosen), item_idx.filter(chosen)
-            tables[stage] = pa.table(
-                {
-                    "user_id": user_ids.take(users),
-                    "item_id": item_ids.take(items),
-                    "user_idx": users,
-                    "item_idx": items,
-                    "timestamp": part.column("timestamp").combine_chunks().cast(pa.int64()),
-                    "value": part.column("value").combine_chunks().cast(pa.float32()),
-                    "event_type": part.column("event_type").combine_chunks().cast(pa.large_string()),
-                }
+            tables[stage] = stage_table(
+                user_ids,
+                item_ids,
+                user_idx.filter(chosen),
+                item_idx.filter(chosen),
+                *(part.column(c).combine_chunks() for c in ("timestamp", "value", "event_type")),
             )
         del rows, stage_of, user_idx, item_idx
-        items = items_table(item_ids, item_meta)
-        users = users_table(user_ids, user_meta)
-    return BuiltSplit(
-        dataset=name,
-        source=source,
-        **tables,
-        items=items,
-        users=users,
-        clean_report=result.clean_report,
-        n_pairs=result.n_pairs,
-        dropped_users=result.dropped_users,
-        dropped_interactions=result.dropped_interactions,
-    )
+        return finish_split(tables, user_ids, item_ids, user_meta, item_meta, result, name=name, source=source)
 
 
 def build_split_sql(

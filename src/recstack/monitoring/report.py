@@ -21,6 +21,7 @@ import pandas as pd
 from recstack.evaluation.report_plots import _STYLE, _colours, _svg
 from recstack.monitoring.alerts import ALERT_EXIT_CODE
 from recstack.monitoring.online_metrics import ALL_USERS
+from recstack.monitoring.significance import AB_SHOWN_COLUMNS
 from recstack.monitoring.spec import MetricSpec
 
 if TYPE_CHECKING:
@@ -199,23 +200,7 @@ def write_report(run: MonitorRun, path: Path, spec: MetricSpec) -> Path:
         "of users (seeded). CTR: two-proportion z-test on impressions with a click (it treats impressions as "
         "independent, so with many impressions per user its p-value is optimistic).</p>",
         _table(run.arms),
-        _table(
-            run.ab,
-            [
-                "experiment",
-                "control",
-                "arm",
-                "metric",
-                "control_value",
-                "arm_value",
-                "diff",
-                "ci_low",
-                "ci_high",
-                "p_value",
-                "method",
-                "significant",
-            ],
-        ),
+        _table(run.ab, list(AB_SHOWN_COLUMNS)),
         "<h2 id='drift'>Drift (population stability index)</h2>",
         f"<p class='note'>{day} against the previous {rules['reference_days']} days of the same series, "
         f"{rules['psi_bins']} bins at the reference's quantiles; alert above {rules['psi_threshold']}.</p>",

@@ -146,6 +146,8 @@ AB_COLUMNS: tuple[str, ...] = (
     "control_n",
     "arm_n",
 )
+AB_SHOWN_COLUMNS: tuple[str, ...] = tuple(c for c in AB_COLUMNS if c not in ("control_n", "arm_n"))
+"""What the HTML report shows of :func:`ab_table`: all but the sample sizes."""
 
 
 def ab_table(

@@ -18,8 +18,9 @@ before them, so the monitor (which never attributes an event earlier than its im
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 from tqdm import tqdm
@@ -29,6 +30,9 @@ from recstack.simulate.visitors import Visitor
 
 RETRIES = 20
 RETRY_STATUSES = frozenset({429, 503})
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class SimulationError(RuntimeError):
@@ -237,15 +241,14 @@ async def visit_all(
     return [v for v in done if v is not None]
 
 
-def run_traffic(
-    visitors: Sequence[Visitor],
-    settings: TrafficSettings,
-    keys: ApiKeys,
-    clicks: ClickModel,
-    seed: int,
-    *,
-    progress: bool = True,
-    key_envs: tuple[str, str] = ("the recommend key", "the collect key"),
-) -> list[Visit]:
-    """:func:`visit_all` from synchronous code (its own event loop)."""
-    return asyncio.run(visit_all(visitors, settings, keys, clicks, seed, progress=progress, key_envs=key_envs))
+def _blocking(coroutine: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, _T]:
+    """``coroutine`` callable from synchronous code, with the same arguments: each call runs in its own event loop."""
+
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return asyncio.run(coroutine(*args, **kwargs))
+
+    return run
+
+
+run_traffic = _blocking(visit_all)
+""":func:`visit_all` from synchronous code (its own event loop)."""

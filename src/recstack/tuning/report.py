@@ -135,6 +135,20 @@ def _last_epoch_note(trials: Sequence[FrozenTrial]) -> list[str]:
     ]
 
 
+def page_head(title: str) -> list[str]:
+    """The opening of a self-contained report page in the evaluation report's style, down to its ``<h1>``."""
+    return [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+
+
+def facts_html(facts: Mapping[str, Any]) -> str:
+    """``name <b>value</b>; ...``, escaped: the settings a report's meta line names."""
+    return "; ".join(f"{html.escape(str(k))} <b>{html.escape(str(v))}</b>" for k, v in facts.items())
+
+
 def write_report(
     study: optuna.Study,
     out_dir: Path,
@@ -150,14 +164,10 @@ def write_report(
         for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     }
     imp = importances(study)
-    title = f"recstack tuning: {study.study_name}"
-    meta = "; ".join(f"{html.escape(str(k))} <b>{html.escape(str(v))}</b>" for k, v in facts.items())
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='meta'>{meta}. Trials: {counts['complete']} completed, {counts['pruned']} pruned, {counts['fail']} "
-        f"failed. Objective: validation NDCG@10 (full ranking); the test split was never read by a trial. "
+        *page_head(f"recstack tuning: {study.study_name}"),
+        f"<p class='meta'>{facts_html(facts)}. Trials: {counts['complete']} completed, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed. Objective: validation NDCG@10 (full ranking); the test split was never read by a trial. "
         f"Generated {datetime.now(UTC).isoformat(timespec='seconds')}.</p>",
     ]
     if winner is not None:
