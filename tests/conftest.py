@@ -145,8 +145,8 @@ LONGEST_FIRST = (
     "tests/profiles/test_batch_realtime_equivalence.py",
 )
 """Modules that take a minute or more, started first: ``make test`` runs the suite on two pytest-xdist workers, one
-module per worker at a time (``--dist loadfile``) in collection order, so a long module collected last would leave one
-worker running it alone at the end."""
+module per worker at a time (``--dist loadfile --no-loadscope-reorder``) in collection order, so a long module
+collected last would leave one worker running it alone at the end."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
