@@ -14,7 +14,8 @@ timeout, circuit breaker) so a slow Redis never stalls the worker's other reques
 Closing the loop: every answer carries a ``request_id`` and is recorded as an impression (recstack.serving.impressions,
 buffered per worker, sent in the background); an A/B experiment (``experiment`` in configs/serve.yaml) serves one
 bundle per arm, each user's arm fixed by a hash (recstack.serving.experiments); ``POST /admin/reload`` swaps a bundle
-on every worker and replica without a restart (recstack.serving.reloads, served_bundle). The middlewares
+on every worker and replica without a restart (recstack.serving.reloads, served_bundle), and ``GET /admin/metadata``
+says which bundle each arm serves (what recstack-retrain judges its candidate against). The middlewares
 (recstack.serving.http_guards) exist because of measured BentoML behaviour; benchmarks/RESULTS.md has the figures.
 """
 
@@ -488,6 +489,18 @@ class Recommender:
             version=version.decode() if isinstance(version, bytes) else str(version),
         )
 
+    def metadata(self) -> dict:
+        """What ``GET /admin/metadata`` answers: per arm (``null`` without an experiment), the bundle this worker
+        serves: its folder, what the reload or the command line named (``ref``), the ``model`` tag answers carry, and
+        the manifest digest. Another worker differs only within reload_poll_s of a reload."""
+        return {
+            "experiment": self.experiment,
+            "arms": [
+                {"arm": arm or None, "bundle": s.path, "ref": s.ref, "tag": s.tag, "digest": s.digest}
+                for arm, s in self.served.items()
+            ],
+        }
+
     def _load(self, ref: str, current: ServedBundle) -> ServedBundle:
         feed = current.items_feed
         return load_served(ref, self.settings, self.store, live_items_now=0 if feed is None else feed.live.n_live)
@@ -549,6 +562,25 @@ def _items(pipeline: Pipeline, items: np.ndarray, scores: np.ndarray, stage: str
     ]
 
 
+METADATA_PATH = "/admin/metadata"
+
+
+async def _admin_metadata(scope: http_guards.Scope, receive: http_guards.Receive, send: http_guards.Send) -> None:
+    """``GET /admin/metadata`` (admin): :meth:`Recommender.metadata` of the worker that answers. BentoML's endpoints
+    are POST only, so this GET is answered before BentoML, behind the same guards (like the collector's routes)."""
+    if scope.get("method") != "GET":
+        await http_guards.send_json(send, 405, {"error": f"{METADATA_PATH} answers GET only", "field": "method"})
+        return
+    try:
+        service = bentoml.get_current_service()
+    except Exception:
+        service = None
+    if service is None or not hasattr(service, "metadata"):
+        await http_guards.send_json(send, 503, {"error": "the service is starting; retry", "field": "service"})
+        return
+    await http_guards.send_json(send, 200, service.metadata())
+
+
 JSON_ROUTES = tuple(api.route for api in Recommender.apis.values())
 ACCESS_MIDDLEWARES = collector_mount.access_middlewares(SETTINGS)
 """API keys and roles, then rate limits: the same policy on the recommender's routes and the collector's."""
@@ -575,6 +607,13 @@ SEGMENTS_APP = (
     else None
 )
 """Profiles and segments (recstack.serving.segments_api): routed before BentoML like the collector, same guards."""
+METADATA_APP = http_guards.guarded(
+    _admin_metadata,
+    json_routes=(),
+    max_header_bytes=SETTINGS.max_header_bytes,
+    max_body_bytes=SETTINGS.max_body_bytes,
+    inner=ACCESS_MIDDLEWARES,
+)
 
 # Outermost first (Starlette wraps in list order): shape and log every 4xx, then the cheap guards, then who is calling
 # (API keys and roles), how often (rate limits), then the rest. Readiness sits inside access: it reads the role.
@@ -608,6 +647,7 @@ def _to_asgi_with_one_unknown_label(service: bentoml.Service) -> None:
         if self is not service:
             return app
         app = http_guards.collapse_unknown_paths(app)
+        app = http_guards.dispatch_first(app, METADATA_APP, (METADATA_PATH,))
         if COLLECTOR_APP is not None:  # the collector's paths skip BentoML's stack: http_guards.dispatch_first
             app = http_guards.dispatch_first(app, COLLECTOR_APP, collector_mount.PATHS)
         if SEGMENTS_APP is not None:  # GET /users/<id>/profile|segments before the collector's /users/ prefix

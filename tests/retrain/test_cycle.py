@@ -1,6 +1,6 @@
 """recstack-retrain end to end on the synthetic data set (real training, export, BentoML store and MLflow registry):
-a first deployment, a full cycle judging the candidate against the serving bundle, a refused gate (exit 99) and a
-serving bundle that has seen the whole hold-out (exit 10)."""
+a first deployment, a full cycle judging the candidate against the serving bundle, a refused gate (exit 99), a
+serving bundle that has seen the whole hold-out (exit 10), and a cycle that retrains a Wide & Deep re-ranker too."""
 
 from __future__ import annotations
 
@@ -144,3 +144,48 @@ def test_settings_that_would_fail_late_are_refused_first(root: Path) -> None:
     result = run_cycle(config(root, "service_url=http://127.0.0.1:9"))  # no admin key anywhere
     assert result.code == ExitCode.CONFIG and "no admin API key" in result.message
     assert run_cycle(config(root, "gate.metric=ndcg@5")).code == ExitCode.CONFIG  # not at one of ks
+    # A re-ranker on another split than the candidate's: a fixed run, or its own data.
+    fixed = run_cycle(config(root, "export.ranker_run=/some/old/run"))
+    assert fixed.code == ExitCode.CONFIG and "ranker={}" in fixed.message and steps(fixed) == ["registry"]
+    own_data = run_cycle(config(root, "ranker={data: {name: other}}"))
+    assert own_data.code == ExitCode.CONFIG and "ranker.data" in own_data.message
+    typo = run_cycle(config(root, "ranker={fitt: {max_epochs: 2}}"))
+    assert typo.code == ExitCode.CONFIG and "fitt" in typo.message
+
+
+def test_a_cycle_with_a_ranker_retrains_refits_and_exports_it_with_the_candidate(
+    root: Path, first: CycleResult
+) -> None:
+    from omegaconf import OmegaConf
+
+    from recstack.bundle.reader import Bundle
+
+    # gate.tolerance=1: this is about the re-ranker's path through the cycle, not whether it helps on 200 users.
+    cfg = config(
+        root,
+        f"serving_bundle={first.bundle}",
+        "ranker={fit: {max_epochs: 1, negatives: 1}}",
+        "gate.tolerance=1",
+        "store.enabled=false",
+    )
+    result = run_cycle(cfg)
+    assert result.code == ExitCode.OK and result.decision == "deployed", result.message
+    assert steps(result) == [
+        "registry", "prepare", "serving", "holdout", "train", "train_ranker", "evaluate", "gate", "refit",
+        "refit_ranker", "export",
+    ]  # fmt: skip
+    assert (result.serving, result.serving_source) == (first.bundle, "serving_bundle")
+    assert result.ranker is not None
+    ranker_run = OmegaConf.load(Path(result.ranker["run"]) / "config.yaml")
+    assert ranker_run.model._target_ == "recstack.models.wide_deep.WideAndDeep" and ranker_run.fit.max_epochs == 1
+    # The candidate was judged as served, re-ranked; the serving bundle (no ranker) by retrieval alone.
+    assert result.candidate["holdout"]["stages"].get("rerank", 0) > 0
+    assert result.serving_scores is not None and "rerank" not in result.serving_scores["stages"]
+
+    # The deploy bundle pairs the two refits, with the blend weight tuned on the validation runs.
+    bundle = Bundle.load(result.bundle)
+    assert bundle.ranker_path is not None and bundle.manifest.split_hash.endswith("-refit")
+    assert bundle.manifest.ranker is not None and bundle.manifest.ranker.blend is not None
+    assert bundle.manifest.ranker.blend.weight == result.ranker["blend"]["weight"]
+    refit = json.loads((Path(result.folder) / "ranker-refit" / "metrics.json").read_text())["refit"]
+    assert refit["epochs"] == result.ranker["offline"]["best_epoch"] + 1 and refit["interactions"] == 5000

@@ -1,5 +1,6 @@
 """The retrain's reload step against a real server (keys on, as deployed): the admin key from a file, the new bundle
-served by the next answer, and the service's refusals (wrong role, missing bundle) as ReloadError with their status."""
+served by the next answer, and the service's refusals (wrong role, missing bundle) as ReloadError with their status;
+and its serving step asking the same server which bundle it serves (GET /admin/metadata, admin only)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import redis
 from bundle_support import write_test_bundle
 
 from recstack.data.prepared import PreparedSplit
-from recstack.retrain.reload import ReloadError, admin_key, request_reload
+from recstack.retrain.reload import ReloadError, ServiceError, admin_key, request_reload, served_bundles
 from recstack.serving.api_keys import new_key, write_key_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -92,6 +93,35 @@ def test_the_service_refusals_are_reload_errors(server, keys: dict[str, Path], t
     with pytest.raises(ReloadError) as missing:
         request_reload(server.base_url, str(tmp_path / "nowhere"), admin_key(None, keys["admin"]))
     assert missing.value.status == 404 and "(field bundle)" in str(missing.value)
+
+
+def test_the_service_says_which_bundle_it_serves_and_the_retrain_judges_that_one(server, keys: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    from omegaconf import OmegaConf
+
+    from recstack.bundle.reader import Bundle
+    from recstack.retrain.cycle import find_serving, load_serving
+
+    key = admin_key(None, keys["admin"])
+    (served,) = served_bundles(server.base_url, key)  # no experiment: one arm
+    assert served.arm is None and served.ref == served.bundle and Path(served.bundle).is_absolute()
+    assert Bundle.load(served.bundle).manifest.digest() == served.digest and served.tag.endswith(served.digest[:12])
+    cfg = OmegaConf.create(
+        {
+            "service_url": server.base_url,
+            "serving_bundle": "recstack:not-used",
+            "reload": {"arm": None, "timeout_s": 10},
+        }
+    )
+    found = find_serving(cfg, None, key)  # type: ignore[arg-type]  # the registry is not asked
+    assert (found.ref, found.source, found.digest) == (served.bundle, "service", served.digest)
+    assert load_serving(found) is not None
+    with pytest.raises(ServiceError) as wrong_role:
+        served_bundles(server.base_url, admin_key(None, keys["recommend"]))
+    assert wrong_role.value.status == 403
+    with server.client() as http:
+        assert http.get("/admin/metadata").status_code == 401
+        post = http.post("/admin/metadata", json={}, headers={"authorization": f"Bearer {key}"})
+        assert post.status_code == 405 and post.json()["field"] == "method"
 
 
 def test_an_unreachable_service_is_a_reload_error(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ def retrain(cfg: DictConfig) -> int:
         "exit": int(result.code),
         "bundle": result.bundle,
         "model_tag": result.model_tag,
+        "serving": result.serving,
+        "serving_source": result.serving_source,
         "gate": None if result.gate is None else result.gate["reason"],
         "seconds": {s["step"]: s["seconds"] for s in result.steps},
     }

@@ -2,14 +2,19 @@
 
 1. **prepare** the window's split (``data`` / ``split`` as ``recstack-train`` composes them; the lake's newest days as
    the hold-out: :mod:`.window`);
-2. **serving**: find the bundle now serving (``serving_bundle``, else the registry's last deployed one);
+2. **serving**: find the bundle now serving: the service's own answer (``GET <service_url>/admin/metadata``) when a
+   service is configured, else ``serving_bundle``, else the registry's last deployed one (:func:`find_serving`);
 3. **holdout**: the split's test stage without what that bundle has seen (:func:`.holdout.build_holdout`);
 4. **train** the candidate: :func:`recstack.training.train.train` on the composed config (validation picks its epoch);
-5. **evaluate** the candidate (exported with ``seen=train_valid``, judged through the served pipeline) and the serving
-   bundle on the same hold-out, by id (:func:`.holdout.score_bundle`);
+   **train_ranker**, with ``ranker`` set: the Wide & Deep re-ranker on the same split (:func:`ranker_config`);
+5. **evaluate** the candidate (exported with ``seen=train_valid`` and its re-ranker, whose blend weight is tuned on
+   validation, judged through the served pipeline) and the serving bundle on the same hold-out, by id
+   (:func:`.holdout.score_bundle`);
 6. **gate** (:func:`.gate.decide`): refused -> exit 99, the serving bundle stays;
-7. **refit** on every interaction for the candidate's best epoch count (``refit.from_run``, :mod:`recstack.training.refit`);
-8. **export** the deploy bundle (``export.seen=all``) to ``<bundles_root>/<run name>``;
+7. **refit** on every interaction for the candidate's best epoch count (``refit.from_run``, :mod:`recstack.training.refit`),
+   and **refit_ranker** the re-ranker likewise for its own;
+8. **export** the deploy bundle (``export.seen=all``, the re-ranker with the blend weight tuned in step 5) to
+   ``<bundles_root>/<run name>``;
 9. **register** it in the BentoML model store, with its metrics;
 10. **reload**: ``POST <service_url>/admin/reload`` (skipped when ``service_url`` is null).
 
@@ -28,20 +33,27 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recstack.bundle.layout import MANIFEST
+from recstack.config import config_dir
 from recstack.retrain.gate import GateDecision, decide
 from recstack.retrain.holdout import HoldoutScore
 from recstack.retrain.outcome import ExitCode, RetrainError
 from recstack.retrain.registry import DEPLOYED, RunRegistry, tracking_uri_for, training_logger
 from recstack.retrain.steps import Steps
 
+if TYPE_CHECKING:
+    from recstack.bundle.reader import Bundle
+
 log = logging.getLogger("recstack.retrain")
 # How a run that did not deploy is tagged in the registry, by exit code (anything else: "failed").
 _DECISION_TAGS = {ExitCode.GATE_REFUSED: "refused", ExitCode.HOLDOUT_NOT_FRESH: "not_fresh"}
+RANKER_MODEL = "wide_deep"
+# Settings the re-ranker shares with the candidate: overriding them would train it on another split (refused).
+_RANKER_SHARED = ("data", "split", "processed_root", "run_dir", "refit", "ranker")
 
 
 @dataclass
@@ -56,8 +68,11 @@ class CycleResult:
     folder: str | None = None
     window: dict[str, Any] = field(default_factory=dict)
     serving: str | None = None
+    serving_source: str | None = None
+    """Where ``serving`` came from: ``service`` (its /admin/metadata), ``serving_bundle``, ``registry``, or ``none``."""
     holdout: dict[str, Any] = field(default_factory=dict)
     candidate: dict[str, Any] = field(default_factory=dict)
+    ranker: dict[str, Any] | None = None
     serving_scores: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
     bundle: str | None = None
@@ -96,16 +111,89 @@ def resolve_bundle(ref: str) -> Path:
         ) from exc
 
 
-def _serving_ref(cfg: DictConfig, registry: RunRegistry) -> str | None:
+@dataclass(frozen=True)
+class ServingRef:
+    """The bundle now serving, as found: a folder or a model tag, where it came from, and (from the service) the
+    manifest digest the service reports, which the bundle read here must have."""
+
+    ref: str | None
+    source: str
+    digest: str | None = None
+
+
+def _readable(path: Path) -> bool:
+    try:
+        return (path / MANIFEST).is_file() and bool((path / MANIFEST).read_bytes())
+    except OSError:
+        return False
+
+
+def _from_service(cfg: DictConfig, key: str | None) -> ServingRef | None:
+    """What the service at ``service_url`` says it serves on ``reload.arm`` (its first arm when null); None when it
+    cannot say (unreachable, or a service without ``/admin/metadata``), after a warning."""
+    from recstack.retrain.reload import METADATA_PATH, ServiceError, served_bundles
+
+    url = str(cfg.service_url)
+    assert key is not None  # _check_settings found one
+    try:
+        arms = served_bundles(url, key, timeout_s=float(cfg.reload.timeout_s))
+    except ServiceError as exc:
+        if exc.status in (401, 403):
+            raise RetrainError(
+                ExitCode.CONFIG,
+                f"{exc}: the service refuses this admin key, so it would refuse the reload too; give a key of role "
+                "admin ($RECSTACK_ADMIN_KEY or reload.key_file)",
+            ) from None
+        log.warning(
+            "the service could not say which bundle it serves (%s); falling back to serving_bundle, else the registry",
+            exc,
+        )
+        return None
+    wanted = cfg.reload.get("arm")
+    chosen = next((a for a in arms if wanted is None or a.arm == str(wanted)), None)
+    if chosen is None:
+        known = ", ".join(str(a.arm) for a in arms) or "none"
+        raise RetrainError(
+            ExitCode.CONFIG,
+            f"reload.arm={wanted}: the service at {url} serves no such arm (its arms: {known}); name one of them",
+        )
+    if _readable(Path(chosen.bundle)):
+        return ServingRef(chosen.bundle, "service", chosen.digest)
+    # Served from the BentoML store (named by its tag, or packed in a Bento): that model in this machine's store will
+    # do (load_serving checks its digest).
+    tags = list(dict.fromkeys(t for t in (chosen.ref, chosen.tag) if t != chosen.bundle and ":" in t))
+    for tag in tags:
+        try:
+            return ServingRef(str(resolve_bundle(tag)), "service", chosen.digest)
+        except RetrainError:
+            pass
+    raise RetrainError(
+        ExitCode.CONFIG,
+        f"the service at {url} serves {chosen.tag} from {chosen.bundle} (arm {chosen.arm}), which this machine cannot "
+        f"read{f', and the model {tags[0]} is not in its BentoML store' if tags else ''}: "
+        "run the retrain where that folder (or the model store) is mounted at the same path, or stop asking the "
+        f"service ({METADATA_PATH}) with service_url=null and name the bundle with serving_bundle=<folder or tag>",
+    )
+
+
+def find_serving(cfg: DictConfig, registry: RunRegistry, key: str | None) -> ServingRef:
+    """The bundle now serving: what the service reports when ``service_url`` is set, else ``serving_bundle``, else
+    the registry's last deployed bundle, else none (the first deployment)."""
+    if cfg.get("service_url"):
+        found = _from_service(cfg, key)
+        if found is not None:
+            if cfg.get("serving_bundle"):
+                log.info("serving_bundle=%s not used: the service says what it serves", cfg.serving_bundle)
+            return found
     if cfg.get("serving_bundle"):
-        return str(cfg.serving_bundle)
+        return ServingRef(str(cfg.serving_bundle), "serving_bundle")
     last = registry.last_deployed()
     if last is None:
-        return None
+        return ServingRef(None, "none")
     if last.bundle and (Path(last.bundle) / MANIFEST).is_file():
-        return last.bundle
+        return ServingRef(last.bundle, "registry")
     if last.model_tag:
-        return last.model_tag
+        return ServingRef(last.model_tag, "registry")
     raise RetrainError(
         ExitCode.CONFIG,
         f"the registry's last deployed run {last.run_id} names bundle {last.bundle!r}, which no longer exists and has "
@@ -113,8 +201,68 @@ def _serving_ref(cfg: DictConfig, registry: RunRegistry) -> str | None:
     )
 
 
-def _check_settings(cfg: DictConfig) -> str | None:
-    """Settings that would fail hours later, refused up front; returns the admin key when a reload is configured."""
+def load_serving(found: ServingRef) -> Bundle | None:
+    """The bundle ``found`` names, loaded (None: nothing serves yet); one the service reported must have the digest
+    it reported, else this machine's folder of that name is another bundle (``ExitCode.CONFIG``)."""
+    from recstack.bundle.reader import Bundle
+
+    if found.ref is None:
+        return None
+    bundle = Bundle.load(resolve_bundle(found.ref))
+    if found.digest is not None and bundle.manifest.digest() != found.digest:
+        raise RetrainError(
+            ExitCode.CONFIG,
+            f"{found.ref} on this machine is not the bundle the service serves (manifest digest "
+            f"{bundle.manifest.digest()[:12]}, the service's {found.digest[:12]}): mount the service's bundles here "
+            "at the same path, or name the bundle with serving_bundle=<folder or tag> and service_url=null",
+        )
+    return bundle
+
+
+def ranker_config(cfg: DictConfig) -> DictConfig | None:
+    """The re-ranker's training config, None when ``cfg.ranker`` is null: the candidate's (the same data and split;
+    by default the same seed, trainer and callbacks) with Wide & Deep's model (``configs/model/wide_deep.yaml``) and training settings (train.yaml's
+    ``fit`` under ``configs/fit/wide_deep.yaml``, as ``recstack-train model=wide_deep`` composes them) in place of the
+    candidate's, and ``cfg.ranker`` merged over it. Refused (``ExitCode.CONFIG``): anything but a mapping, a key the
+    training config does not have, or one it shares with the candidate (``_RANKER_SHARED``)."""
+    node = cfg.get("ranker")
+    if node is None:
+        return None
+    if not isinstance(node, DictConfig):
+        raise RetrainError(
+            ExitCode.CONFIG,
+            f"ranker={node!r}: give null (no re-ranker) or a mapping of Wide & Deep training overrides ({{}} for its "
+            "defaults, e.g. ranker={fit: {max_epochs: 10}})",
+        )
+    shared = sorted(set(node) & set(_RANKER_SHARED))
+    if shared:
+        raise RetrainError(
+            ExitCode.CONFIG,
+            f"ranker.{shared[0]}: the re-ranker trains on the candidate's window and split (the bundle pairs them "
+            "by split); set it at the top level for both",
+        )
+    root = config_dir()
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.model = OmegaConf.load(root / "model" / f"{RANKER_MODEL}.yaml")
+        out.fit = OmegaConf.merge(
+            OmegaConf.load(root / "train.yaml").fit, OmegaConf.load(root / "fit" / f"{RANKER_MODEL}.yaml")
+        )
+        out.ranker = None
+    try:
+        merged = OmegaConf.merge(out, node)
+    except Exception as exc:  # omegaconf's ConfigKeyError / ValidationError: a key or value the config refuses
+        reason = str(exc).splitlines()[0]
+        raise RetrainError(
+            ExitCode.CONFIG, f"ranker: {reason} (its keys are the training config's: model, fit, trainer, ...)"
+        ) from None
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def _check_settings(cfg: DictConfig) -> tuple[str | None, DictConfig | None]:
+    """Settings that would fail hours later, refused up front; returns the admin key when a service is configured and
+    the re-ranker's training config when one is (:func:`ranker_config`)."""
     tolerance = float(cfg.gate.tolerance)
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise RetrainError(ExitCode.CONFIG, f"gate.tolerance={cfg.gate.tolerance}: give a number >= 0 (e.g. 0.005)")
@@ -124,14 +272,17 @@ def _check_settings(cfg: DictConfig) -> str | None:
         raise RetrainError(ExitCode.CONFIG, f"gate.metric={metric}: name a metric at one of ks={list(cfg.ks)}")
     if cfg.export.get("ranker_run"):
         raise RetrainError(
-            ExitCode.CONFIG, "export.ranker_run is not supported by recstack-retrain yet: retrain a retrieval model"
+            ExitCode.CONFIG,
+            f"export.ranker_run={cfg.export.ranker_run}: a re-ranker trained on another split cannot join the "
+            "candidate; set ranker={} (or ranker={fit: {...}}) to train one with it on the same window",
         )
+    ranker = ranker_config(cfg)
     if not cfg.get("service_url"):
-        return None
+        return None, ranker
     from recstack.retrain.reload import admin_key
 
     try:
-        return admin_key(cfg.reload.get("key_env"), cfg.reload.get("key_file"))
+        return admin_key(cfg.reload.get("key_env"), cfg.reload.get("key_file")), ranker
     except ValueError as exc:
         raise RetrainError(ExitCode.CONFIG, f"service_url is set but {exc}") from None
 
@@ -169,7 +320,7 @@ def _cycle(cfg: DictConfig, result: CycleResult, steps: Steps, registry: RunRegi
     # Each step imports what it needs, so that its wall time includes loading it (what a scheduled run pays).
     assert result.run_id is not None and result.folder is not None
     run_id, folder = result.run_id, Path(result.folder)
-    key = _check_settings(cfg)
+    key, ranker_cfg = _check_settings(cfg)
     ks = tuple(int(k) for k in cfg.ks)
 
     with steps.step("prepare", ExitCode.DATA):
@@ -187,12 +338,14 @@ def _cycle(cfg: DictConfig, result: CycleResult, steps: Steps, registry: RunRegi
         log.info("window %s", json.dumps(result.window))
 
     with steps.step("serving", ExitCode.EVALUATE):
-        from recstack.bundle.reader import Bundle
-
-        ref = _serving_ref(cfg, registry)
-        serving = Bundle.load(resolve_bundle(ref)) if ref is not None else None
-        result.serving = ref
-        log.info("serving bundle: %s", ref or "none (the first deployment)")
+        found = find_serving(cfg, registry, key)
+        ref = found.ref
+        result.serving, result.serving_source = ref, found.source
+        serving = load_serving(found)
+        registry.set_tags(run_id, {"serving": ref, "serving_source": found.source})
+        log.info("serving bundle: %s", f"{ref} (from {found.source})" if ref else "none (the first deployment)")
+        if serving is not None and serving.ranker_path is not None and ranker_cfg is None:
+            log.warning("the serving bundle has a re-ranker and ranker=null: the candidate is judged without one")
 
     with steps.step("holdout", ExitCode.EVALUATE):
         from recstack.retrain.holdout import build_holdout, score_bundle
@@ -223,6 +376,13 @@ def _cycle(cfg: DictConfig, result: CycleResult, steps: Steps, registry: RunRegi
         result.candidate = {"run": str(trained.run_dir), "offline": trained.metrics}
         registry.log_metrics(run_id, {"candidate": trained.metrics})
 
+    ranked = None
+    if ranker_cfg is not None:
+        with steps.step("train_ranker", ExitCode.TRAIN):
+            ranked = train(_train_config(ranker_cfg, folder / "ranker", registry, run_id, "ranker"), split=split)
+            result.ranker = {"run": str(ranked.run_dir), "offline": ranked.metrics}
+            registry.log_metrics(run_id, {"ranker": ranked.metrics})
+
     with steps.step("evaluate", ExitCode.EVALUATE):
         from recstack.export.from_config import export_bundle_from_config
 
@@ -230,8 +390,25 @@ def _cycle(cfg: DictConfig, result: CycleResult, steps: Steps, registry: RunRegi
         # seen=train_valid: what the offline evaluator masks on the test stage; no text vectors or content section,
         # which change no answer here (no live items), to keep it quick.
         export_bundle_from_config(
-            _export_config(cfg, trained.run_dir, judged, seen="train_valid", text=False, content={"enabled": False})
+            _export_config(
+                cfg,
+                trained.run_dir,
+                judged,
+                ranker_run=None if ranked is None else str(ranked.run_dir),
+                seen="train_valid",
+                text=False,
+                content={"enabled": False},
+            )
         )
+        blend = None
+        if ranked is not None:  # tuned on validation, as recstack-export does; the refit takes the same weight
+            from recstack.offline.blend import tune_and_record
+
+            blend = tune_and_record(judged, split)
+            assert result.ranker is not None
+            result.ranker["blend"] = {"weight": blend.weight, "metric": blend.metric, "grid": dict(blend.grid)}
+            registry.log_metrics(run_id, {"ranker": {"blend_weight": blend.weight}})
+            log.info("re-ranker blend weight %.1f (%s)", blend.weight, blend.metric)
         mine = score_bundle(judged, holdout, ks)
         shutil.rmtree(judged, ignore_errors=True)
         theirs = score_bundle(serving, holdout, ks) if serving is not None else None
@@ -264,8 +441,29 @@ def _cycle(cfg: DictConfig, result: CycleResult, steps: Steps, registry: RunRegi
             deploy_run = refitted.run_dir
             registry.log_metrics(run_id, {"refit": refitted.metrics.get("refit", {})})
 
+    deploy_ranker = None if ranked is None else ranked.run_dir
+    if ranked is not None and ranker_cfg is not None and cfg.get("deploy_refit", True):
+        with steps.step("refit_ranker", ExitCode.TRAIN):
+            refit_cfg = _train_config(ranker_cfg, folder / "ranker-refit", registry, run_id, "ranker-refit")
+            with open_dict(refit_cfg):
+                refit_cfg.refit.from_run = str(ranked.run_dir)
+            refitted = train(refit_cfg, split=split)
+            deploy_ranker = refitted.run_dir
+            registry.log_metrics(run_id, {"ranker_refit": refitted.metrics.get("refit", {})})
+
     with steps.step("export", ExitCode.EXPORT):
-        bundle = export_bundle_from_config(_export_config(cfg, deploy_run, Path(cfg.bundles_root) / result.name))
+        from recstack.bundle.writer import record_blend
+
+        bundle = export_bundle_from_config(
+            _export_config(
+                cfg,
+                deploy_run,
+                Path(cfg.bundles_root) / result.name,
+                ranker_run=None if deploy_ranker is None else str(deploy_ranker),
+            )
+        )
+        if blend is not None:  # a refit has no validation left to tune on: the validation runs' weight
+            record_blend(bundle, blend)
         result.bundle = str(bundle.resolve())
         registry.set_tags(run_id, {"bundle": result.bundle})
 

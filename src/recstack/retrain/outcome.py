@@ -14,7 +14,8 @@ class ExitCode(IntEnum):
     OK = 0
     """deployed (registered, and reloaded when a service is configured)"""
     CONFIG = 2
-    """the retrain settings are invalid (gate tolerance, the serving bundle named does not exist, no admin key)"""
+    """the retrain settings are invalid (gate tolerance, the serving bundle named does not exist, no admin key or one
+    the service refuses, ``ranker`` overrides), or the bundle the service serves cannot be read here"""
     DATA = 3
     """the window's split could not be prepared (the source is missing, empty, unreadable)"""
     TRAIN = 4

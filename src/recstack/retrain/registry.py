@@ -2,9 +2,9 @@
 tracking store (by default its embedded SQLite store under ``outputs/mlruns``; any MLflow tracking URI works, a
 tracking server included), with each run's files (config, decision, steps) as its artifacts.
 
-One MLflow run per retrain run, in one experiment. The candidate's and the refit's training curves land in the same
-run through Lightning's ``MLFlowLogger`` (:func:`training_logger`), their metric names prefixed ``candidate-`` and
-``refit-``. MLflow allows letters, digits and ``_ - . / space`` in names, so ``ndcg@10`` is logged as ``ndcg_at_10``
+One MLflow run per retrain run, in one experiment. The candidate's and the refit's training curves (and the
+re-ranker's) land in the same run through Lightning's ``MLFlowLogger`` (:func:`training_logger`), their metric names
+prefixed ``candidate-`` and ``refit-`` (``ranker-``, ``ranker-refit-``). MLflow allows letters, digits and ``_ - . / space`` in names, so ``ndcg@10`` is logged as ``ndcg_at_10``
 (:func:`metric_key`). Tags a later run reads back: ``decision`` (``deployed``, ``refused``, ``not_fresh``,
 ``failed``), ``bundle`` (the deployed folder) and ``model_tag`` (its BentoML tag).
 """

@@ -47,6 +47,7 @@ ROUTE_ROLES: Mapping[str, str] = {
     "DELETE /users/{id}": ADMIN,
     "POST /items": ADMIN,
     "POST /admin/reload": ADMIN,
+    "GET /admin/metadata": ADMIN,
     # profiles and segments (segments_api): reading them is an analyst's job; saving a rule (POST /segments) is admin
     "GET /users/{id}/profile": ANALYST,
     "GET /users/{id}/segments": ANALYST,

@@ -50,6 +50,8 @@ class ReloadRefused(Exception):
 class ServedBundle:
     ref: str
     """What was asked for: a bundle folder or a BentoML model tag."""
+    path: str
+    """The folder it was loaded from (absolute; a model tag's folder in the BentoML store): ``GET /admin/metadata``."""
     tag: str
     """What answers carry as ``model``: the model tag, else ``<folder name>@<manifest digest[:12]>`` (never a path)."""
     digest: str
@@ -123,6 +125,7 @@ def load_served(
     )
     return ServedBundle(
         ref=found_tag or str(path),  # absolute: another worker or replica resolves the same bundle
+        path=str(path),
         tag=tag or f"{path.name}@{digest[:12]}",
         digest=digest,
         pipeline=pipeline,
