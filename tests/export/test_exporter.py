@@ -1,4 +1,5 @@
-"""Run -> bundle on tiny real training runs (MF, LightGCN, Wide & Deep as the ranker), the CLI, and the BentoML store."""
+"""Run -> bundle on tiny real training runs (MF, LightGCN; Wide & Deep or EASE as the ranker), the CLI, and the BentoML
+store."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_split_writer: Callable[..., Path]) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     split = PreparedSplit.load(tiny_split_writer(root / "tiny"))
-    return {m: train_tiny(m, split, root) for m in ("mf", "lightgcn", "wide_deep")}
+    return {m: train_tiny(m, split, root) for m in ("mf", "lightgcn", "wide_deep", "ease")}
 
 
 @pytest.mark.slow
@@ -123,3 +124,35 @@ def test_cli_and_bentoml_store(runs: dict[str, Path], tmp_path: Path, monkeypatc
     np.testing.assert_array_equal(
         loaded.index.search(loaded.user_embeddings, 5)[1], original.index.search(original.user_embeddings, 5)[1]
     )
+
+
+@pytest.mark.slow
+def test_ease_run_is_exported_as_the_item_item_ranker(runs: dict[str, Path], tmp_path: Path) -> None:
+    from recstack.bundle.layout import ITEM_ITEM
+    from recstack.cli.export import export_from_config
+    from recstack.training.runs import load_run
+
+    overrides = [f"run={runs['lightgcn']}", f"ranker_run={runs['ease']}", "index=flat", "text=false"]
+    out = export_from_config(compose("export", [*overrides, f"out={tmp_path / 'bundle'}", "content.enabled=false"]))
+    bundle = Bundle.load(out)
+    ranker = bundle.manifest.ranker
+    assert ranker is not None and ranker.kind == "item_item" and ranker.file == ITEM_ITEM
+    assert ranker.item_item is not None and ranker.item_item.model == "ease" and ranker.item_item.params["l2"] == 300.0
+    assert "valid" in bundle.manifest.metrics["ranker"]
+    np.testing.assert_array_equal(bundle.item_item, load_run(runs["ease"]).model.item_item_weights())
+    # The CLI tuned its blend weight on validation, as for the ONNX ranker.
+    assert ranker.blend is not None and len(ranker.blend.grid) == 11
+
+
+@pytest.mark.slow
+def test_item_item_memory_bound_refused_before_the_fit(runs: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"40 x 40 float32 .* above item_item\.max_memory_gb=1e-09"):
+        export_run(
+            runs["mf"],
+            tmp_path / "b",
+            index_config=IndexConfig(),
+            ranker_run=runs["ease"],
+            text=False,
+            item_item_max_memory_gb=1e-9,
+        )
+    assert not (tmp_path / "b").exists()

@@ -22,6 +22,9 @@ A bundle holds what serving needs and nothing more about people:
   ``manifest.index``.
 * ``ranker.onnx`` (optional): the re-ranker, honouring ``manifest.ranker`` (:mod:`recstack.bundle.contract`); its
   per-user tables (the rows its ``user_idx`` input gathers) are zero for erased users.
+* ``item_item.npy`` (optional, instead of ``ranker.onnx``; ``manifest.ranker.kind == "item_item"``): the item-item
+  re-ranker's dense ``(n_items, n_items)`` float32 weights ``B`` (EASE's), row = history item, column = candidate
+  (:mod:`recstack.bundle.item_item`; bounded to ``n_items^2 x 4`` bytes <= ``item_item.max_memory_gb`` at export).
 * The content section (optional, ``manifest.content``; :mod:`recstack.bundle.content`): ``content_items.parquet``
   (``content_idx`` 0..n-1, ``item_id``, ``title``, ``categories``, ``text``: the text encoded, ``updated_ms``: 0 for
   the training catalogue, the upsert's time for items added or changed through ``POST /items``), its first
@@ -30,8 +33,8 @@ A bundle holds what serving needs and nothing more about people:
   inner-product index (flat or HNSW, so items added live need no rebuild); and the text encoder that serving runs on
   new items, ``text_encoder.onnx`` with its ``tokenizer.json`` (:mod:`recstack.bundle.text_encoder`).
 
-Item-side numbers (popularity, item vectors, the ranker's item and context tables) are aggregates over every training
-user, erased ones included, until the model is retrained on data without them.
+Item-side numbers (popularity, item vectors, the ranker's item and context tables, the item-item weights) are
+aggregates over every training user, erased ones included, until the model is retrained on data without them.
 
 No pickle anywhere: arrays are read with ``allow_pickle=False``, tables are parquet, the index is FAISS's own format.
 """
@@ -54,6 +57,7 @@ SEEN_INDPTR = "seen_indptr.npy"
 SEEN_INDICES = "seen_indices.npy"
 INDEX = "items.faiss"
 RANKER = "ranker.onnx"
+ITEM_ITEM = "item_item.npy"
 CONTENT_ITEMS = "content_items.parquet"
 CONTENT_VECTORS = "content_vectors.npy"
 CONTENT_INDEX = "content.faiss"

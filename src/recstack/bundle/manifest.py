@@ -6,7 +6,10 @@ The manifest lists every other file with its sha256 and carries a ``digest``: th
 
 Format history: 1 had untyped ``index`` / ``ranker`` dicts and no digest; 2 (this) is the typed layout below.
 ``erased_users`` came later within format 2: optional, so a manifest without it reads as 0 and its digest still checks;
-``content`` likewise (a manifest without it reads as a bundle without a content section).
+``content`` likewise (a manifest without it reads as a bundle without a content section). The ranker's ``kind`` also
+came later within format 2: absent means ``onnx`` (so ONNX rankers keep the manifest, and digest, they always had);
+``item_item`` (:mod:`recstack.bundle.item_item`) has no ONNX contract, so a reader from before it refuses such a
+bundle ("malformed ... ranker section": its ranker has no ``inputs``) instead of misreading it, and the version stays 2.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, Literal, get_args
 
 from recstack.bundle.contract import RankerContract
-from recstack.bundle.layout import MANIFEST, RANKER, TEXT_ENCODER, TOKENIZER, BundleError
+from recstack.bundle.layout import ITEM_ITEM, MANIFEST, RANKER, TEXT_ENCODER, TOKENIZER, BundleError
 from recstack.retrieval.index import IndexConfig
 
 FORMAT_VERSION = 2
@@ -74,24 +77,73 @@ class Blend:
         return cls(weight=float(raw["weight"]), metric=str(raw["metric"]), grid=grid)
 
 
-@dataclass(frozen=True)
-class RankerInfo:
-    """The optional re-ranker: its file, its contract and, once tuned, its blend weight."""
+RankerKind = Literal["onnx", "item_item"]
+RANKER_KINDS: tuple[str, ...] = get_args(RankerKind)
 
-    contract: RankerContract
-    blend: Blend | None = None
-    file: str = RANKER
+
+@dataclass(frozen=True)
+class ItemItemInfo:
+    """The item-item ranker's matrix (:mod:`recstack.bundle.item_item`): ``(n_items, n_items)`` float32 weights of
+    ``nbytes`` bytes, from a ``model`` run (e.g. ``ease``) with its hyper-parameters ``params``."""
+
+    model: str
+    nbytes: int
+    params: dict[str, Any]
+    dtype: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            **self.contract.to_dict(),
-            "blend": None if self.blend is None else self.blend.to_dict(),
-        }
+        return {"model": self.model, "nbytes": self.nbytes, "params": dict(self.params), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ItemItemInfo:
+        return cls(
+            model=str(raw["model"]), nbytes=int(raw["nbytes"]), params=dict(raw["params"]), dtype=str(raw["dtype"])
+        )
+
+
+@dataclass(frozen=True)
+class RankerInfo:
+    """The optional re-ranker: its kind, its file, what checks it (the ONNX ``contract``, or the item-item matrix's
+    ``item_item`` description) and, once tuned, its blend weight.
+
+    ``onnx``: ``ranker.onnx``, the Wide & Deep graph (:mod:`recstack.bundle.contract`), trained users only.
+    ``item_item``: ``item_item.npy``, scores from the user's history (:mod:`recstack.bundle.item_item`)."""
+
+    contract: RankerContract | None = None
+    blend: Blend | None = None
+    file: str = RANKER
+    kind: RankerKind = "onnx"
+    item_item: ItemItemInfo | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in RANKER_KINDS:
+            raise ValueError(f"ranker kind {self.kind!r} is unknown; this recstack serves {list(RANKER_KINDS)}")
+        if self.kind == "onnx" and (self.contract is None or self.item_item is not None):
+            raise ValueError("an onnx ranker needs its contract (inputs, output) and no item_item section")
+        if self.kind == "item_item" and (self.item_item is None or self.contract is not None):
+            raise ValueError("an item_item ranker needs its item_item section and no ONNX contract")
+
+    def to_dict(self) -> dict[str, Any]:
+        blend = None if self.blend is None else self.blend.to_dict()
+        if self.kind == "item_item":
+            assert self.item_item is not None
+            return {"kind": self.kind, "file": self.file, "item_item": self.item_item.to_dict(), "blend": blend}
+        assert self.contract is not None
+        return {"file": self.file, **self.contract.to_dict(), "blend": blend}  # no "kind": as before it existed
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RankerInfo:
         blend = raw.get("blend")
+        kind = str(raw.get("kind", "onnx"))
+        if kind not in RANKER_KINDS:
+            raise ValueError(f"ranker kind {kind!r} is unknown; this recstack serves {list(RANKER_KINDS)}")
+        if kind == "item_item":
+            return cls(
+                kind="item_item",
+                item_item=ItemItemInfo.from_dict(raw["item_item"]),
+                blend=None if blend is None else Blend.from_dict(blend),
+                file=str(raw.get("file", ITEM_ITEM)),
+            )
         return cls(
             contract=RankerContract.from_dict(raw),
             blend=None if blend is None else Blend.from_dict(blend),

@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recstack.bundle.content import ContentSection, check_content_items
+from recstack.bundle.item_item import load_item_item
 from recstack.bundle.layout import (
     CONTENT_INDEX,
     CONTENT_ITEMS,
@@ -99,9 +100,13 @@ class Bundle:
     index: RetrievalIndex
     content: ContentSection | None = None
     """The optional content section (:mod:`recstack.bundle.content`): text vectors, their index, the encoder."""
+    item_item: np.ndarray | None = None
+    """The item-item ranker's weights (``manifest.ranker.kind == "item_item"``), memory-mapped read-only
+    (:mod:`recstack.bundle.item_item`)."""
 
     @property
     def ranker_path(self) -> Path | None:
+        """The re-ranker's file (``ranker.onnx`` or ``item_item.npy``: ``manifest.ranker.kind`` says which)."""
         return None if self.manifest.ranker is None else self.root / self.manifest.ranker.file
 
     @classmethod
@@ -146,6 +151,9 @@ class Bundle:
                 f"manifest says (n={m.n_items}, d={m.embedding_dim})"
             )
         content = _load_content(root, m, items, params) if m.content is not None else None
+        item_item = None
+        if m.ranker is not None and m.ranker.kind == "item_item":
+            item_item = load_item_item(root / m.ranker.file, m.n_items)
         return cls(
             root=root,
             manifest=m,
@@ -159,6 +167,7 @@ class Bundle:
             seen=seen,
             index=index,
             content=content,
+            item_item=item_item,
         )
 
     def seen_items(self, user_idx: int) -> np.ndarray:

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from recstack.bundle.content import check_content_items
 from recstack.bundle.contract import ranker_contract
+from recstack.bundle.item_item import DEFAULT_MAX_MEMORY_GB, check_item_item_bound
 from recstack.bundle.layout import (
     CONTENT_INDEX,
     CONTENT_ITEMS,
@@ -27,6 +28,7 @@ from recstack.bundle.layout import (
     INDEX,
     ITEM_COLUMNS,
     ITEM_EMB,
+    ITEM_ITEM,
     ITEMS,
     MANIFEST,
     RANKER,
@@ -47,6 +49,7 @@ from recstack.bundle.manifest import (
     BundleManifest,
     ContentInfo,
     IndexInfo,
+    ItemItemInfo,
     RankerInfo,
     TextEncoderInfo,
 )
@@ -145,6 +148,26 @@ class ContentPayload:
     encoder: TextEncoderInfo
 
 
+@dataclass(frozen=True)
+class ItemItemPayload:
+    """What :func:`write_bundle` needs for an item-item ranker (:mod:`recstack.bundle.item_item`): the
+    ``(n_items, n_items)`` weights (row = history item, column = candidate), the model they come from and its
+    hyper-parameters (recorded in the manifest), and the memory bound they must fit (``item_item.max_memory_gb``)."""
+
+    weights: np.ndarray
+    model: str
+    params: Mapping[str, Any]
+    max_memory_gb: float = DEFAULT_MAX_MEMORY_GB
+
+
+def _write_item_item(folder: Path, payload: ItemItemPayload, n_items: int) -> RankerInfo:
+    check_item_item_bound(n_items, payload.max_memory_gb)
+    weights = float32_matrix(payload.weights, n_items, "item_item weights", n_items)
+    np.save(folder / ITEM_ITEM, weights, allow_pickle=False)
+    info = ItemItemInfo(model=payload.model, nbytes=int(weights.nbytes), params=_json_safe(payload.params))
+    return RankerInfo(kind="item_item", item_item=info, file=ITEM_ITEM)
+
+
 def _write_content(folder: Path, content: ContentPayload, catalogue_ids: pd.Series) -> ContentInfo:
     table = content.items.reset_index(drop=True).copy()
     table["updated_ms"] = table["updated_ms"].astype(np.int64)
@@ -198,6 +221,7 @@ def write_bundle(
     metrics: Mapping[str, Any] | None = None,
     erased_users: int = 0,
     content: ContentPayload | None = None,
+    item_item: ItemItemPayload | None = None,
     check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a bundle to ``out_dir`` and return its path.
@@ -206,6 +230,8 @@ def write_bundle(
     ``erased_users``: how many trained users have no row in ``users`` because they were erased; their indices are
     holes, and their rows of ``user_embeddings`` and ``seen`` must already be blank (zeros, empty), else this refuses.
     ``content``: the optional content section (:class:`ContentPayload`).
+    ``item_item``: an item-item ranker (:class:`ItemItemPayload`) instead of ``ranker_onnx`` (a bundle has one
+    re-ranker); refused, before anything is written, beyond its ``max_memory_gb``.
     ``check``: called on the finished folder before it is moved into place; whatever it raises leaves no bundle
     behind (an existing one at ``out_dir`` is kept).
 
@@ -229,6 +255,10 @@ def write_bundle(
     seen.sort_indices()
     _check_holes_blank(user_table["user_idx"].to_numpy(np.int64), user_emb, seen)
     config = index_config if isinstance(index_config, IndexConfig) else IndexConfig.from_mapping(index_config)
+    if item_item is not None:
+        if ranker_onnx is not None:
+            raise BundleError("a bundle has one re-ranker: pass ranker_onnx or item_item, not both")
+        check_item_item_bound(n_items, item_item.max_memory_gb)  # before minutes of writing
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
         raise BundleError(f"{out_dir} exists and is not a bundle; choose another output folder or empty it")
 
@@ -255,6 +285,8 @@ def write_bundle(
             else:
                 shutil.copyfile(ranker_onnx, tmp / RANKER)
             ranker = _ranker_info(tmp / RANKER, n_users, n_items)
+        if item_item is not None:
+            ranker = _write_item_item(tmp, item_item, n_items)
         content_info = None if content is None else _write_content(tmp, content, item_table["item_id"])
         # Hashes last, over exactly the files written above.
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}

@@ -1,5 +1,8 @@
 """``recstack-export run=<run-dir> [ranker_run=<dir>] index=hnsw [seen=all] [out=data/bundles/<name>] [store=true]``.
 
+``ranker_run``: a Wide & Deep run (the ONNX ranker) or an EASE run (the item-item ranker, within
+``item_item.max_memory_gb``).
+
 The Hydra entry point (``configs/export.yaml``) of three steps, in this order so that each one's package only points
 down: :func:`recstack.export.from_config.export_bundle_from_config` writes the bundle (seen-items lists as ``seen``
 says), without the users erased since training (``erasure``: the lake's audit and the collector's Redis tombstones);
@@ -7,7 +10,8 @@ with a ranker, :func:`tune_blend` tunes its blend weight on the validation split
 records it in the manifest; ``store=true`` then saves the finished bundle to the BentoML model store.
 
 An export that cannot leave the erased users out, or would write a bundle still holding one, is refused: one line on
-stderr, exit status 2, no bundle written (:class:`~recstack.export.erasure.ErasureError`).
+stderr, exit status 2, no bundle written (:class:`~recstack.export.erasure.ErasureError`); likewise an item-item
+ranker beyond ``item_item.max_memory_gb`` (:class:`~recstack.export.exporter.ExportError`).
 """
 
 from __future__ import annotations
@@ -75,10 +79,11 @@ def export_from_config(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
 def main(cfg: DictConfig) -> None:
     from recstack.export.erasure import ErasureError
+    from recstack.export.exporter import ExportError
 
     try:
         out = export_from_config(cfg)
-    except ErasureError as exc:
+    except (ErasureError, ExportError) as exc:
         print(f"recstack-export: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_REFUSED)
     print(f"bundle: {out}")

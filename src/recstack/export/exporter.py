@@ -3,8 +3,10 @@
 From the retrieval run (MF or LightGCN, best checkpoint): the final user and item vectors (LightGCN's propagation is
 done here, once), checked against the model's own ``score_all``. From the split: the id maps, item metadata and
 popularity, and the seen-items lists the service never recommends back (``seen``: :func:`seen_matrix`). The MiniLM
-item text vectors (from the text encoder's disk cache when present). From an optional Wide & Deep run on the same
-split: ``ranker.onnx``, parity-checked. Optionally the content section: MiniLM exported to ONNX (parity-checked
+item text vectors (from the text encoder's disk cache when present). From an optional ranker run on the same split:
+a Wide & Deep run gives ``ranker.onnx``, parity-checked; an item-item run (EASE: a model with
+``item_item_weights()``) gives ``item_item.npy``, its dense weights, within ``item_item.max_memory_gb``
+(:mod:`recstack.bundle.item_item`). Optionally the content section: MiniLM exported to ONNX (parity-checked
 against sentence-transformers), the text vectors of the catalogue and of the items upserted live, and their own index
 (:mod:`recstack.export.content_section`).
 Users erased since training are left out of all of it, and the written bundle is checked for them before it is moved
@@ -26,9 +28,12 @@ from typing import Any, Literal, get_args
 import numpy as np
 import scipy.sparse as sp
 import torch
+from omegaconf import OmegaConf
 
 from recstack.bundle.contract import INPUT_NAMES
-from recstack.bundle.writer import write_bundle
+from recstack.bundle.item_item import DEFAULT_MAX_MEMORY_GB, check_item_item_bound
+from recstack.bundle.layout import BundleError
+from recstack.bundle.writer import ItemItemPayload, write_bundle
 from recstack.data.prepared import PreparedSplit
 from recstack.export.content_section import ContentOptions
 from recstack.export.erasure import Erasures, check_no_erased_users, redact_users, zero_ranker_users
@@ -133,8 +138,13 @@ def export_run(
     erasures: Erasures | None = None,
     content: ContentOptions | None = None,
     seen: SeenOption = "all",
+    item_item_max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
 ) -> Path:
     """Export ``run_dir`` (and ``ranker_run``) as a bundle at ``out_dir`` (no blend weight yet, see the module docstring).
+
+    ``ranker_run``: a Wide & Deep run (``ranker.onnx``) or an item-item run such as EASE (``item_item.npy``, refused
+    with :class:`ExportError` before the run is fitted when ``n_items^2 x 4`` bytes exceed ``item_item_max_memory_gb``,
+    ``configs/export.yaml`` ``item_item.max_memory_gb``).
 
     ``seen``: what the seen-items lists hold (:func:`seen_matrix`; ``configs/export.yaml`` ``seen``), recorded in the
     manifest's metrics as ``export.seen``.
@@ -155,6 +165,11 @@ def export_run(
         raise ExportError(f"seen={seen!r}: choose one of {', '.join(SEEN_OPTIONS)}")
     erasures = erasures if erasures is not None else Erasures()
     run = load_run(run_dir)
+    if ranker_run is not None and _is_item_item(ranker_run):
+        try:  # before the item-item model is fitted (minutes and gigabytes for a large catalogue)
+            check_item_item_bound(run.split.n_items, item_item_max_memory_gb)
+        except BundleError as exc:
+            raise ExportError(str(exc)) from None
     kind = model_kind(run.config)
     split = run.split
     users_vec, items_vec = retrieval_vectors(run.model)
@@ -170,6 +185,7 @@ def export_run(
 
     with tempfile.TemporaryDirectory(prefix="recstack-export-") as tmp:
         onnx_path: Path | None = None
+        item_item: ItemItemPayload | None = None
         if ranker_run is not None:
             ranker = load_run(ranker_run)
             if ranker.split.config_hash != split.config_hash or (ranker.split.n_users, ranker.split.n_items) != (
@@ -182,26 +198,42 @@ def export_run(
                     f"{split.config_hash} ({split.n_users}, {split.n_items}); their indices would not agree: train "
                     "both on the same data/split config"
                 )
-            if _forward_args(ranker.model) != list(INPUT_NAMES):
-                raise ExportError(f"ranker run {ranker_run} is a {model_kind(ranker.config)}, not a Wide & Deep run")
-            onnx_path = Path(tmp) / "ranker.onnx"
-            report = export_ranker(
-                ranker.model,  # type: ignore[arg-type]
-                onnx_path,
-                graph=FrozenWideAndDeep(ranker.model) if isinstance(ranker.model, WideAndDeep) else None,
-                n_users=split.n_users,
-                n_items=split.n_items,
-                parity_samples=parity_samples,
-                seed=seed,
-            )
-            log.info(
-                "ranker exported: ONNX vs PyTorch max |diff| %.2e on %d inputs", report.max_abs_diff, report.n_samples
-            )
-            metrics["ranker"] = _metrics_or_empty(read_metrics, ranker.run_dir)
-            metrics["ranker_parity_max_abs_diff"] = report.max_abs_diff
-            if len(redacted.erased):  # after the parity check, which compares every user's rows with the model
-                tables = zero_ranker_users(onnx_path, redacted.erased, split.n_users)
-                log.info("ranker: erased users' rows zeroed in %s", ", ".join(tables) or "no per-user table")
+            if hasattr(ranker.model, "item_item_weights"):
+                params = OmegaConf.to_container(ranker.config.model, resolve=True)
+                assert isinstance(params, dict)
+                item_item = ItemItemPayload(
+                    weights=ranker.model.item_item_weights(),
+                    model=model_kind(ranker.config),
+                    params={str(k): v for k, v in params.items() if k != "_target_"},
+                    max_memory_gb=item_item_max_memory_gb,
+                )
+                metrics["ranker"] = _metrics_or_empty(read_metrics, ranker.run_dir)
+            else:
+                if _forward_args(ranker.model) != list(INPUT_NAMES):
+                    raise ExportError(
+                        f"ranker run {ranker_run} is a {model_kind(ranker.config)}, not a Wide & Deep run (ONNX "
+                        "ranker) nor an item-item model such as EASE (item-item ranker)"
+                    )
+                onnx_path = Path(tmp) / "ranker.onnx"
+                report = export_ranker(
+                    ranker.model,  # type: ignore[arg-type]
+                    onnx_path,
+                    graph=FrozenWideAndDeep(ranker.model) if isinstance(ranker.model, WideAndDeep) else None,
+                    n_users=split.n_users,
+                    n_items=split.n_items,
+                    parity_samples=parity_samples,
+                    seed=seed,
+                )
+                log.info(
+                    "ranker exported: ONNX vs PyTorch max |diff| %.2e on %d inputs",
+                    report.max_abs_diff,
+                    report.n_samples,
+                )
+                metrics["ranker"] = _metrics_or_empty(read_metrics, ranker.run_dir)
+                metrics["ranker_parity_max_abs_diff"] = report.max_abs_diff
+                if len(redacted.erased):  # after the parity check, which compares every user's rows with the model
+                    tables = zero_ranker_users(onnx_path, redacted.erased, split.n_users)
+                    log.info("ranker: erased users' rows zeroed in %s", ", ".join(tables) or "no per-user table")
         content_payload = None
         if content is not None:
             from recstack.export.content_section import build_content
@@ -224,10 +256,21 @@ def export_run(
             metrics=metrics,
             erased_users=len(redacted.erased),
             content=content_payload,
+            item_item=item_item,
             check=partial(check_no_erased_users, erasures=erasures),
         )
     log.info("bundle written to %s", out)
     return out
+
+
+def _is_item_item(run_dir: str | Path) -> bool:
+    """Whether the run's model is an item-item model (has ``item_item_weights``), from its config alone (no fit)."""
+    from hydra.utils import get_class
+
+    from recstack.training.runs import CONFIG_FILE
+
+    cfg = OmegaConf.load(Path(run_dir) / CONFIG_FILE)
+    return hasattr(get_class(str(cfg.model._target_)), "item_item_weights")
 
 
 def _forward_args(model: Any) -> list[str]:

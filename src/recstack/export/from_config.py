@@ -84,6 +84,7 @@ def bundle_dir(cfg: DictConfig) -> Path:
 def export_bundle_from_config(cfg: DictConfig) -> Path:
     """Write the bundle ``cfg`` (a composed ``configs/export.yaml``) describes, without the users erased since
     training; returns its folder. Neither the blend weight nor the model store: see the module docstring."""
+    from recstack.bundle.item_item import DEFAULT_MAX_MEMORY_GB
     from recstack.export.exporter import export_run
     from recstack.retrieval.index import IndexConfig
 
@@ -100,4 +101,5 @@ def export_bundle_from_config(cfg: DictConfig) -> Path:
         erasures=erasures,
         content=content_from_config(cfg.get("content"), int(cfg.parity_samples), int(cfg.seed)),
         seen=str(cfg.seen),  # type: ignore[arg-type]  # export_run refuses a value outside SEEN_OPTIONS
+        item_item_max_memory_gb=float((cfg.get("item_item") or {}).get("max_memory_gb", DEFAULT_MAX_MEMORY_GB)),
     )

@@ -39,7 +39,7 @@ def save_to_store(bundle_dir: str | Path, name: str = DEFAULT_NAME) -> str:
         "dataset": m.dataset or "unknown",
         "split_hash": m.split_hash or "unknown",
         "format_version": str(m.format_version),
-        "ranker": "onnx" if m.ranker else "none",
+        "ranker": m.ranker.kind if m.ranker else "none",
     }
     metadata: dict[str, Any] = {
         "embedding_dim": m.embedding_dim,

@@ -9,6 +9,10 @@ scoring weights a float32 copy (:func:`ease_fit_bytes`, about 2 x ``n_items^2 x 
 up front, when it is built, a catalogue whose estimate exceeds ``max_memory_gb``: the default 8 GB allows about 22,000
 items. ``top_k`` keeps only each item column's ``top_k`` largest weights (by magnitude) as a sparse ``B`` for scoring
 and serving; the solve itself stays dense, so it does not lift the bound.
+
+Served as the second stage of the pipeline (``recstack-export run=<retrieval run> ranker_run=<EASE run>``):
+:meth:`EASE.item_item_weights` is the dense float32 ``B`` the bundle holds (:mod:`recstack.bundle.item_item`, bounded
+at ``n_items^2 x 4`` bytes by the export's ``item_item.max_memory_gb``).
 """
 
 from __future__ import annotations
@@ -132,6 +136,15 @@ class EASE(Recommender):
         self.weights = weights.astype(np.float32) if self.top_k is None else prune_columns(weights, self.top_k)
         self.train = train.astype(np.float32)
         return self
+
+    def item_item_weights(self) -> np.ndarray:
+        """The fitted ``B`` as a dense float32 ``(n_items, n_items)`` array (row = history item, column = scored item):
+        what a bundle's item-item ranker holds. A pruned ``B`` (``top_k``) is densified, its dropped weights zero."""
+        if self.weights is None:
+            raise RuntimeError("EASE is not fitted; call fit(split) first")
+        if sp.issparse(self.weights):
+            return np.asarray(self.weights.toarray(), dtype=np.float32)
+        return np.ascontiguousarray(self.weights, dtype=np.float32)
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         if self.train is None or self.weights is None:

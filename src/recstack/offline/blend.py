@@ -4,7 +4,8 @@ The served order is ``(1 - w) * z(retrieval score) + w * z(ranker score)`` over 
 (:class:`recstack.serving.pipeline.PipelineConfig`). A pointwise ranker trained on random negatives can order the
 retrieval model's hard candidates worse than retrieval does, so ``w`` is chosen by the served pipeline's own
 validation NDCG@10 (never the test split) and recorded in the bundle's manifest
-(:func:`recstack.bundle.writer.record_blend`), where serving reads it.
+(:func:`recstack.bundle.writer.record_blend`), where serving reads it. The same holds for either kind of ranker
+(ONNX Wide & Deep, item-item EASE).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def tune_blend_weight(
 ) -> Blend:
     """The grid weight with the best validation NDCG@k of the served pipeline (ties: the smaller weight)."""
     if bundle.ranker_path is None:
-        raise ValueError(f"{bundle.root} has no ranker.onnx: there is no blend to tune")
+        raise ValueError(f"{bundle.root} has no re-ranker (ranker.onnx or item_item.npy): there is no blend to tune")
     base = Pipeline.from_bundle(bundle, PipelineConfig(rerank_weight=1.0))
     users = np.flatnonzero(np.diff(split.matrix("valid").indptr) > 0)
     metric = f"ndcg@{k}"
@@ -40,8 +41,10 @@ def tune_blend_weight(
     for w in grid:
         pipeline = copy.copy(base)
         pipeline.config = replace(base.config, rerank_weight=float(w))
-        # masked by the split's training items, not the bundle's seen lists (a deployed bundle's hold everything)
-        topk = offline_topk(pipeline, users, k, rerank=True, exclude_seen=False, extra_exclude=split.matrix("train"))
+        # Masked by the split's training items, not the bundle's seen lists (a deployed bundle's hold everything),
+        # and an item-item ranker reads them as the history, for the same reason.
+        train = split.matrix("train")
+        topk = offline_topk(pipeline, users, k, rerank=True, exclude_seen=False, extra_exclude=train, history=train)
         scores[float(w)] = float(evaluate_topk(topk, users, split, "valid", (k,)).metrics[metric])
     best = max(scores, key=lambda w: (round(scores[w], 6), -w))
     return Blend(weight=best, metric=f"valid/{metric}", grid=tuple(scores.items()))

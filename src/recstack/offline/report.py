@@ -42,14 +42,22 @@ def evaluate_bundle(
     users = np.flatnonzero(np.diff(split.matrix(stage).indptr) > 0)
     # The split decides what is masked, not the bundle's seen lists: a deployed bundle's lists hold every interaction
     # (export seen=all), test items included. Train, plus valid on the test stage, as the evaluator masks for a model.
-    seen = split.matrix("train")
+    train = split.matrix("train")
+    seen = train
     if stage == "test":
         seen = (seen + split.matrix("valid")).tocsr()
     label = name or Path(bundle_dir).name
     modes = [("retrieval", False)] + ([("retrieval + re-rank", True)] if pipeline.ranker is not None else [])
     out = []
     for mode, rerank in modes:
-        topk = offline_topk(pipeline, users, max(ks), rerank=rerank, exclude_seen=False, extra_exclude=seen)
+        # An item-item ranker reads the training items, which its model was fitted on (as the evaluator scores the
+        # model alone), never the bundle's seen lists, which may hold the very items judged.
+        topk = offline_topk(
+            pipeline, users, max(ks), rerank=rerank, exclude_seen=False, extra_exclude=seen, history=train
+        )
         result = evaluate_topk(topk, users, split, stage, ks, keep_per_user=True)
-        out.append(RunEvaluation(f"{label}: {mode}", result, {"index": bundle.manifest.index.kind}))
+        info = {"index": bundle.manifest.index.kind}
+        if rerank and bundle.manifest.ranker is not None:
+            info["ranker"] = bundle.manifest.ranker.kind
+        out.append(RunEvaluation(f"{label}: {mode}", result, info))
     return out

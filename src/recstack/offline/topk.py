@@ -19,22 +19,24 @@ def offline_topk(
     dow: int = 0,
     exclude_seen: bool = True,
     extra_exclude: sp.csr_matrix | None = None,
+    history: sp.csr_matrix | None = None,
 ) -> np.ndarray:
     """The served pipeline over many users, for ``evaluate_topk``: ``(len(users), k)`` item indices, -1 padded.
 
     ``users`` are user indices of the bundle; no online store is involved (offline users have no recent activity).
     ``extra_exclude``: a users x items matrix of further items to drop per user (on the test stage: the validation
     items, so the pipeline is judged exactly as the full-ranking evaluator judges a model).
+    ``history``: a users x items matrix of what an item-item ranker reads per user instead of the bundle's seen
+    lists (the split's training items: the interactions its model was fitted on); ignored by an ONNX ranker.
     """
     pipeline = source if isinstance(source, Pipeline) else Pipeline.from_bundle(source)
     ids_by_row = _user_ids_by_row(pipeline)
     out = np.full((len(users), k), -1, dtype=np.int64)
     for row, user in enumerate(np.asarray(users, dtype=np.int64)):
         query = Query(user_id=ids_by_row[user], k=k, hour=hour, dow=dow, exclude_seen=exclude_seen, rerank=rerank)
-        extra = None
-        if extra_exclude is not None:
-            extra = extra_exclude.indices[extra_exclude.indptr[user] : extra_exclude.indptr[user + 1]]
-        ranked = pipeline.recommend(query, exclude_items=extra)
+        extra = None if extra_exclude is None else _row(extra_exclude, user)
+        read = None if history is None else _row(history, user)
+        ranked = pipeline.recommend(query, exclude_items=extra, history=read)
         out[row, : len(ranked.items)] = ranked.items
     return out
 
@@ -44,3 +46,7 @@ def _user_ids_by_row(pipeline: Pipeline) -> np.ndarray:
     for user_id, row in pipeline.user_index.items():
         ids[row] = user_id
     return ids
+
+
+def _row(matrix: sp.csr_matrix, user: int) -> np.ndarray:
+    return matrix.indices[matrix.indptr[user] : matrix.indptr[user + 1]]

@@ -4,8 +4,12 @@
                   else none, and the candidates come from popularity (of the user's segment when one is given)
     retrieval     one FAISS search for the top-N candidates, seen items excluded inside the index
     filter        include / exclude categories on the candidates (widening the search when too few survive)
-    rerank        one ONNX Runtime call of the Wide & Deep ranker over the candidates, with context features
-                  (trained users only: the ranker knows cold users as one out-of-vocabulary row)
+    rerank        the bundle's re-ranker over the candidates, blended with retrieval by the weight tuned at export:
+                  ONNX: one ONNX Runtime call of the Wide & Deep ranker, with context features (trained users only:
+                  it knows cold users as one out-of-vocabulary row);
+                  item_item: ``B[history, candidates].sum(0)`` (EASE's weights, numpy), where the history is the
+                  user's seen items in the bundle plus their recent activity, so cold users with recent activity are
+                  re-ranked too
     top-k         the k best by the last stage's score
 
 Everything the request path needs is precomputed in :meth:`Pipeline.from_bundle`: the category matrix, the popularity
@@ -14,7 +18,8 @@ rankings, the ranker session. Imports stay serving-light: numpy, scipy, faiss/on
 Live items (``POST /items``, :mod:`recstack.serving.live_items`): :meth:`Pipeline.upsert_item` appends an item the
 bundle does not hold, with a collaborative vector estimated from its content neighbours, to the per-item arrays and
 to the retrieval index (FAISS ``add``, no rebuild), so the next request retrieves it like any other item. The ranker
-knows only the bundle's items: a live candidate gets the mean ranker score of the others (z = 0 in the blend).
+knows only the bundle's items: a live candidate gets the mean ranker score of the others (z = 0 in the blend), and
+live items in a history add nothing to the item-item scores.
 A live item upserted again gets a new row; the old one is dead (excluded from every search). Rows of bundle items keep
 their trained vector; an upsert changes their title, categories and text vector only.
 
@@ -38,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from recstack.bundle.contract import ranker_contract, score_ranker
+from recstack.bundle.item_item import ItemItemRanker
 from recstack.bundle.layout import BundleError
 from recstack.serving.fallbacks import PopularityFallback
 from recstack.serving.growing import GrowingRows
@@ -290,16 +296,23 @@ class Pipeline:
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, config: PipelineConfig | None = None, *, ranker: Any = None) -> Pipeline:
-        """Precompute everything from a loaded bundle; ``ranker`` overrides the bundle's ONNX session (tests)."""
+        """Precompute everything from a loaded bundle; ``ranker`` overrides the bundle's re-ranker (tests)."""
         config = config if config is not None else PipelineConfig()
         items = bundle.items.sort_values("item_idx")
+        ranker_info = bundle.manifest.ranker
         if config.rerank_weight is None:
-            ranker_info = bundle.manifest.ranker
             tuned = None if ranker_info is None or ranker_info.blend is None else ranker_info.blend.weight
             config = replace(config, rerank_weight=1.0 if tuned is None else tuned)
-        if ranker is None and bundle.ranker_path is not None:
-            ranker = ranker_session(bundle.ranker_path)
-        if ranker is not None and bundle.manifest.ranker is not None and hasattr(ranker, "get_inputs"):
+        if ranker is None and ranker_info is not None:
+            if ranker_info.kind == "item_item":
+                if bundle.item_item is None:
+                    raise BundleError(f"{bundle.root}: the manifest names an item_item ranker the bundle did not load")
+                ranker = ItemItemRanker(bundle.item_item)
+            else:
+                assert bundle.ranker_path is not None
+                ranker = ranker_session(bundle.ranker_path)
+        onnx = ranker_info is not None and ranker_info.kind == "onnx"
+        if ranker is not None and onnx and hasattr(ranker, "get_inputs"):
             check_ranker(bundle, ranker)
         popularity_counts = (
             items["popularity"].to_numpy(np.float64)
@@ -334,11 +347,15 @@ class Pipeline:
         recent: Sequence[Event] = (),
         observe: StageObserver = null_observer,
         exclude_items: np.ndarray | None = None,
+        history: np.ndarray | None = None,
     ) -> Ranked:
         """Top-``query.k`` items for one user; ``recent`` is the user's newest-first activity from the online store.
 
         ``exclude_items``: item indices never to return besides the seen ones (offline evaluation on the test stage
-        passes the user's validation items, as the full-ranking evaluator masks them)."""
+        passes the user's validation items, as the full-ranking evaluator masks them).
+        ``history``: the item indices an item-item ranker reads for this user, instead of the bundle's seen items
+        plus the recent activity (offline evaluation passes the split's training items, which the model was fitted
+        on: a deployed bundle's seen lists also hold the items being judged)."""
         t0 = time.perf_counter()
         k = query.k
         if not 1 <= k <= self.n_items:
@@ -396,15 +413,23 @@ class Pipeline:
             if target.mode == "restrict" and vector is None:
                 source = "segment_popularity"  # ordered by the segment's own popularity
 
-        # Only users the ranker was trained on are re-ranked: for a cold user it would score with its single
-        # out-of-vocabulary row and replace the fold-in or segment signal with one global order.
-        if rerank and self.ranker is not None and user_row is not None and len(candidates):
+        # The ONNX ranker re-ranks only the users it was trained on: for a cold user it would score with its single
+        # out-of-vocabulary row and replace the fold-in or segment signal with one global order. The item-item ranker
+        # re-ranks anyone with a history (seen items, recent activity): it has no per-user row to miss.
+        if rerank and self.ranker is not None and len(candidates):
             t3 = time.perf_counter()
-            ranked = self._rerank(user_row, candidates, query.hour, query.dow)
-            w = 1.0 if self.config.rerank_weight is None else self.config.rerank_weight
-            cand_scores = ranked if w >= 1.0 else (1.0 - w) * _zscore(cand_scores) + w * _zscore(ranked)
-            stage = "rerank"
-            observe("rerank", time.perf_counter() - t3)
+            ranked = None
+            if isinstance(self.ranker, ItemItemRanker):
+                read = self._item_history(user_row, recent_items) if history is None else np.asarray(history)
+                if len(read):
+                    ranked = self._rerank_item_item(read, candidates)
+            elif user_row is not None:
+                ranked = self._rerank(user_row, candidates, query.hour, query.dow)
+            if ranked is not None:
+                w = 1.0 if self.config.rerank_weight is None else self.config.rerank_weight
+                cand_scores = ranked if w >= 1.0 else (1.0 - w) * _zscore(cand_scores) + w * _zscore(ranked)
+                stage = "rerank"
+                observe("rerank", time.perf_counter() - t3)
 
         if target is not None and target.mode == "boost" and len(candidates):
             cand_scores = _zscore(cand_scores) + target.weight * _bonus(target, candidates)
@@ -591,6 +616,28 @@ class Pipeline:
         if known.any():
             b = int(known.sum())
             scores[known] = score_ranker(self.ranker, np.full(b, user), items[known], np.full(b, hour), np.full(b, dow))
+            scores[~known] = scores[known].mean()
+        return scores
+
+    def _item_history(self, user_row: int | None, recent_items: np.ndarray) -> np.ndarray:
+        """What the item-item ranker reads: the user's seen items in the bundle and their recent activity (binary,
+        as EASE was fitted on)."""
+        seen = self._seen(user_row)
+        if not len(recent_items):
+            return seen
+        return np.union1d(seen, recent_items).astype(np.int64)
+
+    def _rerank_item_item(self, history: np.ndarray, items: np.ndarray) -> np.ndarray:
+        ranker = self.ranker
+        assert isinstance(ranker, ItemItemRanker)
+        history = history[history < self.n_ranked]  # live items have no weights
+        known = items < self.n_ranked
+        if known.all():
+            return ranker.score(history, items)
+        # As for the ONNX ranker: live candidates get the mean of the others' scores (z = 0 in the blend).
+        scores = np.zeros(len(items), dtype=np.float32)
+        if known.any():
+            scores[known] = ranker.score(history, items[known])
             scores[~known] = scores[known].mean()
         return scores
 
