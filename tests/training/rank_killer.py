@@ -1,5 +1,5 @@
 """A test-only callback that kills one DDP rank the hard way (SIGKILL: no Python cleanup, as the kernel's OOM killer
-would) at a given training batch, for the fault test in tests/training/test_ddp.py::test_a_dead_rank_ends_the_run."""
+would) at a given training batch, for the dead-rank part of tests/training/test_ddp.py's LightGCN test."""
 
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
 """``trainer=ddp_cpu``: two real training processes (Lightning's DDP launcher, gloo on the CPU) on a small synthetic set.
 
-One run of LightGCN (its whole graph replicated on both ranks, the batches sharded), then its resume from the DDP
-checkpoint, and one short run of MF. Each rank records what it did with the test callback of rank_record.py, and every
-file it writes under the runs folder through audited_train.py (the real entry point, observed by an audit hook). The
-tests read what the processes leave behind (exit status, files), never sleep: the timeout only bounds a broken run
+Three launches, since process start-up (two interpreters importing torch and Lightning, one after the other) is most
+of each one's time: a run of LightGCN (its whole graph replicated on both ranks, the batches sharded) whose rank 0 is
+killed hard in its third epoch; that run resumed from its last checkpoint, as the dead rank's message says, to the
+end; and one short run of MF to the end. Each rank records what it did with the test callback of rank_record.py (kept
+up to date after every step, so a rank killed or left alone mid-run has recorded all it finished), and every file it
+writes under the runs folder through audited_train.py (the real entry point, observed by an audit hook). The tests
+read what the processes leave behind (exit status, output, files), never sleep: the timeout only bounds a broken run
 (start-up of both processes took 10-40 s on the 2-core CI machine, depending on its load).
 """
 
@@ -27,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
 RUN_TIMEOUT = 300.0
+BATCH = 256  # per rank: several optimiser steps per epoch on each rank
 
 
 def _ddp_train(
@@ -44,7 +48,7 @@ def _ddp_train(
         f"runs_root={tmp_path / 'runs'}",
         f"processed_root={tmp_path / 'processed'}",
         f"hydra.run.dir={tmp_path / name / 'hydra'}",
-        "fit.batch_size=256",  # several optimiser steps per epoch on each rank
+        f"fit.batch_size={BATCH}",
         "fit.patience=100",  # early stopping must not end the run early
         "+callbacks.rank_record._target_=rank_record.RankRecord",
         f"+callbacks.rank_record.out_dir={records}",
@@ -90,8 +94,26 @@ def _epoch(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
 
 
-def test_lightgcn_under_ddp_shards_syncs_writes_once_and_resumes(tmp_path: Path) -> None:
-    done, records, writes = _ddp_train(tmp_path, "first", "model=lightgcn", "fit.max_epochs=2")
+def test_lightgcn_under_ddp_shards_syncs_writes_once_survives_a_dead_rank_and_resumes(tmp_path: Path) -> None:
+    """Rank 0 (the launcher) is killed hard (SIGKILL, as an out-of-memory kill) at the second batch of epoch 2: rank
+    1, its orphan, ends non-zero at its next collective, saying what happened, instead of waiting on a collective that
+    never completes (``communicate`` returns only once every process holding the output pipes, both ranks, has exited,
+    so a hang fails on the timeout). Killing rank 1 instead was checked by hand once: rank 0 prints the same line, and
+    Lightning's launcher would stop it anyway when its child dies. Epochs 0 and 1 before the kill show the sharding and
+    the synchronisation; the resume from the killed run's last.ckpt finishes the run."""
+    killed = 2  # the epoch rank 0 dies in, at its second batch (after both ranks finished its first)
+    done, records, writes = _ddp_train(
+        tmp_path,
+        "first",
+        "model=lightgcn",
+        f"fit.max_epochs={killed + 1}",
+        "+callbacks.kill._target_=rank_killer.KillRank",
+        "+callbacks.kill.rank=0",
+        f"+callbacks.kill.epoch={killed}",
+        expect_ok=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and f"rank 1 {LOST_RANK_MESSAGE}" in output, output[-4000:]  # training.faults
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, f"the ranks must share one run folder, found {runs}"  # rank 0 handed its folder down
     run = runs[0]
@@ -109,31 +131,21 @@ def test_lightgcn_under_ddp_shards_syncs_writes_once_and_resumes(tmp_path: Path)
     assert first[0]["pairs"]["0"] != first[0]["pairs"]["1"]  # a fresh permutation each epoch
 
     # Gradient synchronisation: bit-identical parameters on both ranks after every optimiser step, and they moved.
+    # (Both ranks finished the killed epoch's first step, and neither its second.)
     steps = first[0]["step_hashes"]
-    assert len(steps) >= 2 * 8 and first[1]["step_hashes"] == steps
+    assert len(steps) >= 2 * 8 + 1 and first[1]["step_hashes"] == steps
+    assert [epoch for epoch, _ in steps].count(killed) == 1
     hashes = [h for _, h in steps]
     assert first[0]["start_hash"] == first[1]["start_hash"] != hashes[0]
     assert len(set(hashes)) == len(hashes)
     # The same validation figures, and the same stop decision, on both ranks after every epoch.
     assert first[0]["epochs"] == first[1]["epochs"] and [e["epoch"] for e in first[0]["epochs"]] == [0, 1]
 
-    # Only rank 0 wrote into the run folder: config, checkpoints, metrics, logs; rank 1 wrote nothing there.
-    rank0 = _writes(writes, 0)
-    for name in ["config.yaml", "metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "csv/metrics.csv"]:
-        assert str(run / name) in rank0, name
-    assert _writes(writes, 1) == set()
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and metrics["test"]["ndcg@10"] > 0
-    # Both ranks end with rank 0's test figures (one log line each, the same after the timestamp).
-    tested = [
-        line.split("]", 1)[1] for line in done.stdout.splitlines() if "[recstack.training.train][INFO] - test {" in line
-    ]
-    assert len(tested) == 2 and tested[0] == tested[1], tested
-
-    # Resume from the DDP checkpoint: both ranks restore its weights and train the epoch after it only. (Lightning 2.6
-    # rewrites last.ckpt only at an epoch that also saved best.ckpt, so it may hold epoch 0 here.)
+    # Resume from the DDP checkpoint, as the dead rank's message says: both ranks restore its weights and train the
+    # epochs after it only.
     last = run / "checkpoints" / "last.ckpt"
     saved = _epoch(last)
+    assert saved == killed - 1  # last.ckpt is the last finished epoch
     resumed, records2, writes2 = _ddp_train(
         tmp_path, "resumed", "model=lightgcn", f"fit.max_epochs={saved + 2}", f"ckpt_path={last}", f"run_dir={run}"
     )
@@ -144,11 +156,30 @@ def test_lightgcn_under_ddp_shards_syncs_writes_once_and_resumes(tmp_path: Path)
     saved_weights = [h for epoch, h in steps if epoch == saved][-1]  # after the saved epoch's last step
     assert second[0]["start_hash"] == second[1]["start_hash"] == saved_weights
     assert second[0]["step_hashes"] == second[1]["step_hashes"]
-    # The resumed epoch sees the same permutation as the uninterrupted run's epoch (seeded by (seed, epoch)).
-    if saved + 1 == 1:
-        assert second[0]["pairs"]["1"] == first[0]["pairs"]["1"]
-    assert json.loads((run / "metrics.json").read_text())["epochs"] == saved + 2
-    assert _writes(writes2, 1) == set() and str(run / "metrics.json") in _writes(writes2, 0)
+    # The resumed epoch sees the same permutation as the killed run's (seeded by (seed, epoch)): its first batch on
+    # each rank is the one that rank trained on before the kill.
+    for before, after in zip(first, second, strict=True):
+        head = before["pairs"][str(killed)]
+        assert len(head) == BATCH and after["pairs"][str(killed)][: len(head)] == head
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == saved + 2 and metrics["test"]["ndcg@10"] > 0
+    # Both ranks end with rank 0's test figures (one log line each, the same after the timestamp).
+    tested = [
+        line.split("]", 1)[1]
+        for line in resumed.stdout.splitlines()
+        if "[recstack.training.train][INFO] - test {" in line
+    ]
+    assert len(tested) == 2 and tested[0] == tested[1], tested
+
+    # Only rank 0 wrote into the run folder, in both launches: config, checkpoints, metrics, logs; rank 1 nothing.
+    wrote = {"first": _writes(writes, 0), "resumed": _writes(writes2, 0)}
+    for launch, names in {
+        "first": ["config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt"],
+        "resumed": ["metrics.json", "checkpoints/last.ckpt", "csv/metrics.csv"],
+    }.items():
+        for name in names:
+            assert str(run / name) in wrote[launch], (launch, name)
+    assert _writes(writes, 1) == set() and _writes(writes2, 1) == set()
 
 
 def test_mf_under_ddp_keeps_both_ranks_identical(tmp_path: Path) -> None:
@@ -161,28 +192,6 @@ def test_mf_under_ddp_keeps_both_ranks_identical(tmp_path: Path) -> None:
     assert _writes(writes, 1) == set()
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
-
-
-def test_a_dead_rank_ends_the_run_with_an_error(tmp_path: Path) -> None:
-    """Rank 0 (the launcher) killed hard mid-epoch (SIGKILL, as an out-of-memory kill): rank 1, its orphan, ends
-    non-zero at its next collective, saying what happened, instead of waiting on a collective that never completes.
-    ``communicate`` returns only once every process holding the output pipes (both ranks) has exited, so a hang fails
-    on the timeout. (Killing rank 1 instead was checked by hand once: rank 0 prints the same line, and Lightning's
-    launcher would stop it anyway when its child dies; one case keeps the suite's time down.)"""
-    rank = 0
-    done, _, _ = _ddp_train(
-        tmp_path,
-        f"killed-{rank}",
-        "model=mf",
-        "fit.max_epochs=3",
-        "logger={}",
-        "+callbacks.kill._target_=rank_killer.KillRank",
-        f"+callbacks.kill.rank={rank}",
-        expect_ok=False,
-    )
-    assert done.returncode != 0
-    output = done.stdout + done.stderr
-    assert f"rank 1 {LOST_RANK_MESSAGE}" in output, output[-4000:]  # recstack.training.faults
 
 
 def _prepared_split(run: Path) -> str:

@@ -9,12 +9,15 @@ successful fit ``OnExceptionCheckpoint`` deletes ``interrupted.ckpt``. A second 
 however long the shutdown the first one started would take.
 
 The tests wait on what the process reports (its log lines, read by a thread), never on fixed sleeps. The timeouts
-only bound a broken run: start-up alone took 30-95 s with both cores of the 2-core CI machine busy, ~12 s idle.
+only bound a broken run: start-up alone took 30-95 s with both cores of the 2-core CI machine busy, ~12 s idle. That
+start-up (importing torch and Lightning) is most of each process's time, so the resume, which needs no signal, runs in
+this process: ``train(cfg)``, what ``recstack-train`` calls, with the same overrides.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -29,6 +32,9 @@ import pytest
 import torch
 from slow_shutdown import STARTED as SLOW_SHUTDOWN_STARTED
 
+from recstack.config import compose
+from recstack.training.train import train
+
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT = 240.0  # process start to the first finished epoch (imports, data, model), on a loaded machine
@@ -38,22 +44,28 @@ EXIT_TIMEOUT = 180.0  # signal to exit: the checkpoint, the trainer's teardown a
 SECOND_EPOCH_DONE = re.compile(r"epoch 1 done")
 
 
-def _train_command(tmp_path: Path, run_dir: Path, *overrides: str) -> list[str]:
-    # recstack-train is recstack.cli.train:main (pyproject [project.scripts]); the synthetic set needs no download and
-    # its 200 users x 100 items train in a fraction of a second per epoch, so startup dominates each process.
+def _overrides(tmp_path: Path, run_dir: Path, *overrides: str) -> list[str]:
+    # The synthetic set needs no download and its 200 users x 100 items train in a fraction of a second per epoch.
     return [
-        sys.executable,
-        "-m",
-        "recstack.cli.train",
         "data=synthetic",
         "model=mf",
         "torch_threads=1",
         "progress=false",
         f"run_dir={run_dir}",
         f"processed_root={tmp_path / 'processed'}",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
         "fit.patience=100000",  # early stopping must not end the run before the signal
         *overrides,
+    ]
+
+
+def _train_command(tmp_path: Path, run_dir: Path, *overrides: str) -> list[str]:
+    # recstack-train is recstack.cli.train:main (pyproject [project.scripts]).
+    return [
+        sys.executable,
+        "-m",
+        "recstack.cli.train",
+        *_overrides(tmp_path, run_dir, *overrides),
+        f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
 
 
@@ -147,7 +159,7 @@ def _assert_stopped_with_checkpoints(training: Training, run: Path, returncode: 
     assert _epoch(checkpoints / "interrupted.ckpt") >= _epoch(checkpoints / "last.ckpt")
 
 
-def test_ctrl_c_checkpoints_and_last_ckpt_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_checkpoints_and_last_ckpt_resumes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run = tmp_path / "run"
     checkpoints = run / "checkpoints"
     with Training(_train_command(tmp_path, run, "fit.max_epochs=100000")) as training:
@@ -157,18 +169,17 @@ def test_ctrl_c_checkpoints_and_last_ckpt_resumes(tmp_path: Path) -> None:
     assert "SIGINT received: stopping with a checkpoint first" in training.output
     _assert_stopped_with_checkpoints(training, run, returncode)
 
-    # The README's resume: ckpt_path=<run>/checkpoints/last.ckpt run_dir=<run>, two more epochs.
+    # The README's resume: ckpt_path=<run>/checkpoints/last.ckpt run_dir=<run>, two more epochs (in this process).
     last_epoch = _epoch(checkpoints / "last.ckpt")
     target = last_epoch + 3  # epochs are 0-based: last.ckpt holds epoch last_epoch, so last_epoch + 1 are done
-    resumed = subprocess.run(
-        _train_command(tmp_path, run, f"fit.max_epochs={target}", f"ckpt_path={checkpoints / 'last.ckpt'}"),
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=START_TIMEOUT + EXIT_TIMEOUT,
+    caplog.set_level(logging.INFO)
+    resumed = train(
+        compose(
+            "train", _overrides(tmp_path, run, f"fit.max_epochs={target}", f"ckpt_path={checkpoints / 'last.ckpt'}")
+        )
     )
-    assert resumed.returncode == 0, (resumed.stdout[-2000:], resumed.stderr[-4000:])
-    assert f"Restored all states from the checkpoint at {checkpoints / 'last.ckpt'}" in resumed.stdout + resumed.stderr
+    assert f"Restored all states from the checkpoint at {checkpoints / 'last.ckpt'}" in caplog.text
+    assert resumed.run_dir == run
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == target
     assert set(metrics["valid"]) >= {"ndcg@10"} and metrics["test"] is not None
