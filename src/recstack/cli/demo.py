@@ -1,8 +1,10 @@
 """``recstack-demo`` (``make demo``): the main job end to end on MovieLens-100K.
 
-data -> train (MF retrieval + Wide & Deep re-ranker, and the popularity baseline) -> evaluate (report) -> export
-(bundle: embeddings, HNSW index, ONNX ranker) -> serve (BentoML on loopback, example requests printed) -> stop
--> simulate (an A/B test of MF vs LightGCN retrieval that the test users visit: recstack.cli.demo_simulate).
+data -> train (popularity, MF, LightGCN, EASE, Wide & Deep) -> export (the served bundle: the retrieval model that
+is best on validation, its HNSW index and EASE's item-item weights as the second stage; and MF -> ONNX Wide & Deep
+beside it for comparison) -> evaluate (report: every model and both pipelines) -> serve (BentoML on loopback, example
+requests printed) -> stop -> simulate (an A/B test of MF vs LightGCN retrieval that the test users visit:
+recstack.cli.demo_simulate).
 
 Everything goes under ``--out`` (default ``outputs/demo``); ``make serve`` serves the bundle it leaves behind.
 """
@@ -76,7 +78,10 @@ def _train(model: str, out: Path, overrides: Sequence[str], split: object) -> ob
     run_dir = out / "runs" / model
     if run_dir.exists():  # the demo's own folder: a rerun starts clean rather than mixing checkpoints
         shutil.rmtree(run_dir)
-    cfg = compose("train", [f"model={model}", f"run_dir={run_dir}", *overrides])
+    # One torch thread: on 2 cores shared with anything else, torch's default of one thread per core spins against
+    # the other jobs (LightGCN took 1,976 s instead of ~200 s beside a busy machine); an override wins.
+    threads = [] if any(o.startswith("torch_threads=") for o in overrides) else ["torch_threads=1"]
+    cfg = compose("train", [f"model={model}", f"run_dir={run_dir}", *threads, *overrides])
     result = train(cfg, split=split)  # type: ignore[arg-type]
     test = result.metrics["test"]
     print(
@@ -88,17 +93,16 @@ def _train(model: str, out: Path, overrides: Sequence[str], split: object) -> ob
 
 
 def _simulate(
-    out: Path, split: object, mf_run: Path, data_overrides: Sequence[str], port: int, api_key: str, keys_file: Path
+    out: Path, split: object, mf_run: Path, lightgcn_run: Path, port: int, api_key: str, keys_file: Path
 ) -> None:
-    """Step 9 (recstack.cli.demo_simulate): a short LightGCN run, then MF vs LightGCN as the two arms of an A/B test
-    that every test user visits; prints each arm's online CTR@10 and MAP@10 beside its offline MAP@10."""
-    from recstack.cli.demo_simulate import LIGHTGCN_OVERRIDES, run_simulation
+    """Step 9 (recstack.cli.demo_simulate): the MF and LightGCN runs of step 2 as the two arms of an A/B test that
+    every test user visits; prints each arm's online CTR@10 and MAP@10 beside its offline MAP@10."""
+    from recstack.cli.demo_simulate import run_simulation
 
     _banner(9, "simulate: A/B test MF vs LightGCN retrieval; the test users visit, click, and their events flow back")
     started = time.perf_counter()
-    lightgcn = _train("lightgcn", out, [*data_overrides, *LIGHTGCN_OVERRIDES], split)
     run_simulation(
-        out, split, {"mf": mf_run, "lightgcn": lightgcn.run_dir}, port=port, api_key=api_key, keys_file=keys_file
+        out, split, {"mf": mf_run, "lightgcn": lightgcn_run}, port=port, api_key=api_key, keys_file=keys_file
     )
     print(f"  the simulation step took {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -119,22 +123,24 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
     print(f"  {split!r}\n  folder: {split.root}\n")
     print(format_stats(stats(split.root)), flush=True)
 
-    _banner(2, "train: popularity baseline, MF (retrieval) and Wide & Deep (re-ranker) on the CPU")
-    runs = {name: _train(name, out, data_overrides, split) for name in ("pop", "mf", "wide_deep")}
+    _banner(2, "train: popularity, MF and LightGCN (retrieval), EASE and Wide & Deep (second stages) on the CPU")
+    runs = {name: _train(name, out, data_overrides, split) for name in ("pop", "mf", "lightgcn", "ease", "wide_deep")}
+    retrieval = max(("mf", "lightgcn"), key=lambda name: runs[name].metrics["valid"]["ndcg@10"])
+    valid = ", ".join(f"{name} {runs[name].metrics['valid']['ndcg@10']:.4f}" for name in ("mf", "lightgcn"))
+    print(f"  retrieval for the served bundle, best validation ndcg@10: {retrieval} ({valid})", flush=True)
 
-    _banner(3, "export: bundle = MF embeddings + HNSW index + ONNX Wide & Deep (parity-checked) + id maps")
+    _banner(3, f"export: bundle = {retrieval} embeddings + HNSW index + EASE item-item second stage + id maps")
     from recstack.cli.export import export_from_config
 
-    bundle_dir = out / "bundle"
-    if bundle_dir.exists():
-        shutil.rmtree(bundle_dir)
-    export_from_config(
-        compose(
-            "export",
-            [f"run={runs['mf'].run_dir}", f"ranker_run={runs['wide_deep'].run_dir}", f"out={bundle_dir}"],
-        )
-    )
-    print(f"  bundle: {bundle_dir}", flush=True)
+    bundle_dir, compared_dir = out / "bundle", out / "bundle-mf-wide_deep"
+    for folder, run, ranker in (
+        (bundle_dir, runs[retrieval], runs["ease"]),
+        (compared_dir, runs["mf"], runs["wide_deep"]),  # the earlier default, for the report's comparison
+    ):
+        if folder.exists():
+            shutil.rmtree(folder)
+        export_from_config(compose("export", [f"run={run.run_dir}", f"ranker_run={ranker.run_dir}", f"out={folder}"]))
+    print(f"  bundle: {bundle_dir}  (MF -> ONNX Wide & Deep, for comparison: {compared_dir})", flush=True)
 
     _banner(4, "evaluate: every model and the served two-stage pipeline on the test split, full ranking")
     ks = tuple(range(1, 51))
@@ -148,16 +154,17 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
     ]
     from recstack.offline.report import evaluate_bundle
 
-    evaluations += evaluate_bundle(bundle_dir, split, "test", ks, name="pipeline (HNSW)")
+    evaluations += evaluate_bundle(bundle_dir, split, "test", ks, name=f"served {retrieval} -> ease")
+    evaluations += evaluate_bundle(compared_dir, split, "test", ks, name="mf -> wide_deep")
     paths = write_report(evaluations, split, out / "report", title="recstack demo: MovieLens-100K")
     for ev in evaluations:
         m = ev.result.metrics
-        print(f"  {ev.name:<38} ndcg@10 {m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  map@10 {m['map@10']:.4f}")
+        print(f"  {ev.name:<46} ndcg@10 {m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  map@10 {m['map@10']:.4f}")
     print(f"\n  report: {paths.html}  (also {paths.markdown.name}, {paths.metrics_json.name})", flush=True)
 
     if not serve:
         return 0
-    _banner(5, "serve: BentoML service over the bundle (FAISS -> ONNX re-rank, recent activity in Redis, collector)")
+    _banner(5, "serve: BentoML service over the bundle (FAISS -> EASE re-rank, recent activity in Redis, collector)")
     from recstack.cli.demo_collect import demo_overrides, fresh, run_collection, write_items
     from recstack.cli.demo_segments import run_profiles_and_segments
     from recstack.serving.client import RecstackClient, send_examples
@@ -217,7 +224,7 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
             os.killpg(server.pid, signal.SIGKILL)
     print("service stopped.", flush=True)
     if simulate:
-        _simulate(out, split, runs["mf"].run_dir, data_overrides, _free_port(port + 1), api_key, keys_file)
+        _simulate(out, split, runs["mf"].run_dir, runs["lightgcn"].run_dir, _free_port(port + 1), api_key, keys_file)
     print(f"The whole job took {time.perf_counter() - started:.0f} s.")
     print(f"Keep it running with `make serve` (serves {bundle_dir}).")
     return 0

@@ -20,9 +20,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-# A quick LightGCN for the demo's second arm: its full run takes ~3.5 min on 2 cores. One training thread: on a CPU
-# shared with other jobs torch's default two threads ran 15 epochs in 428 s, one thread in 63 s (same figures).
-LIGHTGCN_OVERRIDES: tuple[str, ...] = ("fit.max_epochs=15", "torch_threads=1")
 EXPERIMENT = "demo-mf-vs-lightgcn"
 
 
