@@ -1,5 +1,6 @@
 """User profiles: one denormalised row per user, computed with set-based SQL (DuckDB) over the tables of
-recstack.profiles.source (``events``, ``item_categories``, and ``attributes`` when loaded).
+recstack.profiles.source (``events`` and ``user_keys``, ``item_categories``, and ``attributes`` when loaded), one range
+of user keys at a time (recstack.profiles.partitions: a profile reads its own user's events only).
 
 Windows are whole UTC hours, as in the segment rules: ``7d`` at ``as_of`` = hour buckets ``(as_of // 1h - 168,
 as_of // 1h]`` (recstack.profiles.compile.window_start_bucket). Only events at or before ``as_of`` count. Columns
@@ -42,10 +43,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recstack.collect.events import EVENT_TYPES
 from recstack.profiles.compile import window_start_bucket
+from recstack.profiles.partitions import in_range, user_ranges
 from recstack.profiles.rules import HOUR_MS, SESSION_GAP_MS
+from recstack.profiles.source import ensure_user_keys
 
 DAY_MS = 24 * HOUR_MS
 NOT_IN_A_WINDOW = 1_000_000  # the window tag of events older than the widest window (first_seen_ms counts them)
@@ -62,7 +66,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "purchase": 5.0,
 }
 
-__all__ = ["DEFAULT_WEIGHTS", "DEMOGRAPHICS", "ProfileSpec", "build_profiles", "profile_schema"]
+__all__ = ["DEFAULT_WEIGHTS", "DEMOGRAPHICS", "ProfileSpec", "build_profiles", "profile_schema", "shared_sessions"]
 
 
 @dataclass(frozen=True)
@@ -126,54 +130,126 @@ def _has_table(con, name: str) -> bool:
 
 
 def _map(key: str, value: str, source: str) -> str:
-    return (
-        f"(SELECT user_id, MAP(list({key} ORDER BY {key}), list({value} ORDER BY {key})) AS m FROM {source} GROUP BY 1)"
-    )
+    return f"(SELECT uid, MAP(list({key} ORDER BY {key}), list({value} ORDER BY {key})) AS m FROM {source} GROUP BY 1)"
 
 
 def build_profiles(con, as_of_ms: int, spec: ProfileSpec | None = None) -> pa.Table:
-    """One row per user seen in ``events`` (or with attributes), as of ``as_of_ms``; see the module docstring.
+    """One row per user seen in ``events`` (or with attributes), as of ``as_of_ms``, ordered by ``user_id``; see the
+    module docstring. Reads the tables of recstack.profiles.source; users are computed a range of keys at a time
+    (recstack.profiles.partitions), which bounds the memory of the per-user sorts and aggregates.
 
-    Also leaves the temporary table ``profile_categories (user_id, category, score)`` (the normalised implicit scores,
-    long form) for the imputation model of recstack.profiles.quality."""
+    Also leaves the temporary tables ``profile_categories (uid, category, score)`` (the normalised implicit scores,
+    long form, by the user's key in ``user_keys``) for the imputation model of recstack.profiles.quality, and
+    ``profile_sessions (uid, bucket, start_ms, end_ms, bounce)`` (the sessions the columns count, see
+    :func:`shared_sessions`) for the segment rules."""
     spec = spec or ProfileSpec()
     as_of = int(as_of_ms)
     lo = {days: window_start_bucket(as_of, days * 24) for days in WINDOWS_DAYS}
-    horizon = lo[HORIZON_DAYS]
-    half_life_ms = float(spec.half_life_days) * DAY_MS
-    weights = pa.table(
-        {
-            "event_type": pa.array(list(spec.weights), pa.string()),
-            "weight": pa.array([float(w) for w in spec.weights.values()], pa.float64()),
-        }
-    )
-    con.register("_profile_weights", weights)
-    try:
+    ensure_user_keys(con)
+    has_attributes = _has_table(con, "attributes")
+    if has_attributes:  # by key once (a few hundred thousand rows), not per range
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE profile_categories AS
-                WITH weighted AS (
-                    SELECT e.user_id, e.item_id, e.category,
-                           w.weight * pow(0.5, ({as_of} - e.ts_ms) / {half_life_ms}) AS s
-                    FROM events e JOIN _profile_weights w USING (event_type)
-                    WHERE e.bucket >= {horizon} AND e.ts_ms <= {as_of} AND w.weight > 0),
-                per_item AS (SELECT user_id, item_id, sum(s) AS s FROM weighted WHERE item_id IS NOT NULL GROUP BY ALL),
-                raw AS (
-                    SELECT p.user_id, c.category, p.s FROM per_item p JOIN item_categories c USING (item_id)
-                    UNION ALL  -- a category the event states itself, unless its item has it already
-                    SELECT w.user_id, w.category, w.s FROM weighted w
-                    WHERE w.category IS NOT NULL AND NOT EXISTS (
-                        SELECT 1 FROM item_categories c WHERE c.item_id = w.item_id AND c.category = w.category)),
-                summed AS (SELECT user_id, category, sum(s) AS s FROM raw GROUP BY ALL)
-                SELECT user_id, category, s / sum(s) OVER (PARTITION BY user_id) AS score FROM summed WHERE s > 0"""
+            "CREATE OR REPLACE TEMP TABLE _profile_attributes AS SELECT k.uid, "
+            + ", ".join(f"a.{c}" for c in DEMOGRAPHICS)
+            + " FROM attributes a JOIN user_keys k USING (user_id)"
         )
-    finally:
-        con.unregister("_profile_weights")
-    return con.sql(_profiles_sql(con, as_of, lo, spec)).to_arrow_table().cast(profile_schema())
-
-
-def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec) -> str:
-    horizon, lo30 = lo[HORIZON_DAYS], lo[30]
+    con.execute("CREATE OR REPLACE TEMP TABLE profile_categories (uid INTEGER, category VARCHAR, score DOUBLE)")
+    con.execute("DROP TABLE IF EXISTS profile_sessions_spec")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE profile_sessions "
+        "(uid INTEGER, bucket INTEGER, start_ms BIGINT, end_ms BIGINT, bounce BOOLEAN)"
+    )
     gap = int(spec.session_gap_ms)
+    from_ms = lo[HORIZON_DAYS] * HOUR_MS - gap
+    parts = []
+    try:
+        for keys in user_ranges(con):
+            con.execute("INSERT INTO profile_categories " + _categories_sql(as_of, lo[HORIZON_DAYS], spec, keys))
+            con.execute("INSERT INTO profile_sessions " + _sessions_sql(as_of, from_ms, gap, keys))
+            sql = _profiles_sql(con, as_of, lo, spec, keys, has_attributes)
+            parts.append(con.sql(sql).to_arrow_table())
+    finally:
+        con.execute("DROP TABLE IF EXISTS _profile_attributes")
+    con.execute(  # what profile_sessions holds (shared_sessions)
+        f"CREATE OR REPLACE TEMP TABLE profile_sessions_spec AS SELECT {as_of}::BIGINT AS as_of_ms, "
+        f"{gap}::BIGINT AS gap_ms, {from_ms}::BIGINT AS from_ms"
+    )
+    table = pa.concat_tables(parts)
+    if len(parts) > 1 and not _ascending(table["user_id"]):  # keys added after the load's (ensure_user_keys)
+        table = table.sort_by([("user_id", "ascending")])
+    return table.cast(profile_schema())
+
+
+def _ascending(column: pa.ChunkedArray) -> bool:
+    """Whether a column without nulls is in ascending order (each range's rows are; the ranges follow each other
+    whenever the keys follow the pseudonyms' order)."""
+    values = column.combine_chunks()
+    return len(values) < 2 or not pc.any(pc.less(values[1:], values[:-1])).as_py()
+
+
+def _sessions_sql(as_of: int, from_ms: int, gap: int, keys) -> str:
+    """The sessions of one range of users that start at or after ``from_ms`` (``profile_sessions`` rows): the events
+    from ``from_ms`` on, so a start there sees the event before it when it is within the gap."""
+    return f"""
+    WITH ev AS (
+        SELECT uid, ts_ms, bucket FROM events WHERE ts_ms <= {as_of} AND ts_ms >= {from_ms} AND {in_range(keys)}),
+    -- Sessions need no tie-break between events of the same millisecond: whichever of them comes first, the
+    -- sessions' starts, ends and sizes are the same (and sorting by time alone is cheaper than by time and id).
+    edges AS (  -- each event's place in its session: first (after a gap) and/or last (before one)
+        SELECT uid, ts_ms, bucket,
+               coalesce(ts_ms - lag(ts_ms) OVER w > {gap}, true) AS is_first,
+               coalesce(lead(ts_ms) OVER w - ts_ms > {gap}, true) AS is_last
+        FROM ev WINDOW w AS (PARTITION BY uid ORDER BY ts_ms)),
+    sessions AS (  -- among first/last events, a first that is not also last is followed by its session's last (at
+                   -- the same millisecond, ordering by is_last puts the first before the last)
+        SELECT uid, bucket, ts_ms AS start_ms, is_first AND is_last AS bounce,
+               CASE WHEN is_last THEN ts_ms ELSE lead(ts_ms) OVER (PARTITION BY uid ORDER BY ts_ms, is_last) END
+                   AS end_ms, is_first
+        FROM edges WHERE is_first OR is_last)
+    SELECT uid, bucket, start_ms, end_ms, bounce FROM sessions WHERE is_first"""
+
+
+def shared_sessions(con, as_of_ms: int, gap_ms: int, from_ms: int) -> str | None:
+    """``profile_sessions`` when :func:`build_profiles` left it for the same events, ``as_of_ms`` and gap, from
+    ``from_ms`` or earlier (a session start is the same whichever earlier events are read, see _sessions_sql): the
+    segment rules' session counts then read it instead of sorting the events again (recstack.profiles.compile).
+    Else None."""
+    if not _has_table(con, "profile_sessions_spec"):
+        return None
+    as_of, gap, start = con.execute("SELECT as_of_ms, gap_ms, from_ms FROM profile_sessions_spec").fetchall()[0]
+    return "profile_sessions" if (as_of, gap) == (int(as_of_ms), int(gap_ms)) and start <= from_ms else None
+
+
+def _categories_sql(as_of: int, horizon: int, spec: ProfileSpec, keys) -> str:
+    """The normalised implicit category scores of one range of users (``profile_categories`` rows)."""
+    half_life_ms = float(spec.half_life_days) * DAY_MS
+    weighted = {kind: float(w) for kind, w in spec.weights.items() if float(w) > 0}
+    if not weighted:
+        return "SELECT NULL::INTEGER AS uid, NULL::VARCHAR AS category, NULL::DOUBLE AS score WHERE false"
+    # the weights as a CASE over the event type: a join with a weights table cost a string cast per event
+    # (a literal such as 0.1 would be a DECIMAL; the string cast is Python's float, bit for bit)
+    weight = "CASE event_type " + " ".join(f"WHEN '{k}' THEN '{w!r}'::DOUBLE" for k, w in weighted.items()) + " END"
+    types = ", ".join(f"'{k}'" for k in weighted)
+    # NOT MATERIALIZED: scanning the events twice (the second time only those stating a category) costs less than
+    # holding every weighted event of the range
+    return f"""
+        WITH weighted AS NOT MATERIALIZED (
+            SELECT uid, item_id, category, {weight} * pow(0.5, ({as_of} - ts_ms) / {half_life_ms}) AS s
+            FROM events
+            WHERE {in_range(keys)} AND bucket >= {horizon} AND ts_ms <= {as_of} AND event_type IN ({types})),
+        raw AS (  -- each event once per category of its item (summing per item first was slower: 20% at 20M)
+            SELECT w.uid, c.category, w.s FROM weighted w JOIN item_categories c USING (item_id)
+            UNION ALL  -- a category the event states itself, unless its item has it already
+            SELECT w.uid, w.category, w.s FROM weighted w
+            WHERE w.category IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM item_categories c WHERE c.item_id = w.item_id AND c.category = w.category)),
+        summed AS (SELECT uid, category, sum(s) AS s FROM raw GROUP BY ALL)
+        SELECT uid, category, s / sum(s) OVER (PARTITION BY uid) AS score FROM summed WHERE s > 0"""
+
+
+def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec, keys, has_attributes: bool) -> str:
+    horizon, lo30 = lo[HORIZON_DAYS], lo[30]
+    mine = in_range(keys)
     # Counts in two stages: events per (user, type, narrowest window) and per (user, hour of day) first, then the
     # windows' columns over those few rows: a filtered count per column over every event cost 40% more at 5M events.
     windows = sorted(WINDOWS_DAYS)
@@ -186,75 +262,61 @@ def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec) -> 
             )
         counts.append(f"coalesce(sum(n) FILTER (WHERE w <= {days}), 0) AS n_events_{days}d")
     hours = ", ".join(f"coalesce(sum(n) FILTER (WHERE h = {h}), 0)" for h in range(24))
-    if _has_table(con, "attributes"):
-        attributes = "attributes"
-    else:
+    if has_attributes:
+        attributes = f"(SELECT * FROM _profile_attributes WHERE {mine})"
+    else:  # the profile events loaded (recstack.profiles.source: event_profiles)
         latest = ", ".join(
             f"arg_max({c}, (ts_ms, event_id)) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in DEMOGRAPHICS
         )
-        attributes = f"(SELECT user_id, {latest} FROM ev WHERE event_type = 'profile' GROUP BY user_id)"
+        attributes = f"(SELECT uid, {latest} FROM event_profiles WHERE ts_ms <= {as_of} AND {mine} GROUP BY uid)"
     if _has_table(con, "survey_answers"):
         surveys = _map(
             "question_id",
             "answer",
-            "(SELECT e.user_id, s.question_id, arg_max(s.answer, (e.ts_ms, e.event_id)) AS answer "
+            "(SELECT e.uid, s.question_id, arg_max(s.answer, (e.ts_ms, e.event_id)) AS answer "
             "FROM ev e JOIN survey_answers s USING (event_id) GROUP BY ALL)",
         )
     else:
-        surveys = "(SELECT NULL::VARCHAR AS user_id, NULL::MAP(VARCHAR, VARCHAR) AS m WHERE false)"
+        surveys = "(SELECT NULL::INTEGER AS uid, NULL::MAP(VARCHAR, VARCHAR) AS m WHERE false)"
     k = int(spec.top_k)
     return f"""
-    WITH ev AS NOT MATERIALIZED (SELECT * FROM events WHERE ts_ms <= {as_of}),
-    population AS (SELECT DISTINCT user_id FROM ev UNION SELECT user_id FROM {attributes}),
+    WITH ev AS NOT MATERIALIZED (SELECT * FROM events WHERE ts_ms <= {as_of} AND {mine}),
+    population AS (SELECT DISTINCT uid FROM ev UNION SELECT uid FROM {attributes}),
     per_type AS (  -- w: the narrowest window an event is in (all history before the widest: {NOT_IN_A_WINDOW})
-        SELECT user_id, event_type, CASE {narrowest} ELSE {NOT_IN_A_WINDOW} END AS w, count(*) AS n,
+        SELECT uid, event_type, CASE {narrowest} ELSE {NOT_IN_A_WINDOW} END AS w, count(*) AS n,
                min(ts_ms) AS first_ms, max(ts_ms) AS last_ms, sum(value) FILTER (WHERE event_type = 'dwell') AS dwell
         FROM ev GROUP BY ALL),
     per_hour AS (
-        SELECT user_id, coalesce(local_hour, bucket % 24) AS h, count(*) AS n
+        SELECT uid, coalesce(local_hour, bucket % 24) AS h, count(*) AS n
         FROM ev WHERE bucket >= {horizon} GROUP BY ALL),
     activity AS (
-        SELECT user_id, {", ".join(counts)},
+        SELECT uid, {", ".join(counts)},
                min(first_ms) AS first_seen_ms, max(last_ms) AS last_seen_ms,
                coalesce(sum(dwell) FILTER (WHERE w <= {HORIZON_DAYS}), 0) AS dwell_total_ms
-        FROM per_type GROUP BY user_id),
-    days AS (SELECT user_id, count(DISTINCT bucket // 24) AS frequency FROM ev WHERE bucket >= {lo30} GROUP BY user_id),
-    hours AS (SELECT user_id, [{hours}] AS hour_of_day FROM per_hour GROUP BY user_id),
-    devices AS (
-        SELECT user_id, arg_max(device_class, (n, device_class)) AS device_class FROM (
-            SELECT user_id, device_class, count(*) AS n FROM ev
+        FROM per_type GROUP BY uid),
+    days AS (SELECT uid, count(DISTINCT bucket // 24) AS frequency FROM ev WHERE bucket >= {lo30} GROUP BY uid),
+    hours AS (SELECT uid, [{hours}] AS hour_of_day FROM per_hour GROUP BY uid),
+    devices AS (  -- device_class: an ENUM whose order is the strings' (source.py), ties go to the alphabetically last
+        SELECT uid, arg_max(device_class, (n, device_class))::VARCHAR AS device_class FROM (
+            SELECT uid, device_class, count(*) AS n FROM ev
             WHERE bucket >= {horizon} AND device_class IS NOT NULL GROUP BY ALL)
-        GROUP BY user_id),
-    -- Sessions need no tie-break between events of the same millisecond: whichever of them comes first, the
-    -- sessions' starts, ends and sizes are the same (and sorting by time alone is cheaper than by time and id).
-    edges AS (  -- each event's place in its session: first (after a gap) and/or last (before one)
-        SELECT user_id, ts_ms, bucket,
-               coalesce(ts_ms - lag(ts_ms) OVER w > {gap}, true) AS is_first,
-               coalesce(lead(ts_ms) OVER w - ts_ms > {gap}, true) AS is_last
-        FROM ev WHERE ts_ms >= {horizon * HOUR_MS - gap}
-        WINDOW w AS (PARTITION BY user_id ORDER BY ts_ms)),
-    sessions AS (  -- among first/last events, a first that is not also last is followed by its session's last (at
-                   -- the same millisecond, ordering by is_last puts the first before the last)
-        SELECT user_id, bucket, ts_ms AS start_ms, is_first AND is_last AS bounce,
-               CASE WHEN is_last THEN ts_ms ELSE lead(ts_ms) OVER (PARTITION BY user_id ORDER BY ts_ms, is_last) END
-                   AS end_ms, is_first
-        FROM edges WHERE is_first OR is_last),
+        GROUP BY uid),
     session_stats AS (
-        SELECT user_id,
+        SELECT uid,
                count(*) FILTER (WHERE bucket >= {lo30}) AS sessions_30d,
                count(*) FILTER (WHERE bucket >= {horizon}) AS sessions_90d,
                avg((end_ms - start_ms) / 1000.0) FILTER (WHERE bucket >= {horizon}) AS mean_session_s,
                avg(bounce::INTEGER) FILTER (WHERE bucket >= {horizon}) AS bounce_rate
-        FROM sessions WHERE is_first GROUP BY user_id),
+        FROM profile_sessions WHERE {mine} GROUP BY uid),
     implicit AS (
-        SELECT user_id, MAP(list(category ORDER BY category), list(score ORDER BY category)) AS m,
+        SELECT uid, MAP(list(category ORDER BY category), list(score ORDER BY category)) AS m,
                list(category ORDER BY score DESC, category)[1:{k}] AS top
-        FROM profile_categories GROUP BY user_id),
+        FROM profile_categories WHERE {mine} GROUP BY uid),
     ratings AS {
         _map(
             "category",
             "r",
-            "(SELECT e.user_id, c.category, avg(e.value) AS r FROM ev e "
+            "(SELECT e.uid, c.category, avg(e.value) AS r FROM ev e "
             "JOIN item_categories c USING (item_id) WHERE e.event_type = 'rating' AND e.value IS NOT NULL "
             "GROUP BY ALL)",
         )
@@ -263,12 +325,12 @@ def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec) -> 
         _map(
             "category",
             "v",
-            "(SELECT user_id, category, arg_max(value, (ts_ms, event_id)) AS v FROM ev "
+            "(SELECT uid, category, arg_max(value, (ts_ms, event_id)) AS v FROM ev "
             "WHERE event_type = 'preference' AND category IS NOT NULL AND value IS NOT NULL GROUP BY ALL)",
         )
     },
     surveys AS {surveys}
-    SELECT p.user_id, {as_of}::BIGINT AS as_of_ms,
+    SELECT u.user_id, {as_of}::BIGINT AS as_of_ms,
            {", ".join(f"coalesce(a.{c.name}, 0) AS {c.name}" for c in profile_schema() if c.name.startswith("n_"))},
            a.first_seen_ms, a.last_seen_ms, ({as_of} - a.last_seen_ms) / {float(DAY_MS)} AS recency_days,
            coalesce(dy.frequency, 0) AS frequency,
@@ -279,10 +341,10 @@ def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec) -> 
            coalesce(sv.m, MAP()) AS survey_answers,
            {", ".join(f"t.{c}" for c in DEMOGRAPHICS)},
            d.device_class, coalesce(h.hour_of_day, [{", ".join(["0"] * 24)}]) AS hour_of_day
-    FROM population p
-    LEFT JOIN activity a USING (user_id) LEFT JOIN days dy USING (user_id) LEFT JOIN hours h USING (user_id)
-    LEFT JOIN session_stats s USING (user_id)
-    LEFT JOIN devices d USING (user_id) LEFT JOIN implicit i USING (user_id)
-    LEFT JOIN ratings r USING (user_id) LEFT JOIN stated st USING (user_id) LEFT JOIN surveys sv USING (user_id)
-    LEFT JOIN {attributes} t USING (user_id)
-    ORDER BY p.user_id"""
+    FROM population p LEFT JOIN user_keys u USING (uid)
+    LEFT JOIN activity a USING (uid) LEFT JOIN days dy USING (uid) LEFT JOIN hours h USING (uid)
+    LEFT JOIN session_stats s USING (uid)
+    LEFT JOIN devices d USING (uid) LEFT JOIN implicit i USING (uid)
+    LEFT JOIN ratings r USING (uid) LEFT JOIN stated st USING (uid) LEFT JOIN surveys sv USING (uid)
+    LEFT JOIN {attributes} t USING (uid)
+    ORDER BY u.user_id"""

@@ -186,86 +186,107 @@ def _aggregate(feature: Feature, as_of_ms: int, categorised: bool) -> str:
     return f"coalesce({what} FILTER (WHERE {_filter(feature, as_of_ms, categorised)}), 0) AS {column(feature)}"
 
 
-def features_sql(features: Iterable[Feature], as_of_ms: int, horizon_h: int, gap_ms: int = SESSION_GAP_MS) -> str:
-    """One row per evaluated user (:func:`in_population`): ``user_id``, a ``f_<id>`` column per feature, and the
-    attributes (``age_band``, ...). Reads the tables ``events`` (loaded from ``horizon_start - gap_ms`` to
-    ``as_of_ms`` included, so each session start sees the event before it; a wider range gives the same answer),
-    ``item_categories`` and ``attributes`` (recstack.profiles.source)."""
+def features_sql(
+    features: Iterable[Feature],
+    as_of_ms: int,
+    horizon_h: int,
+    gap_ms: int = SESSION_GAP_MS,
+    users: str = "true",
+    sessions_table: str | None = None,
+) -> str:
+    """One row per evaluated user (:func:`in_population`): ``uid`` (the user's key in ``user_keys``), a ``f_<id>``
+    column per feature, and the attributes (``age_band``, ...). Reads the tables ``events`` (loaded from
+    ``horizon_start - gap_ms`` to ``as_of_ms`` included, so each session start sees the event before it; a wider
+    range gives the same answer), ``user_keys``, ``item_categories`` and ``attributes`` (recstack.profiles.source).
+    ``users``: a condition on ``uid`` that keeps one range of users (recstack.profiles.partitions); all by default.
+    Every attribute user needs a key (source.ensure_user_keys). ``sessions_table``: a table of the same users'
+    session starts ``(uid, bucket)`` from the horizon's start or earlier (the profile build's, see
+    recstack.profiles.build.shared_sessions), read instead of finding the starts in ``events`` again."""
     features = list({f.id: f for f in features}.values())
     lo = window_start_bucket(as_of_ms, horizon_h)
     plain = [f for f in features if f.kind != "sessions" and f.category is None]
     tagged = [f for f in features if f.kind != "sessions" and f.category is not None]
     sessions = [f for f in features if f.kind == "sessions"]
     ctes = [
-        f"ev AS (SELECT user_id, item_id, event_type, value, category, device_class, bucket FROM events "
-        f"WHERE bucket >= {lo} AND ts_ms <= {int(as_of_ms)})",
-        "population AS (SELECT DISTINCT user_id FROM ev UNION SELECT user_id FROM attributes)",
+        f"ev AS (SELECT uid, item_id, event_type, value, category, device_class, bucket FROM events "
+        f"WHERE bucket >= {lo} AND ts_ms <= {int(as_of_ms)} AND {users})",
+        "attrs AS (SELECT k.uid, a.age_band, a.gender, a.country, a.language "
+        f"FROM attributes a JOIN user_keys k USING (user_id) WHERE {users})",
+        "population AS (SELECT DISTINCT uid FROM ev UNION SELECT uid FROM attrs)",
     ]
     joins = []
     if plain:
         ctes.append(
-            "f_plain AS (SELECT user_id, "
+            "f_plain AS (SELECT uid, "
             + ", ".join(_aggregate(f, as_of_ms, False) for f in plain)
-            + " FROM ev GROUP BY user_id)"
+            + " FROM ev GROUP BY uid)"
         )
-        joins.append("LEFT JOIN f_plain USING (user_id)")
+        joins.append("LEFT JOIN f_plain USING (uid)")
     if tagged:
         # An event once per category it carries (its item's, plus the one it states unless the item has it: the
         # definition in recstack.profiles.source), kept to the categories the rules name, so the join stays small.
         named = ", ".join(sorted({_literal(f.category) for f in tagged}))
         ctes.append(
-            "evc AS (SELECT e.user_id, e.event_type, e.value, e.device_class, e.bucket, c.category FROM ev e "
+            "evc AS (SELECT e.uid, e.event_type, e.value, e.device_class, e.bucket, c.category FROM ev e "
             f"JOIN item_categories c USING (item_id) WHERE c.category IN ({named}) "
-            "UNION ALL SELECT user_id, event_type, value, device_class, bucket, category FROM ev e "
+            "UNION ALL SELECT uid, event_type, value, device_class, bucket, category FROM ev e "
             f"WHERE category IN ({named}) AND NOT EXISTS "
             "(SELECT 1 FROM item_categories c WHERE c.item_id = e.item_id AND c.category = e.category))"
         )
         ctes.append(
-            "f_tagged AS (SELECT user_id, "
+            "f_tagged AS (SELECT uid, "
             + ", ".join(_aggregate(f, as_of_ms, True) for f in tagged)
-            + " FROM evc GROUP BY user_id)"
+            + " FROM evc GROUP BY uid)"
         )
-        joins.append("LEFT JOIN f_tagged USING (user_id)")
-    if sessions:
+        joins.append("LEFT JOIN f_tagged USING (uid)")
+    if sessions and sessions_table is not None:
+        ctes.append(f"starts AS (SELECT uid, bucket FROM {sessions_table} WHERE bucket >= {lo} AND {users})")
+    elif sessions:
         ctes.append(
-            "starts AS (SELECT user_id, bucket FROM ("
+            "starts AS (SELECT uid, bucket FROM ("
             # no tie-break by event id: among events of one millisecond only one can start a session, whichever
-            "SELECT user_id, bucket, ts_ms, lag(ts_ms) OVER (PARTITION BY user_id ORDER BY ts_ms) AS prev "
+            "SELECT uid, bucket, ts_ms, lag(ts_ms) OVER (PARTITION BY uid ORDER BY ts_ms) AS prev "
             # events from one gap before the horizon: all a start inside it needs, however far back the load goes
-            f"FROM events WHERE ts_ms >= {lo * HOUR_MS - int(gap_ms)} AND ts_ms <= {int(as_of_ms)}) "
+            f"FROM events WHERE ts_ms >= {lo * HOUR_MS - int(gap_ms)} AND ts_ms <= {int(as_of_ms)} AND {users}) "
             f"WHERE bucket >= {lo} AND (prev IS NULL OR ts_ms - prev > {int(gap_ms)}))"
         )
+    if sessions:
         ctes.append(
-            "f_sessions AS (SELECT user_id, "
+            "f_sessions AS (SELECT uid, "
             + ", ".join(
                 f"count(*) FILTER (WHERE bucket >= {window_start_bucket(as_of_ms, f.window_h)}) AS {column(f)}"
                 for f in sessions
             )
-            + " FROM starts GROUP BY user_id)"
+            + " FROM starts GROUP BY uid)"
         )
-        joins.append("LEFT JOIN f_sessions USING (user_id)")
+        joins.append("LEFT JOIN f_sessions USING (uid)")
     columns = [f"coalesce({column(f)}, 0)::DOUBLE AS {column(f)}" for f in features]
-    select = ", ".join(["p.user_id", *columns, "a.age_band", "a.gender", "a.country", "a.language"])
+    select = ", ".join(["p.uid", *columns, "a.age_band", "a.gender", "a.country", "a.language"])
     return (
         "WITH "
         + ",\n".join(ctes)
         + f"\nSELECT {select} FROM population p "
         + " ".join(joins)
-        + " LEFT JOIN attributes a USING (user_id)"
+        + " LEFT JOIN attrs a USING (uid)"
     )
 
 
-def membership_sql(segments: Mapping[str, Segment], as_of_ms: int, horizon_h: int, gap_ms: int = SESSION_GAP_MS) -> str:
-    """``(segment, user_id)`` for every member of every segment at ``as_of_ms``."""
+def membership_sql(
+    segments: Mapping[str, Segment],
+    as_of_ms: int,
+    horizon_h: int,
+    gap_ms: int = SESSION_GAP_MS,
+    users: str = "true",
+    sessions_table: str | None = None,
+) -> str:
+    """``(segment, uid)`` for every member of every segment at ``as_of_ms`` (``users``, ``sessions_table``: as in
+    :func:`features_sql`)."""
     features = [f for s in segments.values() for f in s.features]
     parts = [
-        f"SELECT {_literal(name)} AS segment, user_id FROM uf WHERE {predicate_sql(segment)}"
+        f"SELECT {_literal(name)} AS segment, uid FROM uf WHERE {predicate_sql(segment)}"
         for name, segment in segments.items()
     ]
-    body = (
-        "\nUNION ALL\n".join(parts)
-        if parts
-        else "SELECT NULL::VARCHAR AS segment, NULL::VARCHAR AS user_id WHERE false"
-    )
+    body = "\nUNION ALL\n".join(parts) if parts else "SELECT NULL::VARCHAR AS segment, NULL::INTEGER AS uid WHERE false"
     # MATERIALIZED: the features are computed once, not once per segment of the UNION ALL.
-    return f"WITH uf AS MATERIALIZED ({features_sql(features, as_of_ms, horizon_h, gap_ms)})\n{body}"
+    uf = features_sql(features, as_of_ms, horizon_h, gap_ms, users, sessions_table)
+    return f"WITH uf AS MATERIALIZED ({uf})\n{body}"

@@ -79,24 +79,24 @@ def find_anomalies(con, as_of_ms: int, spec: AnomalySpec | None = None) -> pa.Ta
     hist_lo = first_hour - int(s.site_baseline_hours)
     sql = f"""
     WITH bot_minutes AS (
-        SELECT user_id, ts_ms // {MINUTE_MS} AS minute, count(*) AS n FROM events
+        SELECT uid, ts_ms // {MINUTE_MS} AS minute, count(*) AS n FROM events
         WHERE ts_ms > {recent_lo} AND ts_ms <= {as_of} GROUP BY ALL HAVING count(*) > {int(s.max_events_per_minute)}),
     bots AS (
-        SELECT 'bot_rate' AS kind, user_id, NULL::VARCHAR AS event_type, 'minute' AS period,
+        SELECT 'bot_rate' AS kind, uid, NULL::VARCHAR AS event_type, 'minute' AS period,
                arg_max(minute, (n, -minute)) * {MINUTE_MS} AS start_ms, max(n)::DOUBLE AS value,
                {float(s.max_events_per_minute)} AS baseline, max(n) / {float(s.max_events_per_minute)} AS score,
                json_object('minutes_over', count(*), 'threshold_per_minute', {int(s.max_events_per_minute)}) AS detail
-        FROM bot_minutes GROUP BY user_id),
+        FROM bot_minutes GROUP BY uid),
     daily AS (
-        SELECT user_id, ts_ms // {DAY_MS} AS day, count(*)::DOUBLE AS n FROM events
+        SELECT uid, ts_ms // {DAY_MS} AS day, count(*)::DOUBLE AS n FROM events
         WHERE ts_ms <= {as_of} AND ts_ms >= {(first_day - int(s.user_baseline_days)) * DAY_MS} GROUP BY ALL),
     user_days AS (
-        SELECT t.user_id, t.day, t.n, median(p.n) AS med, mad(p.n) AS mad, count(*) AS k
+        SELECT t.uid, t.day, t.n, median(p.n) AS med, mad(p.n) AS mad, count(*) AS k
         FROM (SELECT * FROM daily WHERE day >= {first_day} AND n >= {int(s.user_min_events)}) t
-        JOIN daily p ON p.user_id = t.user_id AND p.day BETWEEN t.day - {int(s.user_baseline_days)} AND t.day - 1
+        JOIN daily p ON p.uid = t.uid AND p.day BETWEEN t.day - {int(s.user_baseline_days)} AND t.day - 1
         GROUP BY ALL HAVING count(*) >= {int(s.user_min_days)}),
     users AS (
-        SELECT 'user_activity' AS kind, user_id, NULL::VARCHAR AS event_type, 'day' AS period,
+        SELECT 'user_activity' AS kind, uid, NULL::VARCHAR AS event_type, 'day' AS period,
                day * {DAY_MS} AS start_ms, n AS value, med AS baseline, (n - med) / {_scale("med", "mad")} AS score,
                json_object('mad', mad, 'baseline_days', k) AS detail
         FROM user_days WHERE (n - med) / {_scale("med", "mad")} >= {float(s.user_z)}),
@@ -115,16 +115,18 @@ def find_anomalies(con, as_of_ms: int, spec: AnomalySpec | None = None) -> pa.Ta
         WINDOW w AS (PARTITION BY g.event_type ORDER BY g.bucket
                      ROWS BETWEEN {int(s.site_baseline_hours)} PRECEDING AND 1 PRECEDING)),
     site AS (
-        SELECT 'site_rate' AS kind, NULL::VARCHAR AS user_id, event_type, 'hour' AS period,
-               bucket * {HOUR_MS} AS start_ms, n AS value, med AS baseline, (n - med) / {_scale("med", "mad")} AS score,
+        SELECT 'site_rate' AS kind, NULL::INTEGER AS uid, event_type::VARCHAR AS event_type, 'hour' AS period,
+               bucket::BIGINT * {HOUR_MS} AS start_ms, n AS value, med AS baseline,
+               (n - med) / {_scale("med", "mad")} AS score,
                json_object('direction', CASE WHEN n > med THEN 'spike' ELSE 'drop' END, 'mad', mad,
                            'baseline_hours', k) AS detail
         FROM scored
         WHERE bucket >= {first_hour} AND k >= {int(s.site_min_hours)}
           AND greatest(n, med) >= {int(s.site_min_count)}
           AND abs(n - med) / {_scale("med", "mad")} >= {float(s.site_z)})
-    SELECT kind, user_id, event_type, period, make_timestamp(start_ms * 1000) AS start_ts, value, baseline, score,
+    SELECT kind, k.user_id, event_type, period, make_timestamp(start_ms * 1000) AS start_ts, value, baseline, score,
            detail::VARCHAR AS detail
     FROM (SELECT * FROM bots UNION ALL SELECT * FROM users UNION ALL SELECT * FROM site)
+    LEFT JOIN user_keys k USING (uid)  -- findings are per key (recstack.profiles.source); reported by pseudonym
     ORDER BY kind, start_ts, score DESC, user_id, event_type"""
     return con.sql(sql).to_arrow_table().cast(ANOMALY_SCHEMA)

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from recstack.data import lake
 from recstack.data.sources.lake import CLIENT_MAX_DELAY, EVENT_TIME_SQL, MERGE_STREAM_ID, clean_events_sql
-from recstack.profiles.source import lake_days
+from recstack.profiles.source import lake_days, loaded_history
 
 __all__ = ["find_duplicates", "write_merges"]
 
@@ -39,23 +39,35 @@ def _has_identity_column(con, globs: list[str]) -> bool:
 
 def find_duplicates(con, lake_root: str | Path, as_of_ms: int, profiles: pa.Table | None = None) -> pa.Table:
     """``(duplicate, canonical)`` pairs to merge. ``profiles`` (user_id, first_seen_ms) adds first-seen times from
-    behaviour; without it the first profile event carrying the hash decides."""
+    behaviour; without it the first profile event carrying the hash decides. The profile events come from the
+    connection's ``event_profiles`` when recstack.profiles.source loaded all history up to ``as_of_ms``
+    (source.loaded_history), else from the lake's files."""
     root = Path(lake_root).expanduser()
-    as_of = datetime.fromtimestamp(as_of_ms / 1000, UTC)
-    last_day = (as_of + CLIENT_MAX_DELAY + timedelta(days=1)).date()
-    days = [day for day in lake_days(root, "events") if day <= last_day] if root.is_dir() else []
-    globs = _globs(root, "events", days)
-    if not days or not _has_identity_column(con, globs):
-        return _PAIRS.empty_table()
-    alias_days = [day for day in lake_days(root, "aliases") if day <= last_day]
-    params: dict = {
-        "events": globs,
-        "end": last_day,
-        "end_ts": datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC),
-        "hi": int(as_of_ms),
-    }
-    if alias_days:
-        params["aliases"] = _globs(root, "aliases", alias_days)
+    params: dict = {"hi": int(as_of_ms)}
+    if loaded_history(con, root, as_of_ms):  # the same cleaned profile events, already in memory
+        ids = """SELECT k.user_id, e.identity_hash, min(e.ts_ms) AS first_ms FROM event_profiles e
+                 JOIN user_keys k USING (uid)
+                 WHERE e.identity_hash IS NOT NULL AND NOT e.anonymous AND NOT e.bot AND e.ts_ms <= $hi GROUP BY ALL"""
+    else:
+        as_of = datetime.fromtimestamp(as_of_ms / 1000, UTC)
+        last_day = (as_of + CLIENT_MAX_DELAY + timedelta(days=1)).date()
+        days = [day for day in lake_days(root, "events") if day <= last_day] if root.is_dir() else []
+        globs = _globs(root, "events", days)
+        if not days or not _has_identity_column(con, globs):
+            return _PAIRS.empty_table()
+        alias_days = [day for day in lake_days(root, "aliases") if day <= last_day]
+        params.update(
+            {
+                "events": globs,
+                "end": last_day,
+                "end_ts": datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC),
+            }
+        )
+        if alias_days:
+            params["aliases"] = _globs(root, "aliases", alias_days)
+        ids = f"""WITH cleaned AS ({clean_events_sql(profiles_only=True, has_aliases=bool(alias_days))})
+                 SELECT user_id, identity_hash, min({EVENT_TIME_SQL}) AS first_ms FROM cleaned e
+                 WHERE identity_hash IS NOT NULL AND NOT anonymous AND NOT bot GROUP BY ALL HAVING first_ms <= $hi"""
     seen = pa.table(
         {
             "user_id": profiles["user_id"] if profiles is not None else pa.array([], pa.string()),
@@ -66,10 +78,7 @@ def find_duplicates(con, lake_root: str | Path, as_of_ms: int, profiles: pa.Tabl
     try:
         return (
             con.sql(
-                f"""WITH cleaned AS ({clean_events_sql(profiles_only=True, has_aliases=bool(alias_days))}),
-                ids AS (
-                    SELECT user_id, identity_hash, min({EVENT_TIME_SQL}) AS first_ms FROM cleaned e
-                    WHERE identity_hash IS NOT NULL AND NOT anonymous AND NOT bot GROUP BY ALL HAVING first_ms <= $hi),
+                f"""WITH ids AS ({ids}),
                 ranked AS (
                     SELECT i.user_id, i.identity_hash,
                            first_value(i.user_id) OVER (

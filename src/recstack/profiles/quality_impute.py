@@ -76,9 +76,11 @@ def check_strategies(strategies: Mapping[str, str], columns: tuple[str, ...]) ->
     return out
 
 
-def _mode(values: list[str]) -> str:
-    unique, counts = np.unique(np.array(values, dtype=object), return_counts=True)
-    return str(unique[np.argmax(counts)])  # np.unique sorts, argmax takes the first of the most common
+def _mode(values: pa.Array) -> str:
+    """The most common value of an array without nulls (ties: the first in sort order)."""
+    counts = pc.value_counts(values)
+    table = pa.table({"value": counts.field("values"), "n": counts.field("counts")})
+    return str(table.sort_by([("n", "descending"), ("value", "ascending")])["value"][0].as_py())
 
 
 def _median(column: str, values: list[str]) -> str:
@@ -103,10 +105,10 @@ def behaviour_features(con, profiles: pa.Table) -> np.ndarray:
     index = pa.table({"user_id": profiles["user_id"], "_row": pa.array(np.arange(n, dtype=np.int64))})
     con.register("_impute_users", index)
     try:
-        long = con.sql(
+        long = con.sql(  # profile_categories is by key (recstack.profiles.build): the pseudonyms via user_keys
             """WITH cats AS (SELECT category, (row_number() OVER (ORDER BY category) - 1) AS col
                              FROM (SELECT DISTINCT category FROM profile_categories))
-               SELECT u._row, c.col, p.score FROM profile_categories p
+               SELECT u._row, c.col, p.score FROM profile_categories p JOIN user_keys k USING (uid)
                JOIN _impute_users u USING (user_id) JOIN cats c USING (category)"""
         ).fetchnumpy()
     finally:
@@ -170,37 +172,39 @@ def impute(
     features = None
     done = []
     for column in columns:
+        # Arrow compute, not Python lists: four columns of a few hundred thousand users each
         values = profiles[column].combine_chunks()
         missing_mask = pc.is_null(values).to_numpy(zero_copy_only=False)
         strategy = strategies.get(column, "none")
         n_missing = int(missing_mask.sum())
-        known_values = [v for v in pc.drop_null(values).to_pylist()]
-        filled = np.array(values.to_pylist(), dtype=object)
+        known = pc.drop_null(values)
+        filled = values
         used, report = strategy, {}
         if strategy == "none" or n_missing == 0:
-            fill_mask = np.zeros(len(filled), dtype=bool)
-        elif not known_values:
+            fill_mask = np.zeros(len(values), dtype=bool)
+        elif len(known) == 0:
             used, report = "none", {"note": f"no user has a known {column}: nothing to impute from"}
-            fill_mask = np.zeros(len(filled), dtype=bool)
+            fill_mask = np.zeros(len(values), dtype=bool)
         else:
             fill_mask = missing_mask
             if strategy == "model":
                 if features is None:
                     features = behaviour_features(con, profiles)
-                predicted, report = _model_fill(
-                    column, features, ~missing_mask, np.array(known_values, dtype=object), settings
-                )
+                labels = known.to_numpy(zero_copy_only=False).astype(object)
+                predicted, report = _model_fill(column, features, ~missing_mask, labels, settings)
                 if predicted is None:
                     used = "mode"
-                    filled[missing_mask] = _mode(known_values)
+                    filled = pc.fill_null(values, _mode(known))
                 else:
-                    filled[missing_mask] = predicted
+                    filled = pc.replace_with_mask(
+                        values, pa.array(missing_mask), pa.array([str(v) for v in predicted], pa.string())
+                    )
             elif strategy == "median":
-                filled[missing_mask] = _median(column, known_values)
+                filled = pc.fill_null(values, _median(column, known.to_pylist()))
             else:
-                filled[missing_mask] = _mode(known_values)
+                filled = pc.fill_null(values, _mode(known))
         index = profiles.schema.get_field_index(column)
-        profiles = profiles.set_column(index, column, pa.array(filled.tolist(), pa.string()))
+        profiles = profiles.set_column(index, column, filled.cast(pa.string()))
         flag = f"{column}_imputed"
         flags = pa.array(fill_mask, pa.bool_())
         if flag in profiles.column_names:

@@ -27,9 +27,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recstack.profiles.build import shared_sessions
 from recstack.profiles.compile import membership_sql, window_start_bucket
+from recstack.profiles.partitions import in_range, user_ranges
 from recstack.profiles.rules import DEFAULT_HORIZON_H, HOUR_MS, SESSION_GAP_MS, Segment
-from recstack.profiles.source import load_attributes, load_catalogue, load_events
+from recstack.profiles.source import ensure_user_keys, load_attributes, load_catalogue, load_events
 
 TOP_ITEMS = 20
 TOP_CATEGORIES = 10
@@ -104,9 +106,21 @@ def evaluate_membership(
     horizon_h: int = DEFAULT_HORIZON_H,
     gap_ms: int = SESSION_GAP_MS,
 ) -> pa.Table:
-    """``(segment, user_id)`` of every member, over tables already loaded by :func:`load_inputs`."""
-    sql = membership_sql(segments, as_of_ms, horizon_h, gap_ms)
-    return con.sql(f"SELECT * FROM ({sql}) ORDER BY segment, user_id").to_arrow_table()
+    """``(segment, user_id)`` of every member, ordered, over tables already loaded by :func:`load_inputs`; users are
+    evaluated a range of keys at a time (recstack.profiles.partitions), which bounds the memory of their features."""
+    ensure_user_keys(con)
+    sessions = shared_sessions(con, as_of_ms, gap_ms, window_start_bucket(as_of_ms, horizon_h) * HOUR_MS - gap_ms)
+    parts = []
+    for keys in user_ranges(con):
+        sql = membership_sql(segments, as_of_ms, horizon_h, gap_ms, in_range(keys), sessions)
+        parts.append(
+            con.sql(
+                f"SELECT m.segment, k.user_id FROM ({sql}) m JOIN user_keys k USING (uid) ORDER BY segment, user_id"
+            ).to_arrow_table()
+        )
+    if len(parts) == 1:
+        return parts[0]
+    return pa.concat_tables(parts).sort_by([("segment", "ascending"), ("user_id", "ascending")])
 
 
 def dry_run_size(
@@ -155,34 +169,52 @@ def _summary(con, segments: Mapping[str, Segment], members: pa.Table, as_of_ms: 
     con.register("_members", members)
     try:
         low = window_start_bucket(as_of_ms, TOP_WINDOW_H)
-        # Per user first (events per item, per category), then per segment: a user in several segments is joined to
-        # a few rows per item or category instead of to every event of theirs again.
-        window = f"bucket >= {low} AND ts_ms <= {int(as_of_ms)}"
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _user_items AS SELECT user_id, item_id, count(*) AS n FROM events
-                WHERE item_id IS NOT NULL AND {window} GROUP BY ALL"""
+            "CREATE OR REPLACE TEMP TABLE _member_keys AS "
+            "SELECT m.segment, k.uid FROM _members m JOIN user_keys k USING (user_id)"
         )
+        con.execute("CREATE OR REPLACE TEMP TABLE _segment_items (segment VARCHAR, item_id VARCHAR, n BIGINT)")
+        con.execute("CREATE OR REPLACE TEMP TABLE _segment_categories (segment VARCHAR, category VARCHAR, n BIGINT)")
+        # Per user first (events per item, per category), then per segment: a user in several segments is joined to
+        # a few rows per item or category instead of to every event of theirs again. A range of users at a time
+        # (recstack.profiles.partitions); the ranges' counts are then summed.
+        for keys in user_ranges(con):
+            mine = in_range(keys)
+            window = f"bucket >= {low} AND ts_ms <= {int(as_of_ms)} AND {mine}"
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE _user_items AS SELECT uid, item_id, count(*) AS n FROM events
+                    WHERE item_id IS NOT NULL AND {window} GROUP BY ALL"""
+            )
+            con.execute(
+                f"""INSERT INTO _segment_items
+                    SELECT segment, item_id, sum(n) FROM _member_keys m JOIN _user_items USING (uid)
+                    WHERE {mine} GROUP BY segment, item_id"""
+            )
+            con.execute(  # an event's categories (recstack.profiles.source), counted per user
+                f"""INSERT INTO _segment_categories
+                    WITH user_categories AS (
+                        SELECT uid, category, sum(n) AS n FROM (
+                            SELECT u.uid, c.category, u.n FROM _user_items u JOIN item_categories c USING (item_id)
+                            UNION ALL
+                            SELECT uid, category, 1 AS n FROM events e WHERE category IS NOT NULL AND {window}
+                                AND NOT EXISTS (SELECT 1 FROM item_categories c
+                                                WHERE c.item_id = e.item_id AND c.category = e.category))
+                        GROUP BY ALL)
+                    SELECT segment, category, sum(n) FROM _member_keys m JOIN user_categories USING (uid)
+                    WHERE {mine} GROUP BY segment, category"""
+            )
         items = con.sql(
-            f"""SELECT segment, item_id, sum(n) AS total FROM _members m JOIN _user_items USING (user_id)
-                GROUP BY segment, item_id
+            f"""SELECT segment, item_id, sum(n) AS total FROM _segment_items GROUP BY segment, item_id
                 QUALIFY row_number() OVER (PARTITION BY segment ORDER BY total DESC, item_id) <= {TOP_ITEMS}
                 ORDER BY segment, total DESC, item_id"""
         ).fetchall()
-        categories = con.sql(  # an event's categories (recstack.profiles.source), counted per user
-            f"""WITH user_categories AS (
-                    SELECT user_id, category, sum(n) AS n FROM (
-                        SELECT u.user_id, c.category, u.n FROM _user_items u JOIN item_categories c USING (item_id)
-                        UNION ALL
-                        SELECT user_id, category, 1 AS n FROM events e WHERE category IS NOT NULL AND {window}
-                            AND NOT EXISTS (SELECT 1 FROM item_categories c
-                                            WHERE c.item_id = e.item_id AND c.category = e.category))
-                    GROUP BY ALL)
-                SELECT segment, category, sum(n) AS total FROM _members m JOIN user_categories USING (user_id)
-                GROUP BY segment, category
+        categories = con.sql(
+            f"""SELECT segment, category, sum(n) AS total FROM _segment_categories GROUP BY segment, category
                 QUALIFY row_number() OVER (PARTITION BY segment ORDER BY total DESC, category) <= {TOP_CATEGORIES}
                 ORDER BY segment, total DESC, category"""
         ).fetchall()
-        con.execute("DROP TABLE _user_items")
+        for table in ("_user_items", "_segment_items", "_segment_categories", "_member_keys"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
         overlap = con.sql(
             """SELECT a.segment, b.segment, count(*) FROM _members a JOIN _members b USING (user_id)
                WHERE a.segment <> b.segment GROUP BY ALL"""
