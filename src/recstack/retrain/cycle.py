@@ -47,6 +47,7 @@ from recstack.retrain.steps import Steps
 
 if TYPE_CHECKING:
     from recstack.bundle.reader import Bundle
+    from recstack.data.prepared import PreparedSplit
 
 log = logging.getLogger("recstack.retrain")
 # How a run that did not deploy is tagged in the registry, by exit code (anything else: "failed").
@@ -297,6 +298,29 @@ def _train_config(cfg: DictConfig, run_dir: Path, registry: RunRegistry, run_id:
     return out
 
 
+def _refit(
+    cfg: DictConfig,
+    from_run: Path,
+    folder: Path,
+    name: str,
+    registry: RunRegistry,
+    run_id: str,
+    split: PreparedSplit,
+    *,
+    metrics_key: str,
+) -> Path:
+    """Train ``cfg`` again in ``folder / name`` as the refit of ``from_run`` (see ``cfg.refit``), log its ``refit``
+    metrics under ``metrics_key`` and return its run folder."""
+    from recstack.training.train import train
+
+    refit_cfg = _train_config(cfg, folder / name, registry, run_id, name)
+    with open_dict(refit_cfg):
+        refit_cfg.refit.from_run = str(from_run)
+    refitted = train(refit_cfg, split=split)
+    registry.log_metrics(run_id, {metrics_key: refitted.metrics.get("refit", {})})
+    return refitted.run_dir
+
+
 def _export_config(cfg: DictConfig, run: Path, out: Path, **values: Any) -> DictConfig:
     node = copy.deepcopy(cfg.export)
     with open_dict(node):
@@ -434,22 +458,14 @@ def _cycle(cfg: DictConfig, result: CycleResult, steps: Steps, registry: RunRegi
     deploy_run = trained.run_dir
     if cfg.get("deploy_refit", True):
         with steps.step("refit", ExitCode.TRAIN):
-            refit_cfg = _train_config(cfg, folder / "refit", registry, run_id, "refit")
-            with open_dict(refit_cfg):
-                refit_cfg.refit.from_run = str(trained.run_dir)
-            refitted = train(refit_cfg, split=split)
-            deploy_run = refitted.run_dir
-            registry.log_metrics(run_id, {"refit": refitted.metrics.get("refit", {})})
+            deploy_run = _refit(cfg, trained.run_dir, folder, "refit", registry, run_id, split, metrics_key="refit")
 
     deploy_ranker = None if ranked is None else ranked.run_dir
     if ranked is not None and ranker_cfg is not None and cfg.get("deploy_refit", True):
         with steps.step("refit_ranker", ExitCode.TRAIN):
-            refit_cfg = _train_config(ranker_cfg, folder / "ranker-refit", registry, run_id, "ranker-refit")
-            with open_dict(refit_cfg):
-                refit_cfg.refit.from_run = str(ranked.run_dir)
-            refitted = train(refit_cfg, split=split)
-            deploy_ranker = refitted.run_dir
-            registry.log_metrics(run_id, {"ranker_refit": refitted.metrics.get("refit", {})})
+            deploy_ranker = _refit(
+                ranker_cfg, ranked.run_dir, folder, "ranker-refit", registry, run_id, split, metrics_key="ranker_refit"
+            )
 
     with steps.step("export", ExitCode.EXPORT):
         from recstack.bundle.writer import record_blend
