@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from recstack.bundle.contract import INPUT_NAMES, SCORE
 from recstack.data.prepared import PreparedSplit
+
+
+def random_bundle_args(
+    split: PreparedSplit, model_kind: str, item_columns: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """``write_bundle``'s arguments for ``split``: random 8-d user and item embeddings (seed 0), the catalogue
+    (``item_columns`` of it; all by default) with its popularity, the training seen lists and a flat index."""
+    rng = np.random.default_rng(0)
+    items = (split.items if item_columns is None else split.items[list(item_columns)]).copy()
+    items["popularity"] = split.item_popularity.astype(np.int64)
+    return dict(
+        model_kind=model_kind,
+        users=split.users,
+        items=items,
+        user_embeddings=rng.standard_normal((split.n_users, 8)).astype(np.float32),
+        item_embeddings=rng.standard_normal((split.n_items, 8)).astype(np.float32),
+        seen=split.matrix("train"),
+        index_config={"kind": "flat"},
+    )
 
 
 def export_tiny_ranker(path: Path, n_users: int, n_items: int, item_groups: np.ndarray, seed: int = 0) -> Path:

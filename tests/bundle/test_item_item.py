@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_support import random_bundle_args
 from item_item_support import ease_b
 
 from recstack.bundle.contract import RankerContract
@@ -26,18 +27,9 @@ from recstack.data.prepared import PreparedSplit
 
 
 def write(out: Path, split: PreparedSplit, weights: np.ndarray, *, max_memory_gb: float = 2.0, **extra) -> Path:
-    rng = np.random.default_rng(0)
-    items = split.items.copy()
-    items["popularity"] = split.item_popularity
     return write_bundle(
         out,
-        model_kind="lightgcn",
-        users=split.users,
-        items=items,
-        user_embeddings=rng.standard_normal((split.n_users, 8)).astype(np.float32),
-        item_embeddings=rng.standard_normal((split.n_items, 8)).astype(np.float32),
-        seen=split.matrix("train"),
-        index_config={"kind": "flat"},
+        **random_bundle_args(split, "lightgcn"),
         split_hash=split.config_hash,
         item_item=ItemItemPayload(weights=weights, model="ease", params={"l2": 10.0}, max_memory_gb=max_memory_gb),
         **extra,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import redis
 from bundle_support import write_test_bundle
+from redis_support import delete_keys
 
 from recstack.bundle.reader import Bundle
 from recstack.cli.export import content_from_config
@@ -89,5 +90,5 @@ def test_the_next_export_serves_the_upserted_items(
         assert all(not live.is_newer(record) for record in stored)  # already in the bundle: not applied again
         assert live.is_newer(ItemUpsert("live-x", "Later", (), version="99999999999999-0"))
     finally:
-        client.delete(items_key(names), items_log_key(names))
         client.close()
+        delete_keys(names.stream)

@@ -19,8 +19,9 @@ import onnx
 import pandas as pd
 import pytest
 import redis
-from bundle_support import export_tiny_ranker
+from bundle_support import export_tiny_ranker, random_bundle_args
 from onnx import helper, numpy_helper
+from redis_support import delete_keys
 
 from recstack.bundle.layout import USERS
 from recstack.bundle.reader import Bundle
@@ -47,12 +48,11 @@ NOW_MS = 1_796_000_000_000  # 2026-11-30
 
 @pytest.fixture
 def names() -> Iterator[StreamNames]:
-    """A stream name of the test's own on the shared Redis; its tombstone set is deleted afterwards."""
+    """A stream name of the test's own on the shared Redis; every key under it (the tombstone set) is deleted
+    afterwards."""
     names = StreamNames(stream=f"recstack-test:{uuid.uuid4().hex[:10]}:collect")
     yield names
-    client = redis.Redis.from_url(REDIS_URL)
-    client.delete(tombstone_key(names))
-    client.close()
+    delete_keys(names.stream)
 
 
 @pytest.fixture
@@ -133,18 +133,7 @@ def test_cli_without_a_key_refuses_once_anyone_is_erased(tmp_path: Path) -> None
 
 
 def bundle_args(split: PreparedSplit) -> dict:
-    rng = np.random.default_rng(0)
-    items = split.items[["item_idx", "item_id", "title", "year", "categories"]].copy()
-    items["popularity"] = split.item_popularity.astype(np.int64)
-    return dict(
-        model_kind="mf",
-        users=split.users,
-        items=items,
-        user_embeddings=rng.standard_normal((split.n_users, 8)).astype(np.float32),
-        item_embeddings=rng.standard_normal((split.n_items, 8)).astype(np.float32),
-        seen=split.matrix("train"),
-        index_config={"kind": "flat"},
-    )
+    return random_bundle_args(split, "mf", ["item_idx", "item_id", "title", "year", "categories"])
 
 
 def test_a_bundle_still_holding_an_erased_user_is_refused(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from profiles_support import REDIS_URL, LakeBuilder, write_items
+from redis_support import delete_keys
 
 from recstack.collect.records import StreamNames
 
@@ -30,11 +31,7 @@ def names() -> Iterator[StreamNames]:
     """A stream prefix of the test's own; every key under it is deleted afterwards."""
     prefix = f"test:{uuid.uuid4().hex[:10]}:collect"
     yield StreamNames(stream=prefix)
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=prefix + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_keys(prefix)
 
 
 @pytest.fixture
