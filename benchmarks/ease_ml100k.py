@@ -11,12 +11,9 @@ benchmarks/results/ease_ml100k.json (the l2 of configs/model/ease.yaml comes fro
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from datetime import UTC, datetime
 
-from invocation import RESULTS_DIR, command_line
+from invocation import RESULTS_DIR, start_run, write_results
 
 from recstack.config import prepare_named
 from recstack.data.prepared import PreparedSplit
@@ -46,9 +43,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, nargs="*", default=[50, 100, 200], help="pruned variants (valid only)")
     parser.add_argument("--processed-root", default="data/processed")
     args = parser.parse_args()
-    started = datetime.now(UTC)
-    command = command_line()
-    print(f"command: {command}\n")
+    bench = start_run()
     split = prepare_named("ml100k", "random", out_root=args.processed_root)
     print(f"{split!r}\n")
 
@@ -78,20 +73,14 @@ def main() -> None:
         f"test (l2 = {chosen:g}): ndcg@10 {test['ndcg@10']:.4f}, recall@10 {test['recall@10']:.4f}, "
         f"ndcg@20 {test['ndcg@20']:.4f}; fit {test['fit_s']:.2f} s"
     )
-    out = RESULTS_DIR / "ease_ml100k.json"
-    result = {
-        "command": command,
-        "started_utc": started.isoformat(timespec="seconds"),
-        "load_avg_1m": os.getloadavg()[0],
-        "split": repr(split),
+    fields = {
         "selection": "l2 with the best valid ndcg@10; test read once for it",
         "grid": grid,
         "pruned_valid": pruned,
         "chosen_l2": chosen,
         "test": test,
     }
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(RESULTS_DIR / "ease_ml100k.json", bench, split, fields)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from datetime import UTC, datetime
 
 import numpy as np
-from invocation import command_line, results_path
+from invocation import metric_cells, results_path, start_run, write_results
 from omegaconf import OmegaConf
 
 from recstack.config import config_dir, prepare_named
@@ -75,8 +73,7 @@ def stages(result: dict[str, dict[str, float]]) -> tuple[str, ...]:
 
 
 def row(label: str, result: dict[str, dict[str, float]], seconds: float, select: float) -> str:
-    cells = " | ".join(f"{result[s][m]:.4f}" for s in stages(result) for m in METRICS)
-    return f"| {label} | {cells} | {select:.4f} | {seconds:.1f} |"
+    return f"| {label} | {metric_cells(result, stages(result), METRICS)} | {select:.4f} | {seconds:.1f} |"
 
 
 def selection_score(tuning: dict[str, object], valid_ndcg: float) -> float:
@@ -108,9 +105,7 @@ def main() -> None:
         if hybrid not in overrides or "=" not in dotted:
             parser.error(f"--set {item!r}: write HYBRID.KEY=VALUE with HYBRID one of {list(HYBRIDS)}")
         overrides[hybrid].append(dotted)
-    started = datetime.now(UTC)
-    command = command_line()
-    print(f"command: {command}\n")
+    bench = start_run()
     split = prepare_named(args.data, args.split, out_root=args.processed_root)
     print(f"{split!r}\n")
     runs = dict(item.split("=", 1) for item in args.runs)
@@ -172,12 +167,7 @@ def main() -> None:
         f"{best_single_test} {single_test:.4f} (on valid: {best_single}); gain {gain:+.1%}. "
         f"Target (test ndcg@10 >= {TARGET_NDCG} and >= +{TARGET_GAIN:.0%}): {'met' if met else 'not met'}"
     )
-    out = results_path(f"hybrids-{args.split}", started)
-    result = {
-        "command": command,
-        "started_utc": started.isoformat(timespec="seconds"),
-        "load_avg_1m": os.getloadavg()[0],
-        "split": repr(split),
+    fields = {
         "cold_items": int(cold.size),
         "overrides": {h: o for h, o in overrides.items() if o},
         "protocol": "parts trained on train; hybrids tuned on valid only; test read once per row by the evaluator",
@@ -189,8 +179,7 @@ def main() -> None:
         "gain_over_best_single": gain,
         "target_met": met,
     }
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {out}")
+    write_results(results_path(f"hybrids-{args.split}", bench.started), bench, split, fields)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,12 @@ without the re-ranker. Prints markdown tables and writes benchmarks/results/serv
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from invocation import command_line, results_path
+from invocation import metric_cells, results_path, start_run, write_results
 
 from recstack.bundle.reader import Bundle
 from recstack.config import compose
@@ -93,10 +91,6 @@ def latency_ms(bundle: Path, split: PreparedSplit, users: int, repeats: int = 3)
     return out
 
 
-def cells(result: dict[str, dict[str, float]]) -> str:
-    return " | ".join(f"{result[s][m]:.4f}" for s in STAGES for m in METRICS)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -106,9 +100,7 @@ def main() -> None:
     parser.add_argument("--bundles-root", type=Path, default=Path("outputs/served_pipeline"))
     parser.add_argument("--latency-users", type=int, default=300, help="test users timed per mode (0: no timing)")
     args = parser.parse_args()
-    started = datetime.now(UTC)
-    command = command_line()
-    print(f"command: {command}\n")
+    bench = start_run()
     retrieval = {name: Path(run) for name, run in (item.split("=", 1) for item in args.retrieval)}
 
     singles: dict[str, dict[str, dict[str, float]]] = {}
@@ -144,7 +136,7 @@ def main() -> None:
     header = " | ".join(f"{s} {m}" for s in STAGES for m in METRICS)
     print(f"\n| pipeline / model | {header} |\n|---|" + "---:|" * (len(STAGES) * len(METRICS)))
     for label, result in {**singles, **served}.items():
-        print(f"| {label} | {cells(result)} |")
+        print(f"| {label} | {metric_cells(result, STAGES, METRICS)} |")
 
     if args.latency_users:
         print("\n| bundle | re-ranked p50 ms | p99 ms | retrieval only p50 ms | p99 ms |\n|---|---:|---:|---:|---:|")
@@ -165,12 +157,7 @@ def main() -> None:
         f"{best_single} {single_test:.4f}; gain {gain:+.1%}. Target (>= {TARGET_NDCG} and >= +{TARGET_GAIN:.0%}): "
         f"{'met' if met else 'not met'}. 1-min load {os.getloadavg()[0]:.2f}"
     )
-    out = results_path("served_pipeline", started)
-    result = {
-        "command": command,
-        "started_utc": started.isoformat(timespec="seconds"),
-        "load_avg_1m": os.getloadavg()[0],
-        "split": repr(split),
+    fields = {
         "protocol": "runs trained on train; blend weight tuned on valid at export; test read once per row",
         "single_models": singles,
         "served": served,
@@ -180,8 +167,7 @@ def main() -> None:
         "gain_over_best_single": gain,
         "target_met": met,
     }
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {out}")
+    write_results(results_path("served_pipeline", bench.started), bench, split, fields)
 
 
 if __name__ == "__main__":
