@@ -113,3 +113,108 @@ def test_no_lake_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"recstack-profiles build: error: no event lake at {tmp_path / 'missing'}" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def history_lake(builder: LakeBuilder) -> None:
+    builder.event("a", "view", td(days=20), item="i1")  # before a 10-day history
+    builder.event("a", "click", td(days=3), item="i3")
+    builder.event("a", "view", td(hours=1), item="i3")
+    builder.event("b", "purchase", td(days=40), item="i4")  # b: nothing in the last 10 days
+    builder.event("b", "profile", td(days=40), age_band="35-44")
+    builder.event("c", "view", td(days=2), item="i6")
+    builder.write()
+
+
+def build_rows(capsys, builder: LakeBuilder, out: Path, *overrides: str) -> tuple[str, dict[str, dict]]:
+    code, stdout, stderr = run_main(
+        capsys,
+        "build",
+        f"lake={builder.root}",
+        f"items_path={builder.items_path}",
+        f"out={out}",
+        "redis.load=false",
+        *ARGS,
+        *overrides,
+    )
+    assert code == 0, stderr
+    return stdout, {row["user_id"]: row for row in pq.read_table(out / "profiles.parquet").to_pylist()}
+
+
+def test_history_days_loads_only_the_last_days(lake_builder: LakeBuilder, tmp_path: Path, capsys) -> None:
+    """``history_days=10``: the events older than 10 days are not loaded, so they count nowhere (first_seen_ms is the
+    first event of the history); a profile stated before it still describes its user (attributes read all history)."""
+    history_lake(lake_builder)
+    day, as_of_ms = 86_400_000, int(AS_OF.timestamp() * 1000)
+    whole_out, whole = build_rows(capsys, lake_builder, tmp_path / "whole", "history_days=null")
+    recent_out, recent = build_rows(capsys, lake_builder, tmp_path / "recent", "history_days=10")
+    assert "3 users from 6 events" in whole_out and "3 users from 3 events" in recent_out
+    a_whole, a_recent = whole["a"], recent["a"]
+    assert (a_whole["first_seen_ms"], a_recent["first_seen_ms"]) == (as_of_ms - 20 * day, as_of_ms - 3 * day)
+    changed = {k for k in a_whole if a_whole[k] != a_recent[k]}
+    assert changed == {
+        "n_view_30d",
+        "n_view_90d",
+        "n_events_30d",
+        "n_events_90d",
+        "first_seen_ms",
+        "frequency",
+        "sessions_30d",
+        "sessions_90d",
+        "pref_implicit",  # the 20-day-old view of i1 (Sci-Fi, Action) is gone
+        "top_categories",
+        "hour_of_day",
+    }, changed
+    assert (a_whole["n_events_30d"], a_recent["n_events_30d"]) == (3, 2)
+    assert (a_whole["n_view_90d"], a_recent["n_view_90d"]) == (2, 1)
+    assert (a_whole["frequency"], a_recent["frequency"]) == (3, 2)
+    assert (a_whole["sessions_90d"], a_recent["sessions_90d"]) == (3, 2)
+    assert sum(a_whole["hour_of_day"]) == 3 and sum(a_recent["hour_of_day"]) == 2
+    assert [c for c, _ in a_recent["pref_implicit"]] == ["Comedy"] and a_recent["top_categories"] == ["Comedy"]
+    # b: only older events, and a profile: still a row, with nothing counted
+    b = recent["b"]
+    assert (whole["b"]["n_events_90d"], whole["b"]["first_seen_ms"]) == (2, as_of_ms - 40 * day)
+    assert b["n_events_90d"] == b["n_purchase_90d"] == b["sessions_90d"] == b["frequency"] == 0
+    assert b["first_seen_ms"] is None and b["last_seen_ms"] is None and b["pref_implicit"] == []
+    assert b["age_band"] == "35-44" and not b["age_band_imputed"]
+    assert recent["c"] == whole["c"]  # everything of c's is inside the history
+
+
+@pytest.mark.parametrize(("value", "shown"), [("0", "0"), ("-1", "-1"), ("true", "True"), ("x", "'x'"), ("1.5", "1.5")])
+def test_bad_history_days_is_a_one_line_error(
+    lake_builder: LakeBuilder, tmp_path: Path, capsys, value: str, shown: str
+) -> None:
+    fixture_lake(lake_builder)
+    out = tmp_path / "out"
+    code, _, stderr = run_main(
+        capsys, "build", f"lake={lake_builder.root}", f"out={out}", "redis.load=false", *ARGS, f"history_days={value}"
+    )
+    assert code == 2
+    assert stderr.strip().splitlines() == [
+        f"recstack-profiles build: error: history_days={shown}: give whole days >= 1, or null for the whole lake"
+    ]
+    assert not out.exists()  # refused before any work
+
+
+@pytest.mark.parametrize(("history_days", "warned"), [(10, True), (91, False)])
+def test_history_shorter_than_the_segments_horizon_is_a_warning(
+    lake_builder: LakeBuilder, tmp_path: Path, capsys, caplog, history_days: int, warned: bool
+) -> None:
+    """The segments then load their own events (90 days by default): the same membership, one more read."""
+    caplog.set_level(logging.INFO, logger="recstack.profiles")
+    history_lake(lake_builder)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text("buyers: {count: {event: purchase, within: 90d}, gte: 1}\n")
+    stdout, _ = build_rows(
+        capsys,
+        lake_builder,
+        tmp_path / "out",
+        f"history_days={history_days}",
+        "segments.run=true",
+        f"segments.overrides=['rules={rules}','out={tmp_path / 'segments'}','publish=false','registry=false']",
+    )
+    warning = "history_days is shorter than the segments' horizon_days: the segments load their own events"
+    assert (warning in caplog.text) is warned
+    assert "segments: 1 evaluated" in stdout
+    members = pq.read_table(tmp_path / "segments" / "membership.parquet")
+    assert members["user_id"].to_pylist() == ["b"]  # b's purchase 40 days ago counts either way
