@@ -54,7 +54,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from invocation import command_line, results_path
-from serve_load import find_bundle, free_port, loadavg, run_wrk, stop, tree_cpu_seconds, wait_ready
+from serve_load import STATUS_COUNTER_LUA, find_bundle, free_port, loadavg, run_wrk, stop, tree_cpu_seconds, wait_ready
 from synthetic_lake import LakeInfo, LakeSpec, ensure_lake, raw_user_id
 
 REPO = Path(__file__).resolve().parents[1]
@@ -383,6 +383,7 @@ def _wrk_get_script(path: Path, paths: list[str], token: str) -> Path:
             """
         )
         % (quoted, token)
+        + STATUS_COUNTER_LUA
     )
     return path
 

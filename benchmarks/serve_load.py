@@ -196,6 +196,28 @@ def wrk_script(path: Path, bodies: list[str]) -> Path:
     return path
 
 
+# Appended to a wrk script, it counts the responses with a status >= 300 by status and keeps the first one's body;
+# run_wrk reads what it prints. (wrk then calls a Lua function per response: a little more client CPU.)
+STATUS_COUNTER_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+statuses = {}
+response = function(status, headers, body)
+  if status >= 300 then
+    statuses[status] = (statuses[status] or 0) + 1
+    if first_body == nil then first_body = body end
+  end
+end
+done = function(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    for code, count in pairs(t:get("statuses")) do io.write(string.format("status %d: %d\\n", code, count)) end
+    local body = t:get("first_body")
+    if body ~= nil then io.write("first non-2xx body: " .. string.gsub(string.sub(body, 1, 300), "\\n", " ") .. "\\n") end
+  end
+end
+"""
+
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -226,6 +248,11 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
         dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()))) if sock else {}
     )
     result["errors"] = result["non2xx"] + sum(result["socket_errors"].values())
+    # Written by a script that includes STATUS_COUNTER_LUA: which statuses the non-2xx were, and one body.
+    result["statuses"] = {code: int(n) for code, n in re.findall(r"^status (\d+): (\d+)$", out, re.M)}
+    body = re.search(r"^first non-2xx body: (.*)$", out, re.M)
+    if body:
+        result["first_non2xx_body"] = body.group(1)
     return result
 
 
