@@ -85,3 +85,86 @@ def test_report_names_the_index_kind(tiny_bundle: Path, serving_split: PreparedS
     for bundle_dir, kind in ((tiny_bundle, "flat"), (hnsw_dir, "hnsw")):
         evaluations = evaluate_bundle(bundle_dir, serving_split, "valid", (10,))
         assert [e.info["index"] for e in evaluations] == [kind, kind]
+
+
+def folded_copy(tiny_bundle: Path, out: Path, seen: str, fold_in: bool = True) -> Path:
+    """The tiny bundle rewritten with the manifest metrics ``recstack-export fold_in=<fold_in> seen=<seen>`` records
+    (its vectors unchanged: what the offline evaluators judge by is the record)."""
+    tiny = Bundle.load(tiny_bundle)
+    assert tiny.ranker_path is not None
+    return write_bundle(
+        out,
+        model_kind=tiny.manifest.model_kind,
+        users=tiny.users,
+        items=tiny.items,
+        user_embeddings=tiny.user_embeddings,
+        item_embeddings=tiny.item_embeddings,
+        seen=tiny.seen,
+        index_config={"kind": "flat", "metric": "ip"},
+        ranker_onnx=tiny.ranker_path,
+        split_hash=tiny.manifest.split_hash,
+        metrics={"export": {"seen": seen, "fold_in": fold_in}},
+    )
+
+
+def test_a_bundle_folded_in_over_train_valid_is_judged_on_test_only(
+    tiny_bundle: Path, serving_split: PreparedSplit, tmp_path: Path
+) -> None:
+    bundle_dir = folded_copy(tiny_bundle, tmp_path / "folded", "train_valid")
+    refused = r"folded in over the seen=train_valid interactions, which hold the valid split"
+    with pytest.raises(ValueError, match=refused):
+        tune_blend_weight(Bundle.load(bundle_dir), serving_split)
+    with pytest.raises(ValueError, match=refused):
+        tune_and_record(bundle_dir, serving_split)
+    assert Bundle.load(bundle_dir).manifest.ranker.blend is None  # type: ignore[union-attr]  # nothing recorded
+    with pytest.raises(ValueError, match=refused):
+        evaluate_bundle(bundle_dir, serving_split, "valid", (10,))
+    # On test it is judged as any bundle with the same vectors is
+    got = evaluate_bundle(bundle_dir, serving_split, "test", (5, 10))
+    want = evaluate_bundle(tiny_bundle, serving_split, "test", (5, 10))
+    assert [e.result.metrics for e in got] == [e.result.metrics for e in want]
+
+
+def test_a_bundle_folded_in_over_everything_is_judged_on_no_stage(
+    tiny_bundle: Path, serving_split: PreparedSplit, tmp_path: Path
+) -> None:
+    bundle_dir = folded_copy(tiny_bundle, tmp_path / "folded", "all")
+    with pytest.raises(ValueError, match=r"folded in over the seen=all interactions, which hold the valid split"):
+        tune_blend_weight(Bundle.load(bundle_dir), serving_split)
+    for stage in ("valid", "test"):
+        with pytest.raises(ValueError, match=rf"seen=all interactions, which hold the {stage} split.*fold_in=false"):
+            evaluate_bundle(bundle_dir, serving_split, stage, (10,))  # type: ignore[arg-type]
+
+
+def test_a_bundle_not_folded_in_or_folded_over_train_is_judged_on_both(
+    tiny_bundle: Path, serving_split: PreparedSplit, tmp_path: Path
+) -> None:
+    for name, seen, fold_in in (("train", "train", True), ("all", "all", False), ("tv", "train_valid", False)):
+        bundle_dir = folded_copy(tiny_bundle, tmp_path / name, seen, fold_in)
+        tune_blend_weight(Bundle.load(bundle_dir), serving_split)
+        for stage in ("valid", "test"):
+            assert evaluate_bundle(bundle_dir, serving_split, stage, (10,))  # type: ignore[arg-type]
+
+
+def test_an_item_item_ranker_reads_what_is_known_before_the_stage(
+    tiny_bundle: Path, serving_split: PreparedSplit, tmp_path: Path
+) -> None:
+    from item_item_support import write_item_item_bundle  # tests/ is on sys.path (pytest prepend import mode)
+
+    bundle_dir = write_item_item_bundle(tmp_path / "ii", tiny_bundle, serving_split, seen="all")
+    train = serving_split.matrix("train")
+    before_test = (train + serving_split.matrix("valid")).tocsr()
+    pipeline = Pipeline.from_bundle(Bundle.load(bundle_dir))
+    for stage, history in (("valid", train), ("test", before_test)):
+        _, reranked = evaluate_bundle(bundle_dir, serving_split, stage, (10,), name="ii")  # type: ignore[arg-type]
+        assert reranked.result.per_user is not None
+        users = reranked.result.per_user.users
+        want = offline_topk(
+            pipeline, users, 10, rerank=True, exclude_seen=False, extra_exclude=history, history=history
+        )
+        np.testing.assert_array_equal(reranked.result.per_user.topk, want)
+    # On test, reading train alone would have ranked otherwise: the validation items are in the history
+    train_only = offline_topk(
+        pipeline, users, 10, rerank=True, exclude_seen=False, extra_exclude=before_test, history=train
+    )
+    assert not np.array_equal(train_only, want)

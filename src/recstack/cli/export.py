@@ -30,7 +30,14 @@ from recstack.export.from_config import content_from_config, erasures_from_confi
 if TYPE_CHECKING:
     from recstack.bundle.manifest import Blend
 
-__all__ = ["content_from_config", "erasures_from_config", "export_from_config", "main", "tune_blend"]
+__all__ = [
+    "content_from_config",
+    "erasures_from_config",
+    "export_from_config",
+    "folds_in_validation",
+    "main",
+    "tune_blend",
+]
 
 log = logging.getLogger(__name__)
 EXIT_REFUSED = 2
@@ -59,13 +66,43 @@ def tune_blend(bundle_dir: Path, run: Path) -> Blend | None:
     return tune_and_record(bundle_dir, load_split(run_cfg))
 
 
+def folds_in_validation(cfg: DictConfig) -> bool:
+    """Whether the bundle ``cfg`` exports has its retrieval model read the validation interactions (``fold_in`` with
+    ``seen`` other than ``train``), so that no blend weight can be judged on it."""
+    return bool(cfg.get("fold_in", False)) and str(cfg.seen) != "train"
+
+
+def _tune_without_fold_in(cfg: DictConfig, out: Path) -> Blend | None:
+    """The blend weight tuned on the same export with ``seen=train`` (the training graph: what the validation run
+    knew), then recorded in the bundle at ``out``."""
+    import copy
+    import tempfile
+
+    from omegaconf import open_dict
+
+    from recstack.bundle.writer import record_blend
+    from recstack.export.from_config import export_bundle_from_config
+
+    tuning = copy.deepcopy(cfg)
+    with tempfile.TemporaryDirectory(prefix="recstack-blend-") as tmp:
+        with open_dict(tuning):
+            tuning.seen, tuning.out, tuning.text, tuning.store = "train", str(Path(tmp) / "bundle"), False, False
+            if tuning.get("content") is not None:
+                tuning.content.enabled = False
+        log.info("fold-in over seen=%s: the blend weight is tuned on a seen=train export of the same runs", cfg.seen)
+        blend = tune_blend(export_bundle_from_config(tuning), Path(cfg.run))
+    if blend is not None:
+        record_blend(out, blend)
+    return blend
+
+
 def export_from_config(cfg: DictConfig) -> Path:
     """Run the export ``cfg`` (composed ``configs/export.yaml``) describes; returns the bundle folder."""
     from recstack.export.from_config import export_bundle_from_config
 
     out = export_bundle_from_config(cfg)
     if cfg.get("ranker_run"):
-        blend = tune_blend(out, Path(cfg.run))
+        blend = _tune_without_fold_in(cfg, out) if folds_in_validation(cfg) else tune_blend(out, Path(cfg.run))
         if blend is not None:
             log.info("re-ranker blend weight %.1f (%s %s)", blend.weight, blend.metric, blend.scores)
     if cfg.store:

@@ -28,7 +28,7 @@ import torch
 
 from recstack.data.prepared import PreparedSplit
 from recstack.evaluation.metrics import RANKING_METRICS, average_popularity, coverage, novelty
-from recstack.models.base import Recommender
+from recstack.models.base import FoldsIn, Recommender
 
 EvalStage = Literal["valid", "test"]
 # Per-user metrics the evaluator averages (ranking metrics, then the two per-user popularity metrics); coverage is a
@@ -81,6 +81,7 @@ def evaluate(
     keep_per_user: bool = False,
     progress: bool = False,
     relevant_items: np.ndarray | Sequence[int] | None = None,
+    fold_in: bool = False,
 ) -> EvaluationResult:
     """Full-ranking evaluation of ``model`` on ``split``'s ``stage`` at each cut-off in ``ks``.
 
@@ -89,7 +90,11 @@ def evaluate(
     (for reports). ``relevant_items``: item indices that alone count as relevant (see the module docstring); None:
     every item. Seen items are masked by writing ``-inf`` into the returned scores in place (saving a copy per
     chunk); views (e.g. a broadcast popularity row) are copied first, so ``score_all`` must only avoid returning a
-    whole tensor it keeps. Raises ``ValueError`` when the model and split disagree on users or items, when a ``k``
+    whole tensor it keeps. ``fold_in``: on the test stage, a model that reads interactions at inference
+    (:class:`~recstack.models.base.FoldsIn`: LightGCN, EASE, ItemKNN, UserKNN) reads each user's train + valid
+    interactions, everything known before the test split, as a deployed model would; it is restored to the training
+    matrix afterwards. Nothing changes on the validation stage or for other models. Off by default: RecBole and the
+    published figures read the training matrix only. Raises ``ValueError`` when the model and split disagree on users or items, when a ``k``
     exceeds the catalogue, when ``relevant_items`` holds an index outside the catalogue, or when no user has a relevant
     item in the stage.
     """
@@ -101,7 +106,15 @@ def evaluate(
     users = np.flatnonzero(n_relevant > 0)
     if users.size == 0:
         raise ValueError(f"no user has a {stage} interaction{_among(relevant_items)} in {split!r}; nothing to evaluate")
-    topk = _ranked_lists(model, users, _seen_items(split, stage), max(ks), max_memory_bytes, device, progress)
+    seen = _seen_items(split, stage)
+    if fold_in and stage == "test" and isinstance(model, FoldsIn):
+        model.fold_in(seen)
+        try:
+            topk = _ranked_lists(model, users, seen, max(ks), max_memory_bytes, device, progress)
+        finally:
+            model.fold_in(split.matrix("train"))
+    else:
+        topk = _ranked_lists(model, users, seen, max(ks), max_memory_bytes, device, progress)
     return _result(topk, users, split, stage, ks, keep_per_user, split.n_users - users.size, relevant)
 
 

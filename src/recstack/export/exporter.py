@@ -38,6 +38,7 @@ from recstack.data.prepared import PreparedSplit
 from recstack.export.content_section import ContentOptions
 from recstack.export.erasure import Erasures, check_no_erased_users, redact_users, zero_ranker_users
 from recstack.export.onnx_export import export_ranker
+from recstack.models.base import FoldsIn
 from recstack.models.wide_deep import WideAndDeep
 from recstack.models.wide_deep_frozen import FrozenWideAndDeep
 from recstack.retrieval.index import IndexConfig
@@ -139,6 +140,7 @@ def export_run(
     content: ContentOptions | None = None,
     seen: SeenOption = "all",
     item_item_max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
+    fold_in: bool = False,
 ) -> Path:
     """Export ``run_dir`` (and ``ranker_run``) as a bundle at ``out_dir`` (no blend weight yet, see the module docstring).
 
@@ -148,6 +150,13 @@ def export_run(
 
     ``seen``: what the seen-items lists hold (:func:`seen_matrix`; ``configs/export.yaml`` ``seen``), recorded in the
     manifest's metrics as ``export.seen``.
+
+    ``fold_in``: the retrieval model reads the ``seen`` interactions at inference instead of its training matrix
+    (:class:`~recstack.models.base.FoldsIn`; LightGCN propagates over their graph), so what users did after the
+    training split shapes the bundle's vectors without retraining; the erased users' interactions are left out of
+    that graph. Recorded as ``export.fold_in``. Refused (:class:`ExportError`) for a model with nothing to fold in (MF).
+    A bundle folded in over ``train_valid`` or ``all`` has seen the validation split: ``recstack-export`` tunes its
+    blend weight on a bundle without them, and the offline evaluators refuse to judge it on a stage it has seen.
 
     ``content``: also write the content section (:mod:`recstack.export.content_section`: MiniLM exported to ONNX,
     the catalogue's and the upserted items' text vectors and their index); None: none.
@@ -172,16 +181,29 @@ def export_run(
             raise ExportError(str(exc)) from None
     kind = model_kind(run.config)
     split = run.split
+    users = split.users.sort_values("user_idx").reset_index(drop=True)
+    seen_items = seen_matrix(split, seen)
+    if fold_in:
+        if not isinstance(run.model, FoldsIn):
+            raise ExportError(
+                f"fold_in=true: {type(run.model).__name__}'s user vectors are trained parameters, it reads no "
+                "interactions at inference; export it with fold_in=false (LightGCN folds in)"
+            )
+        # The erased users' interactions stay out of the graph, so they shape no one's vector.
+        run.model.fold_in(redact_users(users, np.zeros((len(users), 1)), seen_items, erasures).seen)
+        log.info("fold-in: the retrieval model reads the %s interactions (%d)", seen, seen_items.nnz)
     users_vec, items_vec = retrieval_vectors(run.model)
     items = split.items.sort_values("item_idx").reset_index(drop=True).copy()
     items["popularity"] = split.item_popularity.astype(np.int64)
-    users = split.users.sort_values("user_idx").reset_index(drop=True)
-    redacted = redact_users(users, users_vec, seen_matrix(split, seen), erasures)
+    redacted = redact_users(users, users_vec, seen_items, erasures)
     if len(redacted.erased):
         log.info("%d erased user(s) left out of the bundle", len(redacted.erased))
     text_cache = run.config.get("text_cache_dir", "data/cache/text")
     text_vectors = item_text_vectors(split, text_cache) if text else None
-    metrics: dict[str, Any] = {"retrieval": _metrics_or_empty(read_metrics, run.run_dir), "export": {"seen": seen}}
+    metrics: dict[str, Any] = {
+        "retrieval": _metrics_or_empty(read_metrics, run.run_dir),
+        "export": {"seen": seen, "fold_in": fold_in},
+    }
 
     with tempfile.TemporaryDirectory(prefix="recstack-export-") as tmp:
         onnx_path: Path | None = None

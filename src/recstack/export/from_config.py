@@ -102,4 +102,5 @@ def export_bundle_from_config(cfg: DictConfig) -> Path:
         content=content_from_config(cfg.get("content"), int(cfg.parity_samples), int(cfg.seed)),
         seen=str(cfg.seen),  # type: ignore[arg-type]  # export_run refuses a value outside SEEN_OPTIONS
         item_item_max_memory_gb=float((cfg.get("item_item") or {}).get("max_memory_gb", DEFAULT_MAX_MEMORY_GB)),
+        fold_in=bool(cfg.get("fold_in", False)),
     )

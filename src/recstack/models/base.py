@@ -7,7 +7,10 @@ tensors so that the evaluator runs on CPU or GPU alike; classical models build t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Protocol, runtime_checkable
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 
@@ -45,3 +48,36 @@ class Recommender(ABC):
         if exclude is not None:
             scores = scores.masked_fill(exclude.to(scores.device), float("-inf"))
         return torch.topk(scores, k, dim=1)
+
+
+@runtime_checkable
+class FoldsIn(Protocol):
+    """A model that reads each user's interactions at inference, not only at training: item-item models (EASE,
+    ItemKNN) score a user's history, UserKNN its neighbours' rows, LightGCN propagates over the interaction graph.
+
+    ``fold_in(interactions)`` makes a binary ``(n_users, n_items)`` matrix what the model reads from now on, its
+    trained parameters unchanged: interactions newer than the training split count without retraining (the test
+    stage with its validation interactions, ``recstack.evaluation.evaluate(fold_in=True)``; a bundle with the
+    interactions known at export, ``recstack-export fold_in=true``). ``fold_in(split.matrix("train"))`` restores the
+    model as trained. Models whose user vectors are trained parameters (MF, Wide & Deep) have nothing to fold in."""
+
+    n_users: int
+    n_items: int
+
+    def fold_in(self, interactions: sp.spmatrix) -> None: ...
+
+
+def fold_in_matrix(model: Recommender, interactions: sp.spmatrix) -> sp.csr_matrix:
+    """``interactions`` as the binary float32 CSR (a copy) a model folds in, after checking it is
+    ``(n_users, n_items)``."""
+    shape = (model.n_users, model.n_items)
+    if tuple(interactions.shape) != shape:
+        raise ValueError(
+            f"{type(model).__name__}.fold_in: interactions of shape {tuple(interactions.shape)}, expected {shape} "
+            "(users x items of the split the model was trained on)"
+        )
+    matrix = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    matrix.data[:] = 1.0
+    return matrix

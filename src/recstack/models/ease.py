@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from recstack.data.prepared import PreparedSplit
-from recstack.models.base import Recommender
+from recstack.models.base import Recommender, fold_in_matrix
 from recstack.models.item_knn import sparse_scores
 from recstack.models.popularity import _check_shape
 
@@ -145,6 +145,10 @@ class EASE(Recommender):
         if sp.issparse(self.weights):
             return np.asarray(self.weights.toarray(), dtype=np.float32)
         return np.ascontiguousarray(self.weights, dtype=np.float32)
+
+    def fold_in(self, interactions: sp.spmatrix) -> None:
+        """Score from ``interactions`` instead of the training matrix (:class:`recstack.models.base.FoldsIn`)."""
+        self.train = fold_in_matrix(self, interactions)
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         if self.train is None or self.weights is None:

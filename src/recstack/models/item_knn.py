@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from recstack.data.prepared import PreparedSplit
-from recstack.models.base import Recommender
+from recstack.models.base import Recommender, fold_in_matrix
 from recstack.models.popularity import _check_shape
 
 Similarity = Literal["cosine", "pearson"]
@@ -96,6 +96,10 @@ class ItemKNN(Recommender):
         neighbours = top_n_similarity(train.T, self.k_neighbors, "cosine", self.shrink)
         self.neighbours_t = neighbours.T.tocsr()
         return self
+
+    def fold_in(self, interactions: sp.spmatrix) -> None:
+        """Score from ``interactions`` instead of the training matrix (:class:`recstack.models.base.FoldsIn`)."""
+        self.train = fold_in_matrix(self, interactions)
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         if self.train is None or self.neighbours_t is None:

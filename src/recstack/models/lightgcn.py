@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch_geometric.nn.models import LightGCN as PygLightGCN
 
-from recstack.models.base import Recommender
+from recstack.models.base import Recommender, fold_in_matrix
 from recstack.models.batches import InteractionBatch
 from recstack.models.losses import embedding_loss, l2_regularisation
 from recstack.models.text_input import attach_text_input
@@ -111,8 +111,15 @@ class LightGCN(nn.Module, Recommender):
             out = out + x * self.gcn.alpha[i + 1]
         return out[: self.n_users], out[self.n_users :]
 
+    def fold_in(self, interactions: sp.spmatrix) -> None:
+        """Propagate over the graph of ``interactions`` instead of the training graph, with the trained layer-0
+        embeddings (:class:`recstack.models.base.FoldsIn`): a user's and an item's vectors then reflect every
+        interaction in it, without retraining. The adjacency is rebuilt on the device of the old one."""
+        graph = normalized_adjacency(fold_in_matrix(self, interactions))
+        self.adjacency = graph.to(self.adjacency.device)
+
     def user_embeddings(self) -> torch.Tensor:
-        """``(n_users, d)`` user vectors after propagation over the training graph."""
+        """``(n_users, d)`` user vectors after propagation over the training graph (or the one folded in)."""
         return self.propagate()[0]
 
     def item_embeddings(self) -> torch.Tensor:

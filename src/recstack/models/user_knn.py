@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from recstack.data.prepared import PreparedSplit
-from recstack.models.base import Recommender
+from recstack.models.base import Recommender, fold_in_matrix
 from recstack.models.item_knn import Similarity, sparse_scores, top_n_similarity
 from recstack.models.popularity import _check_shape
 
@@ -46,6 +46,10 @@ class UserKNN(Recommender):
         self.train = train.astype(np.float32).tocsr()
         self.neighbours = top_n_similarity(train, self.k_neighbors, self.similarity, self.shrink)
         return self
+
+    def fold_in(self, interactions: sp.spmatrix) -> None:
+        """Score from ``interactions`` instead of the training matrix (:class:`recstack.models.base.FoldsIn`)."""
+        self.train = fold_in_matrix(self, interactions)
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         if self.train is None or self.neighbours is None:

@@ -22,7 +22,7 @@ from recstack.bundle.reader import Bundle
 from recstack.bundle.writer import record_blend
 from recstack.data.prepared import PreparedSplit
 from recstack.evaluation.evaluator import evaluate_topk
-from recstack.offline.topk import offline_topk
+from recstack.offline.topk import check_unseen_stage, offline_topk
 from recstack.serving.pipeline import Pipeline, PipelineConfig
 
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
@@ -34,6 +34,7 @@ def tune_blend_weight(
     """The grid weight with the best validation NDCG@k of the served pipeline (ties: the smaller weight)."""
     if bundle.ranker_path is None:
         raise ValueError(f"{bundle.root} has no re-ranker (ranker.onnx or item_item.npy): there is no blend to tune")
+    check_unseen_stage(bundle, "valid")
     base = Pipeline.from_bundle(bundle, PipelineConfig(rerank_weight=1.0))
     users = np.flatnonzero(np.diff(split.matrix("valid").indptr) > 0)
     metric = f"ndcg@{k}"

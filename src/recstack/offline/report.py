@@ -17,7 +17,7 @@ from recstack.bundle.reader import Bundle
 from recstack.data.prepared import PreparedSplit
 from recstack.evaluation.evaluator import EvalStage, evaluate_topk
 from recstack.evaluation.report import RunEvaluation
-from recstack.offline.topk import offline_topk
+from recstack.offline.topk import check_unseen_stage, offline_topk
 from recstack.serving.pipeline import Pipeline
 
 
@@ -38,6 +38,7 @@ def evaluate_bundle(
             f"bundle {bundle_dir} was exported from split {bundle.manifest.split_hash}, not {split.config_hash} "
             f"({split!r}); evaluate it on the split its run was trained on"
         )
+    check_unseen_stage(bundle, stage)
     pipeline = Pipeline.from_bundle(bundle)
     users = np.flatnonzero(np.diff(split.matrix(stage).indptr) > 0)
     # The split decides what is masked, not the bundle's seen lists: a deployed bundle's lists hold every interaction
@@ -50,10 +51,10 @@ def evaluate_bundle(
     modes = [("retrieval", False)] + ([("retrieval + re-rank", True)] if pipeline.ranker is not None else [])
     out = []
     for mode, rerank in modes:
-        # An item-item ranker reads the training items, which its model was fitted on (as the evaluator scores the
-        # model alone), never the bundle's seen lists, which may hold the very items judged.
+        # An item-item ranker reads what is known before the stage (train; train + valid on test: its fold-in, as
+        # the service reads a deployed bundle's seen lists), never the bundle's lists, which may hold the items judged.
         topk = offline_topk(
-            pipeline, users, max(ks), rerank=rerank, exclude_seen=False, extra_exclude=seen, history=train
+            pipeline, users, max(ks), rerank=rerank, exclude_seen=False, extra_exclude=seen, history=seen
         )
         result = evaluate_topk(topk, users, split, stage, ks, keep_per_user=True)
         info = {"index": bundle.manifest.index.kind}

@@ -41,6 +41,21 @@ def offline_topk(
     return out
 
 
+def check_unseen_stage(bundle: Bundle, stage: str) -> None:
+    """Refuse to judge ``bundle`` on ``stage`` when its retrieval vectors were folded in over interactions that hold
+    that stage (``recstack-export fold_in=true`` with ``seen=all``, or ``seen=train_valid`` judged on valid)."""
+    export = (bundle.manifest.metrics or {}).get("export") or {}
+    if not export.get("fold_in"):
+        return
+    seen = str(export.get("seen", "all"))
+    if seen == "all" or (seen == "train_valid" and stage == "valid"):
+        raise ValueError(
+            f"{bundle.root}: its retrieval vectors were folded in over the seen={seen} interactions, which hold the "
+            f"{stage} split, so it cannot be judged on {stage}; export it with fold_in=false, or with "
+            "fold_in=true seen=train_valid to judge the test stage"
+        )
+
+
 def _user_ids_by_row(pipeline: Pipeline) -> np.ndarray:
     ids = np.empty(pipeline.n_users, dtype=object)
     for user_id, row in pipeline.user_index.items():

@@ -412,7 +412,8 @@ def _cycle(cfg: DictConfig, result: CycleResult, steps: Steps, registry: RunRegi
 
         judged = folder / "candidate-bundle"
         # seen=train_valid: what the offline evaluator masks on the test stage; no text vectors or content section,
-        # which change no answer here (no live items), to keep it quick.
+        # which change no answer here (no live items), to keep it quick; no fold-in, so the blend weight is tuned on
+        # what the candidate knew (export.fold_in applies to the deployed bundle).
         export_bundle_from_config(
             _export_config(
                 cfg,
@@ -420,6 +421,7 @@ def _cycle(cfg: DictConfig, result: CycleResult, steps: Steps, registry: RunRegi
                 judged,
                 ranker_run=None if ranked is None else str(ranked.run_dir),
                 seen="train_valid",
+                fold_in=False,
                 text=False,
                 content={"enabled": False},
             )
