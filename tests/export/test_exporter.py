@@ -100,6 +100,7 @@ def test_cli_and_bentoml_store(runs: dict[str, Path], tmp_path: Path, monkeypatc
     from recstack.cli.export import export_from_config
 
     overrides = [f"run={runs['lightgcn']}", f"ranker_run={runs['wide_deep']}", "index=ivf_flat", "store=true"]
+    overrides.append("index.exact_below=0")  # 40 items: the config's exact_below would build it flat
     out = export_from_config(compose("export", [*overrides, f"out={tmp_path / 'bundle'}", "text=false"]))
     manifest = Bundle.load(out).manifest
     assert manifest.index.factory == "IVF1,Flat"  # nlist capped for 40 items

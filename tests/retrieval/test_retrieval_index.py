@@ -135,3 +135,26 @@ def test_config_files_compose(name: str) -> None:
 
     cfg = IndexConfig.from_mapping(OmegaConf.to_container(OmegaConf.load(config_dir() / "index" / f"{name}.yaml")))
     assert cfg.kind == name and cfg.metric == "ip"
+
+
+def test_exact_below_builds_small_catalogues_flat() -> None:
+    vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    for kind in ("hnsw", "ivf_flat"):
+        small = build_index(vectors, IndexConfig(kind=kind, exact_below=51))
+        assert small.config.kind == "flat" and small.config.factory_string() == "Flat"
+        assert build_index(vectors, IndexConfig(kind=kind, exact_below=50)).config.kind == kind
+    exact = build_index(vectors, IndexConfig(kind="flat"))
+    query = vectors[:3]
+    got = build_index(vectors, IndexConfig(kind="hnsw", exact_below=1000)).search(query, 10)
+    np.testing.assert_array_equal(got[1], exact.search(query, 10)[1])
+    with pytest.raises(IndexConfigError, match="exact_below"):
+        IndexConfig(kind="hnsw", exact_below=-1)
+
+
+def test_the_configs_build_small_catalogues_exactly() -> None:
+    from recstack.config import compose
+
+    for kind in ("hnsw", "ivf_flat", "ivf_pq"):
+        node = compose("export", [f"index={kind}"]).index
+        assert IndexConfig.from_mapping(node).fitted_to(19_999, 64).kind == "flat"
+        assert IndexConfig.from_mapping(node).fitted_to(20_000, 64).kind == kind
