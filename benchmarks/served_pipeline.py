@@ -40,31 +40,39 @@ TARGET_NDCG = 0.340
 TARGET_GAIN = 0.03
 
 
-def export(retrieval: Path, ranker: Path, out: Path) -> tuple[Path, float]:
+def export(retrieval: Path, ranker: Path, out: Path, fold_in: bool = False) -> tuple[Path, float]:
     from recstack.cli.export import export_from_config
 
     overrides = [f"run={retrieval}", f"ranker_run={ranker}", f"out={out}", "text=false", "content.enabled=false"]
+    if fold_in:  # the test stage's deployment: everything known before test folded in, the blend tuned without it
+        overrides += ["fold_in=true", "seen=train_valid"]
     started = time.perf_counter()
     bundle = export_from_config(compose("export", overrides))
     return bundle, time.perf_counter() - started
 
 
-def model_scores(run: Path) -> tuple[dict[str, dict[str, float]], PreparedSplit, str]:
+def model_scores(run: Path, fold_in: bool = False) -> tuple[dict[str, dict[str, float]], PreparedSplit, str, bool]:
+    """The run's metrics per stage, its split, its model's name and whether it folds in (then, with ``fold_in``, its
+    test row reads train + valid)."""
+    from recstack.models.base import FoldsIn
     from recstack.training.runs import load_run
 
     loaded = load_run(run)
+    folds = isinstance(loaded.model, FoldsIn)
     out = {}
     for stage in STAGES:
-        metrics = evaluate(loaded.model, loaded.split, stage, (10,)).metrics  # type: ignore[arg-type]
+        metrics = evaluate(loaded.model, loaded.split, stage, (10,), fold_in=fold_in).metrics  # type: ignore[arg-type]
         out[stage] = {m: float(metrics[m]) for m in METRICS}
-    return out, loaded.split, str(loaded.config.model._target_).split(".")[-1]
+    return out, loaded.split, str(loaded.config.model._target_).split(".")[-1], folds
 
 
-def pipeline_scores(bundle: Path, split: PreparedSplit) -> dict[str, dict[str, dict[str, float]]]:
+def pipeline_scores(
+    bundle: Path, split: PreparedSplit, stages: tuple[str, ...] = STAGES
+) -> dict[str, dict[str, dict[str, float]]]:
     """``{"retrieval" | "rerank": {stage: metrics}}`` of the bundle's pipeline."""
     out: dict[str, dict[str, dict[str, float]]] = {"retrieval": {}, "rerank": {}}
-    for stage in STAGES:
-        evaluations = evaluate_bundle(bundle, split, stage, (10,))
+    for stage in stages:
+        evaluations = evaluate_bundle(bundle, split, stage, (10,))  # type: ignore[arg-type]
         for mode, evaluation in zip(("retrieval", "rerank"), evaluations, strict=False):
             out[mode][stage] = {m: float(evaluation.result.metrics[m]) for m in METRICS}
     return out
@@ -99,18 +107,26 @@ def main() -> None:
     parser.add_argument("--ranker", required=True, type=Path, help="the ranker run (EASE, or Wide & Deep)")
     parser.add_argument("--bundles-root", type=Path, default=Path("outputs/served_pipeline"))
     parser.add_argument("--latency-users", type=int, default=300, help="test users timed per mode (0: no timing)")
+    parser.add_argument(
+        "--fold-in",
+        action="store_true",
+        help="the test rows read train + valid: models that fold in (LightGCN, EASE) through the evaluator's fold_in, "
+        "bundles of such retrieval models exported with fold_in=true seen=train_valid (valid rows unchanged)",
+    )
     args = parser.parse_args()
     bench = start_run()
     retrieval = {name: Path(run) for name, run in (item.split("=", 1) for item in args.retrieval)}
 
     singles: dict[str, dict[str, dict[str, float]]] = {}
     split = None
-    for run in [*retrieval.values(), args.ranker]:
-        scores, run_split, kind = model_scores(run)
+    folds: dict[Path, bool] = {}
+    named = [*((f"{name}: {run.name}", run) for name, run in retrieval.items()), (args.ranker.name, args.ranker)]
+    for label, run in named:  # the given names: two runs may share a folder name
+        scores, run_split, kind, folds[run] = model_scores(run, args.fold_in)
         if split is not None and run_split.config_hash != split.config_hash:
             raise SystemExit(f"{run} trained on split {run_split.config_hash}, not {split.config_hash}")
         split = run_split
-        singles[f"{kind} alone ({run.name})"] = scores
+        singles[f"{kind} alone ({label}{', fold-in' if args.fold_in and folds[run] else ''})"] = scores
     assert split is not None
     print(f"{split!r}\n")
 
@@ -121,8 +137,16 @@ def main() -> None:
         assert manifest.ranker is not None and manifest.ranker.blend is not None
         scores = pipeline_scores(bundle, split)
         blend = manifest.ranker.blend
-        label = f"served: {name} -> {manifest.ranker.kind} ({manifest.index.kind}, blend {blend.weight:.1f})"
-        served[f"served: {name} retrieval alone ({manifest.index.kind})"] = scores["retrieval"]
+        folded = ""
+        if args.fold_in and folds[run]:  # valid from the bundle above (the training graph), test from the folded one
+            bundle, more = export(run, args.ranker, args.bundles_root / f"{name}-{args.ranker.name}-fold_in", True)
+            seconds += more
+            test = pipeline_scores(bundle, split, ("test",))
+            for mode in scores:
+                scores[mode]["test"] = test[mode]["test"]
+            folded = ", fold-in train+valid"
+        label = f"served: {name} -> {manifest.ranker.kind} ({manifest.index.kind}, blend {blend.weight:.1f}{folded})"
+        served[f"served: {name} retrieval alone ({manifest.index.kind}{folded})"] = scores["retrieval"]
         served[label] = scores["rerank"]
         info[name] = {
             "bundle": str(bundle),
@@ -158,7 +182,9 @@ def main() -> None:
         f"{'met' if met else 'not met'}. 1-min load {os.getloadavg()[0]:.2f}"
     )
     fields = {
-        "protocol": "runs trained on train; blend weight tuned on valid at export; test read once per row",
+        "protocol": "runs trained on train; blend weight tuned on valid at export; test read once per row"
+        + ("; test rows fold in train + valid (models that can, and their bundles)" if args.fold_in else ""),
+        "fold_in": args.fold_in,
         "single_models": singles,
         "served": served,
         "bundles": info,
