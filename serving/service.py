@@ -222,6 +222,8 @@ class Recommender:
             "n_users": default.pipeline.n_users,
             "n_items": default.pipeline.n_items,
             "ranker": default.pipeline.ranker is not None,
+            "ranker_kind": default.pipeline.ranker_kind,
+            "index": default.pipeline.index.config.kind,
             "live_items": None if feed is None else feed.live.n_live,
             "online_store": {"kind": state.kind, "available": state.available, "detail": state.detail},
             "impressions": None

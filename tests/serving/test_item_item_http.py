@@ -143,6 +143,7 @@ def test_metadata_names_the_item_item_bundle(server: Server, bundle: Bundle, tin
         ready = http.get("/readyz")
         metadata = http.get("/admin/metadata")
     assert ready.status_code == 200 and ready.json()["ranker"] is True, ready.text
+    assert ready.json()["ranker_kind"] == "item_item" and ready.json()["index"] == "flat", ready.text
     assert metadata.status_code == 200, metadata.text
     (arm,) = metadata.json()["arms"]
     assert arm["digest"] == bundle.manifest.digest() and Path(arm["bundle"]) == tiny_bundle.resolve()

@@ -294,6 +294,13 @@ class Pipeline:
         for c in categories:
             self.category_matrix[row, self.category_ids[str(c)]] = True
 
+    @property
+    def ranker_kind(self) -> str | None:
+        """``item_item`` (EASE's weights), ``onnx`` (a Wide & Deep graph) or None (retrieval only)."""
+        if self.ranker is None:
+            return None
+        return "item_item" if isinstance(self.ranker, ItemItemRanker) else "onnx"
+
     @classmethod
     def from_bundle(cls, bundle: Bundle, config: PipelineConfig | None = None, *, ranker: Any = None) -> Pipeline:
         """Precompute everything from a loaded bundle; ``ranker`` overrides the bundle's re-ranker (tests)."""
