@@ -43,7 +43,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> AutoResult:
 
 
 def test_every_candidate_ranked_with_its_cost_and_the_best_wins(run: AutoResult) -> None:
-    names = [c.name for c in run.candidates]
+    names = [c.name for c in run.candidates if not c.parts]
     assert sorted(names) == ["ease", "lightgcn", "mf", "pop"]
     scores = [c.valid_score for c in run.candidates if c.valid_score is not None]
     assert scores == sorted(scores, reverse=True) and len(scores) >= 2
@@ -52,7 +52,7 @@ def test_every_candidate_ranked_with_its_cost_and_the_best_wins(run: AutoResult)
     assert by_name["pop"].kind == "untuned" and by_name["pop"].completed == 1
     assert by_name["ease"].kind == "cheap" and by_name["mf"].kind == "deep"
     for c in run.candidates:
-        if c.status == "done" and c.kind != "untuned":
+        if c.status == "done" and c.kind in ("cheap", "deep"):
             assert 1 <= c.completed <= 2 and c.seconds > 0 and c.given_s > 0 and c.phases
             assert Path(c.study_dir, "report.html").is_file()
     # Cheap ones ran first, in the cheap phase; deep ones in rung 0.
@@ -66,10 +66,13 @@ def test_every_candidate_ranked_with_its_cost_and_the_best_wins(run: AutoResult)
 
 def test_test_split_read_once_by_the_winners_refit(run: AutoResult) -> None:
     readings = [p for p in run.out_dir.rglob("metrics.json") if json.loads(p.read_text()).get("test") is not None]
-    assert readings == [run.out_dir / "winner" / "metrics.json"]
     assert run.refit is not None and run.refit.name == run.winner
     assert set(run.refit.test) >= {"ndcg@10", "recall@10", "map@10"}
     winner = run.candidates[0]
+    if winner.parts:  # the two-stage pipeline is read on test through its bundle (test_two_stage.py), not its parts
+        assert readings == []
+        return
+    assert readings == [run.out_dir / "winner" / "metrics.json"]
     # The same configuration and seed, and as many epochs as its trial: the same validation score.
     assert abs(run.refit.valid["ndcg@10"] - winner.valid_score) < 0.002
     if winner.epochs is not None:
@@ -79,7 +82,11 @@ def test_test_split_read_once_by_the_winners_refit(run: AutoResult) -> None:
 def test_the_bundle_holds_the_winner_or_says_which_model_instead(run: AutoResult) -> None:
     assert run.export is not None and run.export.bundle is not None
     bundle = Bundle.load(run.export.bundle)  # verified: every file's sha256
-    assert bundle.manifest.model_kind in ("mf", "lightgcn") and run.export.model == bundle.manifest.model_kind
+    assert bundle.manifest.model_kind in ("mf", "lightgcn")
+    if run.candidates[0].parts:  # the two-stage winner: its own bundle (test_two_stage.py)
+        assert run.export.is_winner and run.export.model == run.winner and bundle.item_item is not None
+        return
+    assert run.export.model == bundle.manifest.model_kind
     if run.winner in ("mf", "lightgcn"):
         assert run.export.is_winner and run.export.run_dir == run.refit.run_dir
     else:  # EASE, ItemKNN, popularity have no vectors to serve: the best exportable candidate, said so
@@ -135,3 +142,22 @@ def test_an_unknown_candidate_is_refused_naming_the_known_ones(tmp_path: Path) -
     stray = compose("auto", ["data.source.data_home=/nonexistent", "models=[pop]", "+per_model.mf.fit.lr=0.1"])
     with pytest.raises(ValueError, match=r"per_model names \['mf'\], which are not among models=\['pop'\]"):
         auto(stray)
+
+
+def test_the_two_stage_pipeline_is_ranked_as_a_candidate(run: AutoResult) -> None:
+    # Both kinds completed a trial: one more row, the best exportable candidate re-ranked by EASE, scored as served.
+    (row,) = [c for c in run.candidates if c.parts]
+    best_deep = next(c for c in run.candidates if c.name in ("mf", "lightgcn") and c.valid_score is not None)
+    assert row.parts == (best_deep.name, "ease") and row.name == f"{best_deep.name} -> ease"
+    assert row.kind == "two_stage" and row.status == "done" and row.seconds > 0 and row.phases == ("reserve",)
+    assert row.valid_score == row.valid["ndcg@10"] and row.blend_weight is not None
+    bundle = Bundle.load(row.bundle)
+    assert Path(row.bundle) == run.out_dir / "two_stage" / "valid-bundle" and bundle.item_item is not None
+    assert bundle.manifest.ranker.blend is not None and bundle.manifest.ranker.blend.weight == row.blend_weight
+    assert bundle.manifest.metrics["export"]["seen"] == "train"
+    data = json.loads(run.summary_json.read_text())
+    (named,) = [c for c in data["candidates"] if c["parts"]]
+    assert named["parts"] == [best_deep.name, "ease"] and named["valid_score"] == row.valid_score
+    assert data["settings"]["two_stage"] is True
+    html = run.report.read_text()
+    assert f"{best_deep.name} -&gt; ease" in html and "re-rank ease" in html

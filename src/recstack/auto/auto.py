@@ -5,9 +5,12 @@
 1. check everything before any data is read: the candidate names (:mod:`.candidates`), their search spaces and
    ``per_model`` overrides, and that the budget holds at least one trial of every candidate (:mod:`.allocation`);
 2. prepare the split once and search (:mod:`.search`): the validation split only;
-3. pick the winner by validation NDCG@10, train it once more and read the test split once (:mod:`.finish`);
-4. export a bundle (the winner, or the best exportable candidate when the winner has no vectors to serve);
-5. write ``auto.json`` and ``report.html`` (:mod:`.report`) in the output folder.
+3. with ``two_stage``, score one more candidate in the reserve: the best exportable candidate's retrieval re-ranked
+   by the best item-item one (EASE), as served (:mod:`.two_stage`);
+4. pick the winner by validation NDCG@10, train it once more and read the test split once (:mod:`.finish`; a
+   two-stage winner: both parts, read on test through its bundle);
+5. export a bundle (the winner, or the best exportable candidate when the winner has no vectors to serve);
+6. write ``auto.json`` and ``report.html`` (:mod:`.report`) in the output folder.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from recstack.auto.candidates import Candidate, build_candidates
 from recstack.auto.finish import Export, Refit, export_bundle, refit_winner
 from recstack.auto.report import write_reports
 from recstack.auto.search import CandidateResult, Limits, Search
+from recstack.auto.two_stage import pick_parts, refit_two_stage, score_two_stage, two_stage_name
 from recstack.data.prepared import PreparedSplit
 from recstack.export.erasure import Erasures
 from recstack.retrieval.index import IndexConfig
@@ -50,6 +54,8 @@ class AutoSettings:
     export: bool
     text: bool
     index_config: IndexConfig
+    two_stage: bool
+    ks: tuple[int, ...]
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> AutoSettings:
@@ -68,6 +74,8 @@ class AutoSettings:
             export=bool(cfg.export.enabled),
             text=bool(cfg.export.text),
             index_config=IndexConfig.from_mapping(index),  # type: ignore[arg-type]
+            two_stage=bool(cfg.get("two_stage", False)),
+            ks=tuple(int(k) for k in cfg.ks),
         )
 
 
@@ -133,7 +141,8 @@ def auto(
     settings = AutoSettings.from_config(cfg)
     candidates = build_candidates(cfg)
     plan = make_plan(settings, candidates)
-    erased = erasures() if (erasures is not None and settings.export) else None
+    # A two-stage winner's bundle is written whatever export.enabled says (its test reading goes through it).
+    erased = erasures() if (erasures is not None and (settings.export or settings.two_stage)) else None
     if split is None:
         from recstack.config import prepare_from_config
 
@@ -165,8 +174,14 @@ def auto(
             "setting up took %.0f s of the budget; candidates without time for a trial are skipped: %s", setup_s, error
         )
     results = Search(candidates, plan, split, out_dir, settings.limits, search_started).run()
-    ranked = rank(results)
     by_name = {c.name: c for c in candidates}
+    parts = pick_parts(rank(results), by_name) if settings.two_stage else None
+    if parts is not None:  # in the reserve: seconds, no training
+        log.info("two-stage candidate %s", two_stage_name(parts[0].name, parts[1].name))
+        results.append(
+            score_two_stage(*parts, split, out_dir, ks=settings.ks, index_config=settings.index_config, erasures=erased)
+        )
+    ranked = rank(results)
     winner = ranked[0] if ranked and ranked[0].valid_score is not None else None
     refit = export = None
     if winner is not None:
@@ -174,10 +189,25 @@ def auto(
         if refit_dir.exists():  # an earlier recstack-auto into the same out=: its refit is replaced, like its bundle
             log.info("replacing the earlier refit in %s", refit_dir)
             shutil.rmtree(refit_dir)
-        refit = refit_winner(by_name[winner.name], winner, split, refit_dir)
-        if settings.export:
+        if winner.parts:
+            assert parts is not None
+            # The pipeline is read on test through its bundle, so it is exported even with export.enabled=false.
+            refit, export = refit_two_stage(
+                winner,
+                ((by_name[parts[0].name], parts[0]), (by_name[parts[1].name], parts[1])),
+                split,
+                refit_dir,
+                out_dir / "bundle",
+                ks=settings.ks,
+                index_config=settings.index_config,
+                text=settings.text,
+                erasures=erased,
+            )
+        else:
+            refit = refit_winner(by_name[winner.name], winner, split, refit_dir)
+        if settings.export and export is None:
             order = [(by_name[winner.name], refit.run_dir)]
-            order += [(by_name[r.name], r.run_dir) for r in ranked[1:] if r.run_dir is not None]
+            order += [(by_name[r.name], r.run_dir) for r in ranked[1:] if r.run_dir is not None and r.name in by_name]
             export = export_bundle(
                 order,
                 out_dir / "bundle",
@@ -202,6 +232,7 @@ def auto(
             "cheap_share": settings.cheap_share,
             "reserve_share": settings.reserve_share,
             "eta": settings.eta,
+            "two_stage": settings.two_stage,
             "cheap_trials": settings.limits.cheap_trials,
             "deep_trials": settings.limits.deep_trials,
             "seed": int(cfg.seed),
@@ -226,19 +257,30 @@ def auto(
 def summary(result: AutoResult) -> str:
     """The lines ``recstack-auto`` prints."""
     lines = [f"recstack-auto: {result.dataset} ({result.split_hash}), {result.seconds:.0f} s"]
+    width = max([9, *(len(r.name) for r in result.candidates)])
     for i, r in enumerate(result.candidates, 1):
         score = f"{r.valid_score:.4f}" if r.valid_score is not None else "  -   "
         mark = "  <- winner" if r.name == result.winner else ""
         last = "  best epoch = last: raise max_epochs" if r.best_epoch_is_last else ""
+        cost = f"{r.completed} trials, {r.pruned} pruned"
+        if r.parts:
+            blend = f"{r.blend_weight:.1f}" if r.blend_weight is not None else "-"
+            cost = f"two-stage, blend weight {blend}"
         lines.append(
-            f"  {i}. {r.name:<9} valid ndcg@10 {score}  {r.seconds:6.0f} s  {r.completed} trials, {r.pruned} pruned"
+            f"  {i}. {r.name:<{width}} valid ndcg@10 {score}  {r.seconds:6.0f} s  {cost}"
             f"{'  ' + r.status if r.status != 'done' else ''}{mark}{last}"
         )
     if result.refit is not None:
         t = result.refit.test
+        how = f"{result.refit.name} refit"
+        if result.refit.parts:
+            how += (
+                f" of both parts, through its bundle: blend weight {result.refit.blend_weight:.1f}, valid ndcg@10 "
+                f"{result.refit.valid['ndcg@10']:.4f}"
+            )
         lines.append(
-            f"  test (read once, {result.refit.name} refit): ndcg@10 {t['ndcg@10']:.4f}  recall@10 "
-            f"{t['recall@10']:.4f}  map@10 {t['map@10']:.4f}"
+            f"  test (read once, {how}): ndcg@10 {t['ndcg@10']:.4f}  recall@10 {t['recall@10']:.4f}  map@10 "
+            f"{t['map@10']:.4f}"
         )
     else:
         lines.append("  no winner: no candidate completed a trial (see the report)")

@@ -35,7 +35,7 @@ SHARED_KEYS = (
     "progress",
     "n_jobs",
 )
-Kind = Literal["untuned", "cheap", "deep"]
+Kind = Literal["untuned", "cheap", "deep", "two_stage"]  # two_stage: a pipeline of two candidates (.two_stage)
 
 
 @dataclass(frozen=True)

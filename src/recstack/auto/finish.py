@@ -8,6 +8,9 @@ The bundle (:func:`recstack.export.exporter.export_run`) needs user and item vec
 model's scores: MF and LightGCN have them; popularity, ItemKNN and EASE do not. When the winner cannot be exported,
 the bundle holds the best exportable candidate by validation score instead (its best trial's checkpoint, not refitted
 and never scored on test), and the report says so.
+
+A two-stage winner (:mod:`.two_stage`) is refitted part by part here too (:func:`refit_winner` with
+``evaluate_test=false``: the pipeline, not its parts, reads the test split).
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Refit:
-    """The winner trained once more, and its one reading of the test split."""
+    """The winner trained once more, and its one reading of the test split.
+
+    A two-stage winner's record holds its ``parts`` (each part's refit, which read no test: ``test`` empty), the blend
+    weight re-tuned on validation, and the served pipeline's validation and test metrics (its bundle's)."""
 
     name: str
     run_dir: str
@@ -47,6 +53,8 @@ class Refit:
     epochs: int | None
     best_epoch: int | None
     best_epoch_is_last: bool
+    parts: tuple[Refit, ...] = ()  # a two-stage winner: the retrieval part's refit, then the re-ranker's
+    blend_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,14 +66,19 @@ class Export:
     run_dir: str | None
     is_winner: bool
     note: str
+    ranker_run: str | None = None  # a two-stage bundle's re-ranker (item-item) run
+    blend_weight: float | None = None  # recorded in its manifest, tuned on validation
 
 
-def refit_winner(candidate: Candidate, result: CandidateResult, split: PreparedSplit, run_dir: Path) -> Refit:
-    """Train the winning configuration once more and score it on test (see the module docstring)."""
+def refit_winner(
+    candidate: Candidate, result: CandidateResult, split: PreparedSplit, run_dir: Path, *, evaluate_test: bool = True
+) -> Refit:
+    """Train the winning configuration once more and score it on test (see the module docstring); ``evaluate_test``
+    false: a two-stage winner's part, whose ``test`` stays empty."""
     cfg = trial_config(candidate.cfg, result.params, run_dir) if candidate.tuned else copy.deepcopy(candidate.cfg)
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)
-        cfg.evaluate_test = True
+        cfg.evaluate_test = evaluate_test
         if candidate.trainable and result.epochs:
             cfg.fit.max_epochs = int(result.epochs)
     log.info("refit of the winner, %s (%s), in %s", candidate.name, result.params or "its config", run_dir)
@@ -77,7 +90,7 @@ def refit_winner(candidate: Candidate, result: CandidateResult, split: PreparedS
         run_dir=str(out.run_dir),
         params=dict(result.params),
         valid=dict(m["valid"]),
-        test=dict(m["test"]),
+        test=dict(m["test"] or {}),
         seconds=time.time() - start,
         epochs=m.get("epochs") if candidate.trainable else None,
         best_epoch=m.get("best_epoch") if candidate.trainable else None,

@@ -1,6 +1,7 @@
 """``recstack-auto``'s record: ``auto.json`` (everything, machine-readable) and ``report.html`` (one self-contained
 file, styled like the evaluation and tuning reports): every candidate ranked by validation score with its cost, the
-winner and its one test reading, what the bundle holds, and how the budget was spent."""
+winner and its one test reading, what the bundle holds, and how the budget was spent. A two-stage winner
+(:mod:`.two_stage`) is shown with its parts, its blend weight and its pipeline's validation and test scores."""
 
 from __future__ import annotations
 
@@ -74,6 +75,12 @@ def _candidate_table(candidates: Sequence[CandidateResult], winner: str | None, 
             marks = (" last" if c.best_epoch_is_last else "") + (" budget" if c.cut_by_budget else "")
             epochs = f"{c.epochs} ({c.best_epoch}){marks}"
         report = str(Path(c.study_dir) / "report.html") if c.study_dir else None
+        link = _link(report, out_dir, "report")
+        params = _params(c.params)
+        if c.parts:  # the two-stage candidate: scored through its bundle, with the blend weight tuned on validation
+            link = _link(c.bundle, out_dir, "bundle")
+            blend = f"{c.blend_weight:.1f}" if c.blend_weight is not None else "-"
+            params = f"retrieval {c.parts[0]}, re-rank {c.parts[1]} (best trials), blend weight {blend}"
         status = c.status + (f": {c.note}" if c.note else "")
         cells = [
             str(i),
@@ -88,8 +95,8 @@ def _candidate_table(candidates: Sequence[CandidateResult], winner: str | None, 
             str(c.pruned),
             str(c.failed),
             epochs,
-            html.escape(_params(c.params)),
-            _link(report, out_dir, "report"),
+            html.escape(params),
+            link,
             html.escape(status),
         ]
         cls = " class='best'" if c.name == winner else ""
@@ -99,6 +106,7 @@ def _candidate_table(candidates: Sequence[CandidateResult], winner: str | None, 
 
 def _plan_table(plan: Plan, candidates: Sequence[CandidateResult]) -> str:
     rows = ["<tr><th class='name'>phase</th><th>ends at s</th><th>candidates planned</th><th>ran in it</th></tr>"]
+    reserve = "".join(f"{c.name} scored ({c.seconds:.0f} s), " for c in candidates if c.parts)
     for phase in plan.phases:
         phased = {c.name for c in candidates if phase.name in c.phases}
         ran = [n for n in (plan.deep if phase.is_rung else plan.cheap) if n in phased]  # in the order they ran
@@ -107,8 +115,8 @@ def _plan_table(plan: Plan, candidates: Sequence[CandidateResult]) -> str:
             f"<td>{html.escape(', '.join(ran))}</td></tr>"
         )
     rows.append(
-        f"<tr><td class='name'>reserve</td><td>{plan.budget_s:.0f}</td><td></td><td>refit, test once, export, "
-        "reports</td></tr>"
+        f"<tr><td class='name'>reserve</td><td>{plan.budget_s:.0f}</td><td></td><td>{html.escape(reserve)}refit, test "
+        "once, export, reports</td></tr>"
     )
     return "<table>" + "".join(rows) + "</table>"
 
@@ -118,11 +126,19 @@ def _verdict(candidates: Sequence[CandidateResult], refit: Refit | None, export:
         return "No winner: no candidate completed a trial within the budget (see the table); raise budget=."
     best = next(c for c in candidates if c.name == refit.name)
     t = refit.test
-    text = (
-        f"Winner: {refit.name}{' (' + _params(refit.params) + ')' if refit.params else ''}, valid NDCG@10 "
-        f"{best.valid_score:.4f} (refit: {refit.valid['ndcg@10']:.4f}). Test, read once for the winner's refit only: "
-        f"NDCG@10 {t['ndcg@10']:.4f}, Recall@10 {t['recall@10']:.4f}, MAP@10 {t['map@10']:.4f}."
+    scores = (
+        f"valid NDCG@10 {best.valid_score:.4f} (refit: {refit.valid['ndcg@10']:.4f}). Test, read once for the "
+        f"winner's refit only: NDCG@10 {t['ndcg@10']:.4f}, Recall@10 {t['recall@10']:.4f}, MAP@10 {t['map@10']:.4f}."
     )
+    if refit.parts:
+        parts = " and ".join(f"{p.name}{' (' + _params(p.params) + ')' if p.params else ''}" for p in refit.parts)
+        text = (
+            f"Winner: the two-stage pipeline {refit.name}, {parts}, both refitted; blend weight "
+            f"{refit.blend_weight:.1f} (tuned on validation; {best.blend_weight:.1f} for the best trials), "
+            f"the served pipeline's {scores}"
+        )
+    else:
+        text = f"Winner: {refit.name}{' (' + _params(refit.params) + ')' if refit.params else ''}, {scores}"
     if export is not None:
         text += f" Bundle {export.bundle}: {export.note}." if export.bundle else f" {export.note}."
     return text
@@ -196,7 +212,10 @@ def write_reports(
         "on the candidate (its studies, or its one run), the time the plan gave it, trials completed / pruned / "
         "failed. &quot;last&quot;: the best epoch was the last one (still improving); &quot;budget&quot;: the best "
         "trial was stopped by the candidate's time share. Each study's own report "
-        "(history, importances, top trials) is linked.</p>",
+        "(history, importances, top trials) is linked. A two-stage candidate (&quot;retrieval -&gt; re-rank&quot;) "
+        "is the served pipeline of the best exportable candidate's best trial re-ranked by the best item-item "
+        "candidate's, blend weight tuned on validation; scored in the reserve through its bundle (linked), no "
+        "training.</p>",
         _candidate_table(candidates, winner, out_dir),
         f"<div class='fig'>{_score_svg(candidates, winner)}</div>",
         "<h2>How the budget was spent</h2>",

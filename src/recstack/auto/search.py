@@ -70,6 +70,11 @@ class CandidateResult:
     trials_best_is_last: int  # completed trials with that flag
     study_dir: str | None
     note: str = ""
+    # The two-stage candidate (:mod:`.two_stage`): its parts (retrieval, re-ranker), the blend weight tuned on
+    # validation and the bundle it was scored through; empty for a single model.
+    parts: tuple[str, ...] = ()
+    blend_weight: float | None = None
+    bundle: str | None = None
 
 
 @dataclass
