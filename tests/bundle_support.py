@@ -31,6 +31,36 @@ def random_bundle_args(
     )
 
 
+def bundle_rewrite_args(source: Path, **changes: Any) -> dict[str, Any]:
+    """``write_bundle``'s arguments that rewrite the bundle at ``source`` as it is (its model kind, users, items,
+    vectors, seen lists, ONNX ranker and split; a flat inner-product index), with ``changes`` on top."""
+    from recstack.bundle.reader import Bundle
+
+    bundle = Bundle.load(source)
+    args: dict[str, Any] = dict(
+        model_kind=bundle.manifest.model_kind,
+        users=bundle.users,
+        items=bundle.items,
+        user_embeddings=bundle.user_embeddings,
+        item_embeddings=bundle.item_embeddings,
+        seen=bundle.seen,
+        index_config={"kind": "flat", "metric": "ip"},
+        ranker_onnx=bundle.ranker_path,
+        split_hash=bundle.manifest.split_hash,
+    )
+    return {**args, **changes}
+
+
+def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
+    """A real 2-epoch run of ``model`` on ``split`` in ``root / model`` (no logger, no progress bar)."""
+    from recstack.config import compose
+    from recstack.training.train import train
+
+    overrides = [f"model={model}", "fit.max_epochs=2", "logger=none", "progress=false", f"run_dir={root / model}"]
+    cfg = compose("train", [*overrides, f"text_cache_dir={root / 'text-cache'}"])
+    return train(cfg, split=split).run_dir
+
+
 def export_tiny_ranker(path: Path, n_users: int, n_items: int, item_groups: np.ndarray, seed: int = 0) -> Path:
     """A Wide & Deep-shaped ranker honouring the bundle contract (user/item/hour/dow int64 -> score), via torch."""
     import torch

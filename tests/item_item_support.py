@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from bundle_support import bundle_rewrite_args
 
 from recstack.bundle.reader import Bundle
 from recstack.bundle.writer import ItemItemPayload, write_bundle
@@ -34,19 +35,16 @@ def write_item_item_bundle(
     seen=<seen>`` writes them."""
     from recstack.export.exporter import seen_matrix
 
-    tiny = Bundle.load(source)
     return write_bundle(
         out,
-        model_kind=tiny.manifest.model_kind,
-        users=tiny.users,
-        items=tiny.items,
-        user_embeddings=tiny.user_embeddings,
-        item_embeddings=tiny.item_embeddings,
-        seen=seen_matrix(split, seen),
-        index_config={"kind": "flat", "metric": "ip"},
-        item_text_embeddings=tiny.item_text_embeddings,
-        dataset="tiny",
-        split_hash=split.config_hash,
+        **bundle_rewrite_args(
+            source,
+            seen=seen_matrix(split, seen),
+            item_text_embeddings=Bundle.load(source).item_text_embeddings,
+            ranker_onnx=None,
+            dataset="tiny",
+            split_hash=split.config_hash,
+        ),
         item_item=ItemItemPayload(
             weights=ease_b(split) if weights is None else weights,
             model="ease",

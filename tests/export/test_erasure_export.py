@@ -19,7 +19,7 @@ import onnx
 import pandas as pd
 import pytest
 import redis
-from bundle_support import export_tiny_ranker, random_bundle_args
+from bundle_support import export_tiny_ranker, random_bundle_args, train_tiny
 from onnx import helper, numpy_helper
 from redis_support import delete_keys
 
@@ -193,14 +193,6 @@ def test_a_ranker_using_user_idx_otherwise_is_refused(tmp_path: Path) -> None:
 
 
 # -- on real trained runs -------------------------------------------------------------------------------------------
-
-
-def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
-    from recstack.training.train import train
-
-    overrides = [f"model={model}", "fit.max_epochs=2", "logger=none", "progress=false", f"run_dir={root / model}"]
-    cfg = compose("train", [*overrides, f"text_cache_dir={root / 'text-cache'}"])
-    return train(cfg, split=split).run_dir
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from bundle_support import train_tiny
 
 from recstack.bundle.reader import Bundle
 from recstack.config import compose
@@ -20,14 +21,6 @@ from recstack.export.exporter import ExportError, export_run, seen_matrix
 from recstack.retrieval.index import IndexConfig
 
 FLAT = IndexConfig(kind="flat")
-
-
-def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
-    from recstack.training.train import train
-
-    overrides = [f"model={model}", "fit.max_epochs=2", "logger=none", "progress=false", f"run_dir={root / model}"]
-    cfg = compose("train", [*overrides, f"text_cache_dir={root / 'text-cache'}"])
-    return train(cfg, split=split).run_dir
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_support import bundle_rewrite_args
 
 from recstack.bundle.layout import MANIFEST, BundleError
 from recstack.bundle.reader import Bundle
@@ -70,18 +71,8 @@ def test_evaluate_bundle_scores_retrieval_and_rerank_on_the_same_users(
 def test_report_names_the_index_kind(tiny_bundle: Path, serving_split: PreparedSplit, tmp_path: Path) -> None:
     tiny = Bundle.load(tiny_bundle)
     assert tiny.ranker_path is not None
-    hnsw_dir = write_bundle(  # the same bundle with an HNSW index
-        tmp_path / "hnsw",
-        model_kind=tiny.manifest.model_kind,
-        users=tiny.users,
-        items=tiny.items,
-        user_embeddings=tiny.user_embeddings,
-        item_embeddings=tiny.item_embeddings,
-        seen=tiny.seen,
-        index_config={"kind": "hnsw"},
-        ranker_onnx=tiny.ranker_path,
-        split_hash=tiny.manifest.split_hash,
-    )
+    # the same bundle with an HNSW index
+    hnsw_dir = write_bundle(tmp_path / "hnsw", **bundle_rewrite_args(tiny_bundle, index_config={"kind": "hnsw"}))
     for bundle_dir, kind in ((tiny_bundle, "flat"), (hnsw_dir, "hnsw")):
         evaluations = evaluate_bundle(bundle_dir, serving_split, "valid", (10,))
         assert [e.info["index"] for e in evaluations] == [kind, kind]
@@ -90,21 +81,9 @@ def test_report_names_the_index_kind(tiny_bundle: Path, serving_split: PreparedS
 def folded_copy(tiny_bundle: Path, out: Path, seen: str, fold_in: bool = True) -> Path:
     """The tiny bundle rewritten with the manifest metrics ``recstack-export fold_in=<fold_in> seen=<seen>`` records
     (its vectors unchanged: what the offline evaluators judge by is the record)."""
-    tiny = Bundle.load(tiny_bundle)
-    assert tiny.ranker_path is not None
-    return write_bundle(
-        out,
-        model_kind=tiny.manifest.model_kind,
-        users=tiny.users,
-        items=tiny.items,
-        user_embeddings=tiny.user_embeddings,
-        item_embeddings=tiny.item_embeddings,
-        seen=tiny.seen,
-        index_config={"kind": "flat", "metric": "ip"},
-        ranker_onnx=tiny.ranker_path,
-        split_hash=tiny.manifest.split_hash,
-        metrics={"export": {"seen": seen, "fold_in": fold_in}},
-    )
+    assert Bundle.load(tiny_bundle).ranker_path is not None
+    metrics = {"export": {"seen": seen, "fold_in": fold_in}}
+    return write_bundle(out, **bundle_rewrite_args(tiny_bundle, metrics=metrics))
 
 
 def test_a_bundle_folded_in_over_train_valid_is_judged_on_test_only(
