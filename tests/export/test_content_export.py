@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from bundle_support import write_test_bundle
+from bundle_support import bundle_rewrite_args, write_test_bundle
 from redis_support import delete_keys
 
 from recstack.bundle.reader import Bundle
@@ -69,14 +69,7 @@ def test_the_next_export_serves_the_upserted_items(
 
         exported = write_bundle(
             tmp_path / "exported",
-            model_kind="mf",
-            users=bundle.users,
-            items=bundle.items,
-            user_embeddings=bundle.user_embeddings,
-            item_embeddings=bundle.item_embeddings,
-            seen=bundle.seen,
-            index_config={"kind": "flat", "metric": "ip"},
-            content=payload,
+            **bundle_rewrite_args(out, model_kind="mf", ranker_onnx=None, split_hash="", content=payload),
         )
         served = Bundle.load(exported)
         assert (

@@ -1,10 +1,10 @@
 """``recstack-demo`` (``make demo``): the main job end to end on MovieLens-100K.
 
 data -> train (popularity, MF, LightGCN, EASE, Wide & Deep) -> export (the served bundle: the retrieval model that
-is best on validation, its HNSW index and EASE's item-item weights as the second stage; and MF -> ONNX Wide & Deep
-beside it for comparison) -> evaluate (report: every model and both pipelines) -> serve (BentoML on loopback, example
-requests printed) -> stop -> simulate (an A/B test of MF vs LightGCN retrieval that the test users visit:
-recstack.cli.demo_simulate).
+is best on validation, its index (exact below 20,000 items, else HNSW) and EASE's item-item weights as the second
+stage; and MF -> ONNX Wide & Deep beside it for comparison) -> evaluate (report: every model and both pipelines)
+-> serve (BentoML on loopback, example requests printed) -> stop -> simulate (an A/B test of MF vs LightGCN retrieval
+that the test users visit: recstack.cli.demo_simulate).
 
 Everything goes under ``--out`` (default ``outputs/demo``); ``make serve`` serves the bundle it leaves behind.
 """
@@ -129,7 +129,7 @@ def run(out: Path, port: int, data_overrides: Sequence[str] = (), serve: bool = 
     valid = ", ".join(f"{name} {runs[name].metrics['valid']['ndcg@10']:.4f}" for name in ("mf", "lightgcn"))
     print(f"  retrieval for the served bundle, best validation ndcg@10: {retrieval} ({valid})", flush=True)
 
-    _banner(3, f"export: bundle = {retrieval} embeddings + HNSW index + EASE item-item second stage + id maps")
+    _banner(3, f"export: bundle = {retrieval} embeddings + exact/HNSW index + EASE item-item second stage + id maps")
     from recstack.cli.export import export_from_config
 
     bundle_dir, compared_dir = out / "bundle", out / "bundle-mf-wide_deep"
