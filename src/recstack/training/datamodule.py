@@ -1,8 +1,9 @@
 """Training data as tensors: each epoch, every training interaction once, shuffled, with freshly sampled negatives.
 
-No ``DataLoader`` over rows: an epoch's (user, positive, negatives, context) arrays are built in one vectorised pass
-with :class:`~recstack.data.sampling.NegativeSampler` and sliced into large batches, which is what keeps a 2-core CPU
-busy on the model rather than on Python per-row overhead.
+No ``DataLoader`` over rows: an epoch's (user, positive, negatives, context) arrays are built by vectorised passes
+with :class:`~recstack.data.sampling.NegativeSampler`, one chunk of ``chunk_rows`` shuffled rows at a time, and sliced
+into large batches, which is what keeps a 2-core CPU busy on the model rather than on Python per-row overhead, and
+memory bounded on a 50M-interaction split.
 """
 
 from __future__ import annotations
@@ -47,15 +48,19 @@ class EpochBatches:
             order = order[: len(order) // world * world][rank::world]
             # Negatives from the rank's own stream: drawn from the shared one, every rank would repeat the same draws.
             rng = np.random.default_rng([self.dm.seed, epoch, world, rank])
-        users = self.dm.users[order]
-        negatives = self.dm.sampler.sample(users, self.dm.negatives, rng)
-        t = torch.from_numpy
-        users_t, items_t = t(users), t(self.dm.items[order])
-        hours_t, dows_t = t(self.dm.hours[order]), t(self.dm.dows[order])
-        neg_t = t(np.ascontiguousarray(negatives, dtype=np.int64))
-        for start in range(0, len(users), self.dm.batch_size):
-            s = slice(start, start + self.dm.batch_size)
-            yield InteractionBatch(users_t[s], items_t[s], neg_t[s], hours_t[s], dows_t[s])
+        # One chunk of rows at a time: the epoch's only full-size array is its permutation. A split of at most
+        # chunk_rows rows is one chunk, so its draws (and results) are those of gathering the whole epoch at once.
+        for lo in range(0, len(order), self.dm.chunk_rows):
+            rows = order[lo : lo + self.dm.chunk_rows]
+            users = self.dm.users[rows]
+            negatives = self.dm.sampler.sample(users, self.dm.negatives, rng)
+            t = torch.from_numpy
+            users_t, items_t = t(users), t(self.dm.items[rows])
+            hours_t, dows_t = t(self.dm.hours[rows]), t(self.dm.dows[rows])
+            neg_t = t(np.ascontiguousarray(negatives, dtype=np.int64))
+            for start in range(0, len(rows), self.dm.batch_size):
+                s = slice(start, start + self.dm.batch_size)
+                yield InteractionBatch(users_t[s], items_t[s], neg_t[s], hours_t[s], dows_t[s])
 
 
 class InteractionDataModule(L.LightningDataModule):
@@ -74,10 +79,13 @@ class InteractionDataModule(L.LightningDataModule):
         alpha: float = 1.0,
         seed: int = 0,
         shuffle: bool = True,
+        chunk_rows: int = 1 << 20,
     ) -> None:
         super().__init__()
-        if batch_size < 1 or negatives < 1:
-            raise ValueError(f"batch_size={batch_size} and negatives={negatives} must both be at least 1")
+        if batch_size < 1 or negatives < 1 or chunk_rows < 1:
+            raise ValueError(
+                f"batch_size={batch_size}, negatives={negatives} and chunk_rows={chunk_rows} must all be at least 1"
+            )
         from recstack.data.sampling import NegativeSampler
 
         self.split = split
@@ -85,6 +93,9 @@ class InteractionDataModule(L.LightningDataModule):
         self.negatives = negatives
         self.seed = seed
         self.shuffle = shuffle
+        # Rows gathered (and given their negatives) at a time, a whole number of batches: bounds an epoch's copies
+        # to chunk_rows x (negatives + 4) x 8 bytes however large the split (benchmarks/scale.py: 40M rows).
+        self.chunk_rows = max(batch_size, chunk_rows // batch_size * batch_size)
         train = split.train
         self.users = train["user_idx"].to_numpy(np.int64)
         self.items = train["item_idx"].to_numpy(np.int64)
