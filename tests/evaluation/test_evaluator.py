@@ -206,3 +206,26 @@ def test_folded_top_k_equals_torch_topk(n_rows: int, n_cols: int, k: int) -> Non
     assert all(len(set(row.tolist())) == k for row in items)
     rows = [r for r in range(n_rows) if r != 1]
     torch.testing.assert_close(items[rows], want_items[rows])
+
+
+def test_a_user_sample_scores_those_users_exactly_as_the_whole_run_does() -> None:
+    split = random_split(60, 40, per_user=12, seed=2)
+    model = DotModel(60, 40, seed=4)
+    whole = evaluate(model, split, "test", ks=(5,), keep_per_user=True)
+    chosen = np.array([50, 3, 17, 3, 29])  # unsorted, one repeat
+    sample = evaluate(model, split, "test", ks=(5,), keep_per_user=True, users=chosen)
+    np.testing.assert_array_equal(sample.per_user.users, [3, 17, 29, 50])
+    rows = np.searchsorted(whole.per_user.users, [3, 17, 29, 50])
+    np.testing.assert_array_equal(sample.per_user.topk, whole.per_user.topk[rows])
+    assert sample.metrics["ndcg@5"] == pytest.approx(whole.per_user.metrics["ndcg@5"][rows].mean())
+    assert sample.n_users_evaluated == 4 and sample.n_users_skipped == 0
+
+
+def test_a_user_sample_counts_users_without_relevant_items_and_refuses_bad_indices() -> None:
+    split = hand_split()
+    res = evaluate(TableModel(np.zeros((split.n_users, split.n_items))), split, "test", ks=(1,), users=[0, 1, 2])
+    assert res.n_users_evaluated == 2 and res.n_users_skipped == 1  # user 2 has no test item
+    with pytest.raises(ValueError, match="outside the split's"):
+        evaluate(DotModel(split.n_users, split.n_items), split, "test", ks=(1,), users=[split.n_users])
+    with pytest.raises(ValueError, match="among the 0 chosen users"):
+        evaluate(DotModel(split.n_users, split.n_items), split, "test", ks=(1,), users=[])

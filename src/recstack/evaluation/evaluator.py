@@ -82,6 +82,7 @@ def evaluate(
     progress: bool = False,
     relevant_items: np.ndarray | Sequence[int] | None = None,
     fold_in: bool = False,
+    users: np.ndarray | Sequence[int] | None = None,
 ) -> EvaluationResult:
     """Full-ranking evaluation of ``model`` on ``split``'s ``stage`` at each cut-off in ``ks``.
 
@@ -94,18 +95,25 @@ def evaluate(
     (:class:`~recstack.models.base.FoldsIn`: LightGCN, EASE, ItemKNN, UserKNN) reads each user's train + valid
     interactions, everything known before the test split, as a deployed model would; it is restored to the training
     matrix afterwards. Nothing changes on the validation stage or for other models. Off by default: RecBole and the
-    published figures read the training matrix only. Raises ``ValueError`` when the model and split disagree on users or items, when a ``k``
-    exceeds the catalogue, when ``relevant_items`` holds an index outside the catalogue, or when no user has a relevant
-    item in the stage.
+    published figures read the training matrix only. ``users``: evaluate only these user indices (e.g. a seeded
+    sample of a million-user split); those of them without a relevant item count as skipped. None: every user.
+    Raises ``ValueError`` when the model and split disagree on users or items, when a ``k`` exceeds the catalogue, when
+    ``relevant_items`` or ``users`` holds an index outside the catalogue or the user table, or when no user has a
+    relevant item in the stage.
     """
     _check_stage(stage)
     ks = _checked_ks(ks, split.n_items)
     _check_id_space(model, split)
     relevant = relevant_matrix(split, stage, relevant_items)
-    n_relevant = np.diff(relevant.indptr)
-    users = np.flatnonzero(n_relevant > 0)
+    has_relevant = np.diff(relevant.indptr) > 0
+    chosen = _chosen_users(users, split.n_users)
+    users = np.flatnonzero(has_relevant) if chosen is None else chosen[has_relevant[chosen]]
+    n_skipped = (split.n_users if chosen is None else len(chosen)) - users.size
     if users.size == 0:
-        raise ValueError(f"no user has a {stage} interaction{_among(relevant_items)} in {split!r}; nothing to evaluate")
+        among = "" if chosen is None else f" among the {len(chosen)} chosen users"
+        raise ValueError(
+            f"no user{among} has a {stage} interaction{_among(relevant_items)} in {split!r}; nothing to evaluate"
+        )
     seen = _seen_items(split, stage)
     if fold_in and stage == "test" and isinstance(model, FoldsIn):
         model.fold_in(seen)
@@ -115,7 +123,18 @@ def evaluate(
             model.fold_in(split.matrix("train"))
     else:
         topk = _ranked_lists(model, users, seen, max(ks), max_memory_bytes, device, progress)
-    return _result(topk, users, split, stage, ks, keep_per_user, split.n_users - users.size, relevant)
+    return _result(topk, users, split, stage, ks, keep_per_user, n_skipped, relevant)
+
+
+def _chosen_users(users: np.ndarray | Sequence[int] | None, n_users: int) -> np.ndarray | None:
+    """``users`` as sorted distinct int64 indices, checked against the user table; None stays None."""
+    if users is None:
+        return None
+    chosen = np.unique(np.asarray(users, dtype=np.int64))
+    if chosen.size and (chosen[0] < 0 or chosen[-1] >= n_users):
+        bad = chosen[0] if chosen[0] < 0 else chosen[-1]
+        raise ValueError(f"users holds index {bad}, outside the split's {n_users} users")
+    return chosen
 
 
 def evaluate_topk(
