@@ -87,3 +87,18 @@ def test_two_million_rows_have_no_python_strings() -> None:
     assert len(inter) == 2_000_000 and inter["user_id"].dtype != object
     # Arrow-backed strings: about 10-20 bytes a row, not the ~60 of Python str objects.
     assert inter["user_id"].memory_usage(deep=True) < 2_000_000 * 25
+
+
+def test_a_size_beyond_the_memory_budget_is_refused_up_front_with_the_estimate() -> None:
+    with pytest.raises(MemoryError, match=r"needs about 6\.8 GiB .* more than the 4\.0 GiB memory_budget_gib=4"):
+        generate_synthetic(1_000_000, 200_000, 50_000_000, memory_budget_gib=4)  # refused before generating anything
+    small = generate_synthetic(50, 20, 300, memory_budget_gib=1)
+    assert len(small.interactions) == 300
+
+
+def test_the_memory_budget_is_a_limit_not_part_of_the_splits_hash() -> None:
+    from recstack.data.build_split import config_hash
+
+    source = {"name": "synthetic", "n_users": 10, "n_items": 5, "n_interactions": 50, "seed": 0}
+    split = {"name": "random"}
+    assert config_hash({"source": source}, split) == config_hash({"source": {**source, "memory_budget_gib": 8}}, split)

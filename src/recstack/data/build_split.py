@@ -346,10 +346,12 @@ DEFAULT_ROOT = Path("data/processed")
 
 
 def hashed_config(data: Mapping[str, Any], split: Mapping[str, Any]) -> dict[str, Any]:
-    """What the folder hash covers: format and algorithm versions, data config minus ``source.data_home``, split."""
+    """What the folder hash covers: format and algorithm versions, data config minus ``source.data_home`` (a
+    location) and ``source.memory_budget_gib`` (a limit), split."""
     data = json.loads(json.dumps(data, default=str))
     if isinstance(data.get("source"), dict):
         data["source"].pop("data_home", None)
+        data["source"].pop("memory_budget_gib", None)
     return {"format_version": FORMAT_VERSION, "algorithm_version": ALGORITHM_VERSION, "data": data, "split": split}
 
 

@@ -14,6 +14,8 @@ string ids are built by Arrow (no Python string per row).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -40,6 +42,47 @@ REGIONS: tuple[str, ...] = ("north", "south", "east", "west", "central")
 DEFAULT_START_TS = 1_577_836_800  # 2020-01-01T00:00:00Z
 _CHUNK = 2_000_000  # interactions per vectorised step: bounds the temporaries (a few 100 MB), fixes the output
 _MAIN_TASTE, _SIDE_TASTE = 0.55, 0.2  # the rest of the picks come from the whole catalogue
+# Peak RSS of generating and preparing (recstack-data prepare, DuckDB) per interaction: 2.62 GiB at 20M
+# (benchmarks/RESULTS.md, "Data preparation"), i.e. 140 bytes; per user and item, their rows and id strings.
+PREPARE_BYTES_PER_INTERACTION = 140
+PREPARE_BYTES_PER_ENTITY = 256
+_GIB = 1 << 30
+
+
+def estimated_prepare_bytes(n_users: int, n_items: int, n_interactions: int) -> int:
+    """About the peak memory of generating and preparing this synthetic set (an estimate from measured runs)."""
+    return PREPARE_BYTES_PER_INTERACTION * n_interactions + PREPARE_BYTES_PER_ENTITY * (n_users + n_items)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the OS can give this process now (``MemAvailable``); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_memory(n_users: int, n_items: int, n_interactions: int, memory_budget_gib: float | None) -> None:
+    """Refuse up front, with the estimate, a size that would not fit: the budget, or else the available memory."""
+    budget = int(memory_budget_gib * _GIB) if memory_budget_gib is not None else available_memory_bytes()
+    if budget is None:
+        return
+    need = estimated_prepare_bytes(n_users, n_items, n_interactions)
+    if need > budget:
+        where = f"memory_budget_gib={memory_budget_gib}" if memory_budget_gib is not None else "available now"
+        raise MemoryError(
+            f"synthetic data of {n_interactions:,} interactions ({n_users:,} users, {n_items:,} items) needs about "
+            f"{need / _GIB:.1f} GiB to generate and prepare ({PREPARE_BYTES_PER_INTERACTION} bytes per interaction, "
+            f"measured), more than the {budget / _GIB:.1f} GiB {where}: lower data.source.n_interactions, or set "
+            "data.source.memory_budget_gib if you know the machine has more"
+        )
 
 
 def _labels(codes: np.ndarray, names: tuple[str, ...] | list[str]) -> pa.Array:
@@ -84,10 +127,13 @@ def generate_synthetic(
     start_ts: int = DEFAULT_START_TS,
     span_days: int = 730,
     name: str = "synthetic",
+    memory_budget_gib: float | None = None,
 ) -> Dataset:
     """Generate a ``Dataset`` of ``n_interactions`` ratings by ``n_users`` users on ``n_items`` items (see module doc).
 
-    The same arguments give the same data on any machine (one ``numpy`` generator seeded with ``seed``).
+    The same arguments give the same data on any machine (one ``numpy`` generator seeded with ``seed``). A size whose
+    estimated generate-and-prepare memory (:func:`estimated_prepare_bytes`) exceeds ``memory_budget_gib`` (None: the
+    memory available now) is refused up front with a ``MemoryError`` that states the estimate.
     """
     if min(n_users, n_items, n_interactions, n_categories, dim) < 1:
         raise ValueError(
@@ -96,6 +142,7 @@ def generate_synthetic(
         )
     if zipf < 0 or span_days < 1:
         raise ValueError(f"zipf must be >= 0 and span_days >= 1; got zipf={zipf}, span_days={span_days}")
+    check_fits_memory(n_users, n_items, n_interactions, memory_budget_gib)
     rng = np.random.default_rng(seed)
 
     # Categories are unit directions; items and users sit near them.
