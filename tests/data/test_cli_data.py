@@ -59,6 +59,11 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     group = cli("prepare", "data=nonexistent", cwd=tmp_path)
     assert group.returncode != 0 and "Could not find 'data/nonexistent'" in group.stderr
     assert "Traceback" not in group.stderr
+    huge = cli("prepare", "data=synthetic", "data.source.n_interactions=100000000", "data.source.memory_budget_gib=2",
+               f"processed_root={tmp_path / 'processed'}", cwd=tmp_path)  # fmt: skip
+    assert huge.returncode == 2 and "Traceback" not in huge.stderr
+    assert "needs about 13.0 GiB to generate and prepare" in huge.stderr and "memory_budget_gib=2" in huge.stderr
+    assert not (tmp_path / "processed").exists()  # refused before anything was generated or written
 
 
 @pytest.mark.slow
