@@ -38,7 +38,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from recstack.collect.records import StreamNames, encode_entry
-from recstack.profiles.realtime import SegmentFollower, realtime_memberships
+from recstack.profiles.realtime import SegmentFollower, follower_gc, realtime_memberships
 from recstack.profiles.rules import parse_segments
 
 URL = os.environ.get("RECSTACK_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -133,9 +133,17 @@ class EventMaker:
         return out
 
 
-def _follower_main(names: StreamNames, n_rules: int, items: int, target: int, ready, out, timeout_s: float) -> None:
+def _follower_main(
+    names: StreamNames, n_rules: int, items: int, target: int, ready, out, timeout_s: float, batch: int | None
+) -> None:
     follower = SegmentFollower(
-        URL, names, parse_segments(rules(n_rules)), catalogue(items), consumer="bench", sweep_interval_s=60.0
+        URL,
+        names,
+        parse_segments(rules(n_rules)),
+        catalogue(items),
+        consumer="bench",
+        sweep_interval_s=60.0,
+        **({} if batch is None else {"batch": batch}),
     )
     follower.ensure_group()
     ready.set()
@@ -143,12 +151,13 @@ def _follower_main(names: StreamNames, n_rules: int, items: int, target: int, re
     cpu0 = time.process_time()
     deadline = started + timeout_s
     first = None
-    while time.monotonic() < deadline:
-        follower.step()
-        if first is None and follower.stats.entries:
-            first = time.monotonic()
-        if follower.stats.events + follower.stats.bots + follower.stats.duplicates >= target:
-            break
+    with follower_gc():  # as `recstack-segments follow` runs it
+        while time.monotonic() < deadline:
+            follower.step()
+            if first is None and follower.stats.entries:
+                first = time.monotonic()
+            if follower.stats.events + follower.stats.bots + follower.stats.duplicates >= target:
+                break
     follower._flush_ack()
     ended = time.monotonic()
     stats = follower.stats
@@ -168,10 +177,10 @@ def _redis_cpu(client: redis.Redis) -> float:
     return times.user + times.system
 
 
-def _start(names: StreamNames, n_rules: int, items: int, target: int, timeout_s: float):
+def _start(names: StreamNames, n_rules: int, items: int, target: int, timeout_s: float, batch: int | None):
     ctx = mp.get_context("spawn")
     ready, out = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_follower_main, args=(names, n_rules, items, target, ready, out, timeout_s))
+    proc = ctx.Process(target=_follower_main, args=(names, n_rules, items, target, ready, out, timeout_s, batch))
     proc.start()
     if not ready.wait(120):
         proc.kill()
@@ -193,6 +202,7 @@ def realtime_benchmark(
     seconds: float = 30.0,
     per_entry: int = 10,
     items: int = 2000,
+    batch: int | None = None,
 ) -> dict[str, Any]:
     """Both runs (module docstring) on a fresh stream; returns their figures."""
     client = redis.Redis.from_url(URL)
@@ -200,6 +210,7 @@ def realtime_benchmark(
         "segments": segments,
         "users": users,
         "per_entry": per_entry,
+        "batch": batch,  # events per read and commit at most (None: the follower's default)
         "load_before": os.getloadavg()[0],
         "cpus": os.cpu_count(),
     }
@@ -208,7 +219,7 @@ def realtime_benchmark(
     names = StreamNames(stream=f"bench:{uuid.uuid4().hex[:8]}:collect")
     total = int(rate * seconds) // per_entry * per_entry
     try:
-        proc, out = _start(names, segments, items, total, seconds + 120)
+        proc, out = _start(names, segments, items, total, seconds + 120, batch)
         redis_cpu0 = _redis_cpu(client)
         tick = 0.005
         per_tick = max(1, round(rate * tick / per_entry))  # entries per tick
@@ -277,7 +288,7 @@ def realtime_benchmark(
                 pipe.execute()
         pipe.execute()
         redis_cpu0 = _redis_cpu(client)
-        proc, out = _start(names, segments, items, n_events, 600)
+        proc, out = _start(names, segments, items, n_events, 600, batch)
         follower = _result(proc, out, 600)
         applied = follower["events"] + follower["bots"] + follower["duplicates"]
         results["drain"] = {
@@ -320,9 +331,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10_000.0, help="sustained run: events/s offered")
     parser.add_argument("--seconds", type=float, default=30.0, help="sustained run: how long")
     parser.add_argument("--per-entry", type=int, default=10, help="events per stream entry (a client's batch)")
+    parser.add_argument("--batch", type=int, default=None, help="the follower's events per read and commit at most")
     args = parser.parse_args()
     started = datetime.now(UTC)
-    result = realtime_benchmark(args.events, args.users, args.segments, args.rate, args.seconds, args.per_entry)
+    result = realtime_benchmark(
+        args.events, args.users, args.segments, args.rate, args.seconds, args.per_entry, batch=args.batch
+    )
     try:
         from invocation import command_line, results_path
 

@@ -11,7 +11,8 @@ every entry. Per batch of a few hundred events:
    the erasure tombstone set, its counters hash and its memberships (one reply, parsed in C).
 3. In Python (realtime_state): each event is added to its hour bucket of every feature it matches (the one compiler's
    ``feature_updates``), a session starts after 30 minutes without an event, profile events set the latest attributes;
-   then the segments whose inputs moved are evaluated for the user as of its latest event (``compile.evaluate``).
+   then the segments whose inputs moved are evaluated for the user as of its latest event (``compile.evaluate``'s
+   generated twin, realtime_predicate, over feature values cached per user and hour).
 4. One COMMIT_SCRIPT call, atomic: the changed counter fields (``HSET`` of absolute values: the follower is the hash's
    only writer, so one command per user instead of one per field), ``SADD``/``SREM`` memberships, ``ZADD``/``ZREM``
    members (score 0), the ``active`` zset (subject -> latest event ms), and the ``applied`` mark (the last entry id).
@@ -45,6 +46,7 @@ follower's clock, same host): what a caller of ``GET /users/{id}/segments`` wait
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -53,6 +55,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +86,11 @@ from recstack.profiles.realtime_state import (
     UserState,
     apply_events,
     decode_entries,
-    members,
+    membership_changes,
     merge_states,
     parse_id,
+    segments_to_evaluate,
     stale_fields,
-    touched_segments,
 )
 from recstack.profiles.rules import DEFAULT_HORIZON_H, HOUR_MS, SESSION_GAP_MS, Segment
 
@@ -147,42 +150,100 @@ def latency_percentiles(samples: Any, quantiles: tuple[float, ...] = (0.5, 0.99,
     return out
 
 
-# Per subject: in the tombstone set?, its counters hash (unless cached), its memberships. KEYS: tombstones, then counters and
-# memberships key per subject; ARGV: the subjects. One reply parsed in C, instead of three per subject.
-# ARGV: subject, '1' when its counters are needed (not cached), per subject.
+# Per subject: in the tombstone set? (one SMISMEMBER for all), its counters hash (unless cached), its memberships: one
+# reply parsed in C. KEYS: tombstones. ARGV: the counters and memberships key prefixes (records.counters_key,
+# memberships_key), then per subject: the subject, '1' when its counters are needed (not cached). Reply: the erased
+# flags, then per subject its counters and its memberships.
 READ_SCRIPT = """
-local out = {}
-for j = 1, #ARGV / 2 do
-  out[#out + 1] = redis.call('SISMEMBER', KEYS[1], ARGV[2 * j - 1])
-  if ARGV[2 * j] == '1' then out[#out + 1] = redis.call('HGETALL', KEYS[2 * j]) else out[#out + 1] = {} end
-  out[#out + 1] = redis.call('SMEMBERS', KEYS[2 * j + 1])
+local counters, memberships = ARGV[1], ARGV[2]
+local subjects = {}
+for j = 3, #ARGV, 2 do subjects[#subjects + 1] = ARGV[j] end
+local erased = {}
+for first = 1, #subjects, 1000 do
+  local flags = redis.call('SMISMEMBER', KEYS[1], unpack(subjects, first, math.min(first + 999, #subjects)))
+  for k = 1, #flags do erased[#erased + 1] = flags[k] end
+end
+local out = {erased}
+for j = 3, #ARGV, 2 do
+  local subject = ARGV[j]
+  if ARGV[j + 1] == '1' then out[#out + 1] = redis.call('HGETALL', counters .. subject) else out[#out + 1] = {} end
+  out[#out + 1] = redis.call('SMEMBERS', memberships .. subject)
 end
 return out
 """
 
-# A batch's writes and its applied mark, atomically. KEYS: tombstones, applied mark. ARGV: the mark ('' = none),
-# then blocks: n_guards, guards..., n_commands, (n_args, args...) per command. A block whose guard subject is in the
-# tombstone set NOW is skipped: an erasure that came after the batch's read never finds its keys written again.
+# A batch's writes and its applied mark, atomically. KEYS: tombstones, applied mark. ARGV: the mark ('' = none), the
+# counters, memberships and members key prefixes, the active zset, n and the n subjects of the 'u' blocks, then blocks
+# of two kinds:
+#   'u' (one subject's events or sweep, most of them, kept short: each argument costs packing and parsing, each call
+#       from Lua about a microsecond): active ms ('' = leave), n, n field/value pairs to HSET, n, n fields to HDEL, n,
+#       n segments entered, n, n segments left;
+#   'g' (an alias): n_guards, guards..., n_commands, (n_args, args...) per command.
+# A block whose subject (every guard) is in the tombstone set NOW is skipped: an erasure that came after the batch's
+# read never finds its keys written again.
 COMMIT_SCRIPT = """
-local i = 2
+local tomb = KEYS[1]
+local counters, memberships, members, active = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local n_subjects = tonumber(ARGV[6])
+local erased = {}
+for first = 7, 6 + n_subjects, 1000 do
+  local flags = redis.call('SMISMEMBER', tomb, unpack(ARGV, first, math.min(first + 999, 6 + n_subjects)))
+  for k = 1, #flags do erased[#erased + 1] = flags[k] == 1 end
+end
+local i = 7 + n_subjects
+local u = 0
 local skipped = {}
+local latest = {}
 while i <= #ARGV do
-  local ok = true
-  local n = tonumber(ARGV[i])
-  for g = i + 1, i + n do
-    if redis.call('SISMEMBER', KEYS[1], ARGV[g]) == 1 then
-      ok = false
-      skipped[#skipped + 1] = ARGV[g]
+  if ARGV[i] == 'u' then
+    u = u + 1
+    local subject, ms = ARGV[6 + u], ARGV[i + 1]
+    local ok = not erased[u]
+    if not ok then skipped[#skipped + 1] = subject end
+    i = i + 2
+    local n = tonumber(ARGV[i])
+    if ok and n > 0 then redis.call('HSET', counters .. subject, unpack(ARGV, i + 1, i + 2 * n)) end
+    i = i + 2 * n + 1
+    n = tonumber(ARGV[i])
+    if ok and n > 0 then redis.call('HDEL', counters .. subject, unpack(ARGV, i + 1, i + n)) end
+    i = i + n + 1
+    n = tonumber(ARGV[i])
+    if ok and n > 0 then
+      redis.call('SADD', memberships .. subject, unpack(ARGV, i + 1, i + n))
+      for s = i + 1, i + n do redis.call('ZADD', members .. ARGV[s], 0, subject) end
+    end
+    i = i + n + 1
+    n = tonumber(ARGV[i])
+    if ok and n > 0 then
+      redis.call('SREM', memberships .. subject, unpack(ARGV, i + 1, i + n))
+      for s = i + 1, i + n do redis.call('ZREM', members .. ARGV[s], subject) end
+    end
+    i = i + n + 1
+    if ok and ms ~= '' then
+      latest[#latest + 1] = ms
+      latest[#latest + 1] = subject
+    end
+  else
+    local ok = true
+    local n = tonumber(ARGV[i + 1])
+    for g = i + 2, i + n + 1 do
+      if redis.call('SISMEMBER', tomb, ARGV[g]) == 1 then
+        ok = false
+        skipped[#skipped + 1] = ARGV[g]
+      end
+    end
+    i = i + n + 2
+    local commands = tonumber(ARGV[i])
+    i = i + 1
+    for c = 1, commands do
+      local args = tonumber(ARGV[i])
+      if ok then redis.call(unpack(ARGV, i + 1, i + args)) end
+      i = i + args + 1
     end
   end
-  i = i + n + 1
-  local commands = tonumber(ARGV[i])
-  i = i + 1
-  for c = 1, commands do
-    local args = tonumber(ARGV[i])
-    if ok then redis.call(unpack(ARGV, i + 1, i + args)) end
-    i = i + args + 1
-  end
+end
+for first = 1, #latest, 1000 do
+  redis.call('ZADD', active, 'GT', unpack(latest, first, math.min(first + 999, #latest)))
 end
 if ARGV[1] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
 return skipped
@@ -193,10 +254,35 @@ class _Writes:
     """The COMMIT_SCRIPT's blocks, flattened."""
 
     def __init__(self) -> None:
+        self.subjects: list[str] = []  # of the 'u' blocks, in order
         self.args: list = []
 
-    def block(self, guards: tuple[str, ...], commands: list[tuple]) -> None:
+    def subject(
+        self,
+        subject: str,
+        fields: Mapping[str, str],
+        stale: list[str],
+        entered: list[str],
+        left: list[str],
+        active_ms: int | None,
+    ) -> None:
+        """A 'u' block: the subject's counters, memberships and place in the active zset."""
+        self.subjects.append(subject)
         args = self.args
+        args += ("u", "" if active_ms is None else active_ms, len(fields))
+        for pair in fields.items():
+            args += pair
+        args.append(len(stale))
+        args += stale
+        args.append(len(entered))
+        args += entered
+        args.append(len(left))
+        args += left
+
+    def block(self, guards: tuple[str, ...], commands: list[tuple]) -> None:
+        """A 'g' block: any commands, skipped when a guard subject is erased."""
+        args = self.args
+        args.append("g")
         args.append(len(guards))
         args.extend(guards)
         args.append(len(commands))
@@ -293,6 +379,11 @@ class SegmentFollower:
         self._applied_key = segments_key(names, "applied")
         self._active_key = segments_key(names, "active")
         self._version_key = segments_key(names, RULES_VERSION)
+        # the scripts build the per-subject keys from these prefixes (one argument per subject, not one per key)
+        self._prefixes = (counters_key(names, ""), memberships_key(names, ""), members_key(names, ""))
+        for prefix, key in zip(self._prefixes, (counters_key, memberships_key, members_key), strict=True):
+            if key(names, "x") != prefix + "x":
+                raise ValueError(f"{key.__name__} is not a prefix and a name: the follower's scripts need one")
         self._rules_version: bytes | None = None
         self._to_ack: list[str] = []
         self._applied: tuple[int, int] | None = None
@@ -542,15 +633,12 @@ class SegmentFollower:
         ack = bool(self._to_ack)
         if ack:
             commands.append(("XACK", self.names.stream, self.group, *self._to_ack))
-        keys = [self._tomb]
-        args = []
+        args: list = [*self._prefixes[:2]]
         cache = self._states
         for subject in subjects:
-            keys.append(counters_key(self.names, subject))
-            keys.append(memberships_key(self.names, subject))
             args.append(subject)
             args.append("0" if subject in cache and not fresh else "1")
-        commands.append(("EVAL", READ_SCRIPT, len(keys), *keys, *args))
+        commands.append(("EVAL", READ_SCRIPT, 1, self._tomb, *args))
         commands.extend(extra)
         replies = self._redis.call(commands)
         if ack:
@@ -560,23 +648,25 @@ class SegmentFollower:
             if isinstance(reply, Exception):
                 raise reply
         flat = replies[0]
-        erased = [bool(x) for x in flat[0::3]]
+        erased = [bool(x) for x in flat[0]]
         states = []
-        for subject, raw in zip(subjects, flat[1::3], strict=True):
+        for subject, raw in zip(subjects, flat[1::2], strict=True):
             state = None if fresh else cache.get(subject)
             if state is None:
                 state = cache[subject] = UserState.parse(raw)
                 if len(cache) > self.cache_users:
                     del cache[next(iter(cache))]  # the oldest read
             states.append(state)
-        memberships = [{m.decode() for m in raw} for raw in flat[2::3]]
+        memberships = [set(map(bytes.decode, raw)) for raw in flat[2::2]]
         return erased, states, memberships, replies[1:]
 
     def _commit(self, writes: _Writes, mark: str | None) -> set[str]:
         """Apply the writes and the applied mark atomically (COMMIT_SCRIPT); returns the subjects erased since they
         were read, whose writes were left out (and whose cached state is forgotten)."""
         keys = (self._tomb, self._applied_key)
-        reply = self._redis.call([("EVAL", COMMIT_SCRIPT, 2, *keys, mark or "", *writes.args)])[0]
+        prefixes = (*self._prefixes, self._active_key)
+        subjects = (len(writes.subjects), *writes.subjects)
+        reply = self._redis.call([("EVAL", COMMIT_SCRIPT, 2, *keys, mark or "", *prefixes, *subjects, *writes.args)])[0]
         if isinstance(reply, Exception):
             raise reply
         skipped = {s.decode() for s in reply}
@@ -607,6 +697,7 @@ class SegmentFollower:
         writes = _Writes()
         entered = left = 0
         kept: list[str] = []
+        rules, horizon_h = self.rules, self.horizon_h
         for subject, is_erased, state, now in zip(subjects, erased, states, current, strict=True):
             own = by_subject[subject]
             if is_erased:
@@ -614,26 +705,19 @@ class SegmentFollower:
             kept.append(subject)
             if len(own) > 1 and subject in aliased.values():
                 own.sort(key=lambda e: e.entry_ms)  # merged from two subjects: back into stream order
-            change = apply_events(state, own, self.rules, self.categories, self.horizon_h, self.gap_ms)
-            names = (
-                set(self.segments)
-                if change.first_seen
-                else touched_segments(change, self.rules.by_feature, self.rules.by_attribute)
-            )
-            hour = state.last_ms // HOUR_MS
-            stale = stale_fields(state, state.last_ms, self.horizon_h) if state.pruned_hour != hour else []
+            change = apply_events(state, own, rules, self.categories, horizon_h, self.gap_ms)
+            last_ms = state.last_ms
+            hour = last_ms // HOUR_MS
+            stale = stale_fields(state, last_ms, horizon_h) if state.pruned_hour != hour else []
             state.pruned_hour = hour
-            key = counters_key(self.names, subject)
-            commands: list[tuple] = []
-            if change.fields:
-                commands.append(("HSET", key, *_flat(change.fields)))
-            if stale:
-                commands.append(("HDEL", key, *stale))
-            n_in, n_out = self._membership_writes(subject, state, now, names, state.last_ms, commands)
-            commands.append(("ZADD", self._active_key, "GT", state.last_ms, subject))
-            writes.block((subject,), commands)
-            entered += n_in
-            left += n_out
+            names = segments_to_evaluate(change, rules)
+            if names:
+                into, out = membership_changes(state, names, rules, last_ms, horizon_h, now)
+                entered += len(into)
+                left += len(out)
+            else:
+                into = out = []
+            writes.subject(subject, change.fields, stale, into, out, last_ms)
         late = self._commit(writes, mark)  # erased after the read: left out by the script
         committed_ms = time.time() * 1000
         stats = self.stats
@@ -651,13 +735,11 @@ class SegmentFollower:
         stats.latencies.extend((committed_ms - ms, n) for ms, n in counts.items())
 
     def _membership_writes(
-        self, subject: str, state: UserState, now: set[str], names: set[str], as_of_ms: int | None, commands: list
+        self, subject: str, state: UserState, now: set[str], names: tuple[str, ...], as_of_ms: int, commands: list
     ) -> tuple[int, int]:
-        if not names or as_of_ms is None:
-            return 0, 0
-        verdict = members(state, sorted(names), self.rules, as_of_ms, self.horizon_h)
-        entered = [n for n, member in verdict.items() if member and n not in now]
-        left = [n for n, member in verdict.items() if not member and n in now]
+        """For an alias's 'g' block: the commands that bring the subject's memberships to what they are at
+        ``as_of_ms``."""
+        entered, left = membership_changes(state, names, self.rules, as_of_ms, self.horizon_h, now)
         of = memberships_key(self.names, subject)
         if entered:
             commands.append(("SADD", of, *entered))
@@ -682,10 +764,11 @@ class SegmentFollower:
             commands.append(("DEL", counters_key(self.names, anon)))
             commands.append(("HSET", counters_key(self.names, anon), ALIAS, user))
             commands.append(("SADD", visitors_key(self.names, user), anon))
-            self._membership_writes(anon, UserState(), anon_now, set(anon_now) & set(self.segments), 0, commands)
+            names = tuple(n for n in self.rules.order if n in anon_now)
+            self._membership_writes(anon, UserState(), anon_now, names, 0, commands)
             commands.append(("ZREM", self._active_key, anon))
             if target.last_ms is not None:
-                self._membership_writes(user, target, user_now, set(self.segments), target.last_ms, commands)
+                self._membership_writes(user, target, user_now, self.rules.order, target.last_ms, commands)
                 commands.append(("ZADD", self._active_key, "GT", target.last_ms, user))
             writes.block((anon, user), commands)
             self.stats.aliases += 1
@@ -731,19 +814,16 @@ class SegmentFollower:
         # read from Redis, not the cache: a sweep may run in another process than the follower (one per hour is cheap)
         erased, states, current, _ = self._read(subjects, fresh=True)
         writes = _Writes()
-        names = set(self.segments)
+        names = self.rules.order
         for subject, is_erased, state, now in zip(subjects, erased, states, current, strict=True):
             if is_erased or state.alias is not None:
                 continue
-            commands: list[tuple] = []
             stale = stale_fields(state, as_of_ms, self.horizon_h)
-            if stale:
-                commands.append(("HDEL", counters_key(self.names, subject), *stale))
-            n_in, n_out = self._membership_writes(subject, state, now, names, as_of_ms, commands)
-            if commands:
-                writes.block((subject,), commands)
-            self.stats.entered += n_in
-            self.stats.left += n_out
+            entered, left = membership_changes(state, names, self.rules, as_of_ms, self.horizon_h, now)
+            if stale or entered or left:
+                writes.subject(subject, {}, stale, entered, left, None)
+            self.stats.entered += len(entered)
+            self.stats.left += len(left)
         self.stats.swept_users += len(subjects)
         self._commit(writes, None)
 
@@ -777,6 +857,22 @@ def _chunks(values, size: int):
             chunk = []
     if chunk:
         yield chunk
+
+
+@contextmanager
+def follower_gc(young: int = 20_000) -> Iterator[None]:
+    """The garbage collector tuned for a follower's process, then put back: the follower makes a few short-lived
+    containers per event (rows, events, lists), and collecting the young generation every 700 of them (CPython's
+    default) cost a tenth of its CPU; every ``young`` is enough, as nothing it keeps forms cycles. What was loaded
+    before (modules, rules) is frozen out of the old generation's scans."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(young, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def realtime_memberships(client: redis.Redis, names: StreamNames) -> dict[str, set[str]]:
@@ -858,7 +954,8 @@ def follow(
             len(follower.segments),
             len(follower.features),
         )
-        stats = follower.run(max_seconds, stop)
+        with follower_gc():
+            stats = follower.run(max_seconds, stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

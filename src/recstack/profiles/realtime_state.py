@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from recstack.collect.records import ROWS_FIELD, TABLE_FIELD
 from recstack.data.sources.lake import PROFILE_COLUMNS, event_time_ms
-from recstack.profiles.compile import evaluate, feature_updates, feature_value, in_population, window_start_bucket
-from recstack.profiles.rules import HOUR_MS, SESSION_GAP_MS, Segment, all_features
+from recstack.profiles.compile import feature_updates, feature_value, in_population, window_start_bucket
+from recstack.profiles.realtime_predicate import compile_predicate
+from recstack.profiles.rules import HOUR_MS, SESSION_GAP_MS, Feature, Segment, all_features
 
 LAST = "_last"
 PROFILED = "_profiled"
@@ -40,9 +42,10 @@ def parse_id(entry_id: str) -> EntryId:
     return int(ms), int(seq or 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One lake event row as the follower needs it (bots already dropped)."""
+class Event(NamedTuple):
+    """One lake event row as the follower needs it (bots already dropped). Immutable like a frozen dataclass, but
+    built as a tuple: a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, and the
+    follower builds one per event."""
 
     entry_ms: int  # when the collector added the entry (the entry id's ms): the start of the latency measured
     event_id: str
@@ -194,58 +197,79 @@ class Change:
     """What applying events did to one user: the hash fields to write and which rule inputs moved."""
 
     fields: dict[str, str] = field(default_factory=dict)  # HSET mapping (absolute values)
-    features: set[str] = field(default_factory=set)  # feature ids touched
+    segments: frozenset[str] = frozenset()  # the segments whose inputs (features, attributes) moved
     attributes: set[str] = field(default_factory=set)  # attributes changed
     first_seen: bool = False  # the user was outside the population (no event in the horizon): every segment may change
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What every event of one kind (type, value or not, device, categories, new session or not) does: the counters
+    it adds 1 to (counts, sessions) and its value to (sums), as ``(feature id, feature id + "@", window in hours)``,
+    and the segments reading them."""
+
+    ones: tuple[tuple[str, str, int], ...]
+    sums: tuple[tuple[str, str, int], ...]
+    segments: frozenset[str]
+
+
 class RuleSet:
     """The segments the follower applies, with what it needs per event worked out once: feature ids (computing one
-    hashes the feature), the segments reading each feature and attribute, and two bounded memos in front of the one
-    compiler (compile.feature_updates per kind of event, compile.evaluate per distinct input of a segment)."""
+    hashes the feature), per kind of event the counters it moves and the segments reading them (a bounded memo in
+    front of compile.feature_updates), and each rule as a generated function (realtime_predicate)."""
 
     MEMO = 200_000
 
     def __init__(self, segments: Mapping[str, Segment]) -> None:
         self.segments = dict(segments)
+        self.order = tuple(sorted(self.segments))  # membership writes list segments in this order
         self.features = tuple(all_features(self.segments).values())
         self.by_feature, self.by_attribute = segment_index(self.segments)
         self.reads = {name: tuple((f.id, f) for f in s.features) for name, s in self.segments.items()}
-        self.read_ids = {name: tuple(fid for fid, _ in reads) for name, reads in self.reads.items()}
-        self._updates: dict[tuple, tuple[tuple[str, bool], ...]] = {}
-        self._verdicts: dict[tuple, bool] = {}
+        self.predicates = {name: compile_predicate(s) for name, s in self.segments.items()}
+        self._plans: dict[tuple, Plan] = {}
+        self._ordered: dict[frozenset[str], tuple[str, ...]] = {}
+        self._union_reads: dict[tuple[str, ...], tuple[tuple[str, Feature], ...]] = {}
 
-    def updates(
-        self, event_type: str, value: float | None, device: str | None, categories: frozenset[str], new_session: bool
-    ) -> list[tuple[str, float]]:
-        """compile.feature_updates as ``(feature id, amount)``: the features an event of this kind touches do not
-        depend on its value, only a sum's amount does."""
-        key = (event_type, value is None, device, categories, new_session)
-        touched = self._updates.get(key)
-        if touched is None:
-            probe = None if value is None else 1.0
+    def plan(
+        self, event_type: str, has_value: bool, device: str | None, categories: frozenset[str], new_session: bool
+    ) -> Plan:
+        """compile.feature_updates for an event of this kind: the features it touches do not depend on its value,
+        only a sum's amount does (the caller adds the event's value to a sum, 1 to the others)."""
+        key = (event_type, has_value, device, categories, new_session)
+        plan = self._plans.get(key)
+        if plan is None:
+            probe = 1.0 if has_value else None
             found = feature_updates(self.features, event_type, probe, device, categories, new_session)
-            touched = tuple((f.id, f.kind == "sum") for f, _ in found)
-            if len(self._updates) >= self.MEMO:
-                self._updates.clear()
-            self._updates[key] = touched
-        return [(fid, value if is_sum else 1.0) for fid, is_sum in touched]  # type: ignore[misc]
+            ones = tuple((f.id, f"{f.id}@", f.window_h) for f, _ in found if f.kind != "sum")
+            sums = tuple((f.id, f"{f.id}@", f.window_h) for f, _ in found if f.kind == "sum")
+            names = frozenset(n for f, _ in found for n in self.by_feature.get(f.id, ()))
+            if len(self._plans) >= self.MEMO:
+                self._plans.clear()
+            plan = self._plans[key] = Plan(ones, sums, names)
+        return plan
 
-    def member(self, name: str, values: Mapping[str, float], attributes: Mapping[str, str]) -> bool:
-        """compile.evaluate of one segment, remembered by its inputs (counts repeat across users)."""
-        segment = self.segments[name]
-        key = (
-            name,
-            tuple(map(values.__getitem__, self.read_ids[name])),
-            tuple(map(attributes.get, segment.attributes)),
-        )
-        verdict = self._verdicts.get(key)
-        if verdict is None:
-            verdict = evaluate(segment, values, attributes)
-            if len(self._verdicts) >= self.MEMO:
-                self._verdicts.clear()
-            self._verdicts[key] = verdict
-        return verdict
+    def ordered(self, names: frozenset[str]) -> tuple[str, ...]:
+        """``names`` in the rule set's order (a few distinct sets recur: remembered)."""
+        out = self._ordered.get(names)
+        if out is None:
+            if len(self._ordered) >= self.MEMO:
+                self._ordered.clear()
+            out = self._ordered[names] = tuple(n for n in self.order if n in names)
+        return out
+
+    def union_reads(self, names: tuple[str, ...]) -> tuple[tuple[str, Feature], ...]:
+        """The features the segments ``names`` read, each once."""
+        out = self._union_reads.get(names)
+        if out is None:
+            seen: dict[str, Feature] = {}
+            for name in names:
+                for fid, feature in self.reads[name]:
+                    seen.setdefault(fid, feature)
+            if len(self._union_reads) >= self.MEMO:
+                self._union_reads.clear()
+            out = self._union_reads[names] = tuple(seen.items())
+        return out
 
 
 def apply_events(
@@ -260,44 +284,71 @@ def apply_events(
 
     Sessions follow arrival order: an event older than ``_last`` (out of order) is counted in its own hour but never
     starts a session, where the batch, sorting by time, might split the sessions differently. The batch run is the
-    authority; such events are rare (a client's queue flushed late)."""
+    authority; such events are rare (a client's queue flushed late).
+
+    The cached feature values (``state.values``, as of the hour ``values_hour``) follow: a count or a session count
+    adds the event's 1 when its bucket is inside the feature's window at that hour (whole numbers: exact in a float);
+    a sum is dropped and summed afresh from its buckets when read, so its float is the one feature_value gives."""
     events = list(events)
     change = Change()
     if events and not state.profiled:  # outside the population until now: every segment may change
         change.first_seen = not in_population(state.last_ms, False, events[0].ts_ms, horizon_h)
     empty: frozenset[str] = frozenset()
+    fields = change.fields
+    buckets = state.buckets
+    values = state.values
+    hour = state.values_hour
+    segments: frozenset[str] = empty
     for event in events:
-        new_session = state.last_ms is None or event.ts_ms - state.last_ms > gap_ms
+        ts = event.ts_ms
+        last = state.last_ms
+        new_session = last is None or ts - last > gap_ms
         cats = categories.get(event.item_id, empty) if event.item_id is not None else empty
         if event.category is not None:
             cats = cats | {event.category}
-        bucket = event.ts_ms // HOUR_MS
-        for fid, amount in rules.updates(event.event_type, event.value, event.device_class, cats, new_session):
-            counts = state.buckets.get(fid)
+        bucket = ts // HOUR_MS
+        suffix = str(bucket)
+        value = event.value
+        plan = rules.plan(event.event_type, value is not None, event.device_class, cats, new_session)
+        current = bucket == hour  # the usual case: inside every window as of the cached values' hour
+        for fid, prefix, window_h in plan.ones:
+            counts = buckets.get(fid)
             if counts is None:
-                counts = state.buckets[fid] = {}
-            total = counts.get(bucket, 0.0) + amount
+                counts = buckets[fid] = {}
+            total = counts.get(bucket, 0.0) + 1.0
             counts[bucket] = total
-            change.fields[f"{fid}@{bucket}"] = repr(total)
-            change.features.add(fid)
-            state.values.pop(fid, None)
-        if state.last_ms is None or event.ts_ms > state.last_ms:
-            state.last_ms = event.ts_ms
-            change.fields[LAST] = str(event.ts_ms)
+            fields[prefix + suffix] = repr(total)
+            if fid in values and (current or hour - window_h < bucket <= hour):  # type: ignore[operator]
+                values[fid] += 1.0
+        for fid, prefix, _ in plan.sums:
+            counts = buckets.get(fid)
+            if counts is None:
+                counts = buckets[fid] = {}
+            total = counts.get(bucket, 0.0) + value  # type: ignore[operator]
+            counts[bucket] = total
+            fields[prefix + suffix] = repr(total)
+            values.pop(fid, None)
+        segments = plan.segments if not segments else segments | plan.segments
+        if last is None or ts > last:
+            state.last_ms = ts
+            fields[LAST] = str(ts)
         if event.event_type == "profile":
             if not state.profiled:
                 state.profiled = True
-                change.fields[PROFILED] = "1"
+                fields[PROFILED] = "1"
                 change.attributes.update(PROFILE_COLUMNS)  # the user joins the population of attribute rules
-            order = (event.ts_ms, event.event_id)
+            order = (ts, event.event_id)
             for name, value in event.attributes:
                 if name not in state.attribute_at or order > state.attribute_at[name]:
                     state.attribute_at[name] = order
-                    change.fields[ATTR_AT + name] = f"{order[0]}:{order[1]}"
+                    fields[ATTR_AT + name] = f"{order[0]}:{order[1]}"
                     if state.attributes.get(name) != value:
                         state.attributes[name] = value
                         change.attributes.add(name)
-                    change.fields[ATTR + name] = value
+                    fields[ATTR + name] = value
+    if change.attributes:
+        segments = segments | {n for a in change.attributes for n in rules.by_attribute.get(a, ())}
+    change.segments = segments
     return change
 
 
@@ -329,38 +380,57 @@ def merge_states(target: UserState, source: UserState) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ membership ---
-def touched_segments(
-    change: Change, by_feature: Mapping[str, tuple[str, ...]], by_attribute: Mapping[str, tuple[str, ...]]
-) -> set[str]:
-    """The segments whose inputs an event moved (all of them for a user seen for the first time is the caller's)."""
-    out: set[str] = set()
-    for fid in change.features:
-        out.update(by_feature.get(fid, ()))
-    for name in change.attributes:
-        out.update(by_attribute.get(name, ()))
-    return out
+def segments_to_evaluate(change: Change, rules: RuleSet) -> tuple[str, ...]:
+    """The segments whose membership the change may have moved, in the rule set's order."""
+    return rules.order if change.first_seen else rules.ordered(change.segments)
+
+
+def feature_values(state: UserState, rules: RuleSet, names: tuple[str, ...], as_of_ms: int) -> dict[str, float]:
+    """The values (compile.feature_value) of the features the segments ``names`` read, as of ``as_of_ms``'s hour:
+    cached in ``state`` (a value depends on the hour only; apply_events keeps the cache current)."""
+    hour = as_of_ms // HOUR_MS
+    if state.values_hour != hour:
+        state.values = {}
+        state.values_hour = hour
+    values = state.values
+    buckets = state.buckets
+    for fid, feature in rules.union_reads(names):
+        if fid not in values:
+            counts = buckets.get(fid)
+            values[fid] = feature_value(feature, counts, as_of_ms) if counts else 0.0  # most are empty
+    return values
 
 
 def members(state: UserState, names: Iterable[str], rules: RuleSet, as_of_ms: int, horizon_h: int) -> dict[str, bool]:
     """Membership of ``state``'s user in each named segment at ``as_of_ms`` (compile.evaluate over the windows'
     sums, compile.feature_value)."""
-    names = list(names)
+    names = tuple(names)
     if not in_population(state.last_ms, state.has_attributes, as_of_ms, horizon_h):
         return dict.fromkeys(names, False)
-    hour = as_of_ms // HOUR_MS
-    if state.values_hour != hour:  # a feature's value depends on the hour only
-        state.values = {}
-        state.values_hour = hour
-    values = state.values
-    out: dict[str, bool] = {}
-    buckets = state.buckets
+    values = feature_values(state, rules, names, as_of_ms)
+    attributes = state.attributes
+    predicates = rules.predicates
+    return {name: predicates[name](values, attributes) for name in names}
+
+
+def membership_changes(
+    state: UserState, names: tuple[str, ...], rules: RuleSet, as_of_ms: int, horizon_h: int, now: set[str]
+) -> tuple[list[str], list[str]]:
+    """The segments of ``names`` the user enters and leaves at ``as_of_ms``, given those it is in ``now``."""
+    if not in_population(state.last_ms, state.has_attributes, as_of_ms, horizon_h):
+        return [], [n for n in names if n in now]
+    values = feature_values(state, rules, names, as_of_ms)
+    attributes = state.attributes
+    predicates = rules.predicates
+    entered: list[str] = []
+    left: list[str] = []
     for name in names:
-        for fid, feature in rules.reads[name]:
-            if fid not in values:
-                counts = buckets.get(fid)
-                values[fid] = feature_value(feature, counts, as_of_ms) if counts else 0.0  # most are empty
-        out[name] = rules.member(name, values, state.attributes)
-    return out
+        if predicates[name](values, attributes):
+            if name not in now:
+                entered.append(name)
+        elif name in now:
+            left.append(name)
+    return entered, left
 
 
 def stale_fields(state: UserState, as_of_ms: int, horizon_h: int) -> list[str]:
