@@ -262,6 +262,24 @@ def test_tombstoned_subjects_are_ignored_even_when_erased_during_a_batch(names, 
 
 
 @pytest.mark.redis
+def test_scripts_missing_from_redis_s_cache_are_sent_whole(names, client, monkeypatch):
+    """EVALSHA of a script Redis does not hold (a restart, SCRIPT FLUSH) runs nothing: the round trip goes again with
+    EVAL, and the batch applies once."""
+    from recstack.profiles import realtime
+
+    for script in (realtime.READ_SCRIPT, realtime.COMMIT_SCRIPT):
+        monkeypatch.setitem(realtime._SHA, script, uuid.uuid4().hex[:40].ljust(40, "0"))  # no script has this hash
+    f = follower(names)
+    add(client, names, [row("u1", T0), row("u1", T0 + 1)])
+    drain(f)
+    views = parse_segments(RULES)["viewers"].features[0].id
+    assert counters(client, names, "u1")[f"{views}@{T0 // HOUR_MS}"] == "2.0"
+    assert segments_of(client, names, "u1") == {"viewers"}
+    assert f.stats.events == 2 and f.stats.retries == 0
+    f.close()
+
+
+@pytest.mark.redis
 def test_rules_reload_when_the_registry_version_changes(names, client):
     from recstack.profiles.segments_online import save_rule
 
