@@ -17,10 +17,12 @@ every entry. Per batch of a few hundred events:
    only writer, so one command per user instead of one per field), ``SADD``/``SREM`` memberships, ``ZADD``/``ZREM``
    members (score 0), the ``active`` zset (subject -> latest event ms), and the ``applied`` mark (the last entry id).
    The script skips the writes of a subject that is in the tombstone set by then: an erasure between 2 and 4 never
-   finds its keys written again.
+   finds its keys written again. The same round trip reads the next entries, without waiting (``XREADGROUP`` with no
+   ``BLOCK``): under load a batch costs two round trips, not three; when the stream is empty, 1 waits on it.
 
 Exactly once: the counters, memberships and ``applied`` commit together, and ``XACK`` follows. A crash between the two
-leaves entries pending; at start the follower re-reads its pending entries and skips every entry ``<= applied``.
+leaves entries pending; at start the follower re-reads its pending entries and skips every entry ``<= applied``, and
+so it does after a round trip that failed (a read's reply may be lost, its entries delivered and pending unseen).
 One follower per group at a time (``applied`` is one mark): a second process is a hot spare, not a partner.
 
 Windows slide without events: membership can change only at an hour boundary (windows are whole UTC hours), so every
@@ -311,20 +313,23 @@ class _Conn:
         self.conn = self.pool.get_connection()
 
     def call(self, commands: list[tuple]) -> list[Any]:
-        """Send all, read all; an error reply comes back as the exception object, not raised. When a script is not
-        in Redis's cache (a restart, SCRIPT FLUSH), nothing of it ran: the commands go again, with EVAL (which caches
-        it); the others of the round trip (XACK, GET) are safe to repeat."""
+        """Send all, read all; an error reply comes back as the exception object, not raised. A script that was not
+        in Redis's cache (a restart, SCRIPT FLUSH) did not run: it goes again, alone, with EVAL (which caches it)."""
         replies = self._call(commands)
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            loaded = {sha: script for script, sha in _SHA.items()}
-            commands = [("EVAL", loaded[c[1]], *c[2:]) if c[0] == "EVALSHA" else c for c in commands]
-            replies = self._call(commands)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            scripts = {sha: script for script, sha in _SHA.items()}
+            again = self._call([("EVAL", scripts[commands[i][1]], *commands[i][2:]) for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
         return replies
 
     def _call(self, commands: list[tuple]) -> list[Any]:
         conn = self.conn
         try:
-            conn.send_packed_command([pack_command(c) for c in commands])
+            # one write: a write per command costs a loopback TCP segment and a wake-up of Redis each (a sixth of
+            # the follower's CPU at 10-event batches)
+            conn.send_packed_command([b"".join([pack_command(c) for c in commands])])
             out = []
             for _ in commands:
                 try:
@@ -407,6 +412,10 @@ class SegmentFollower:
         self._to_ack: list[str] = []
         self._applied: tuple[int, int] | None = None
         self._prepared: _Prepared | None = None
+        # entries read with the previous batch's commit, in the same round trip (step applies them next)
+        self._ahead: list[tuple[str, dict[bytes, bytes] | None]] = []
+        self._read_ahead = False  # whether this commit may read ahead (step's own batches only)
+        self._reread = False  # a round trip failed: a read's reply may be lost, its entries pending unseen
         self._uncertain = False  # a commit failed without a reply: whether it applied is read back from Redis
         # users' counters as this process wrote them (it is their only writer): a batch reads only the others
         self._states: dict[str, UserState] = {}
@@ -477,8 +486,15 @@ class SegmentFollower:
         self._with_retry(self.recover)
         while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
             self._with_retry(self.step)
+        self._with_retry(self._apply_ahead)
         self._with_retry(self._flush_ack)
         return self.stats
+
+    def _apply_ahead(self) -> None:
+        """Apply the entries read ahead, reading no more (when ``run`` ends)."""
+        entries, self._ahead = self._ahead, []
+        if entries:
+            self.apply(entries)
 
     def _with_retry(self, action: Callable[[], Any]) -> Any:
         delay = 0.1
@@ -486,6 +502,7 @@ class SegmentFollower:
             try:
                 return action()
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                self._reread = True
                 if self._stop.is_set():
                     raise
                 self.stats.retries += 1
@@ -494,19 +511,25 @@ class SegmentFollower:
                 delay = min(delay * 2, 5.0)
 
     def step(self) -> int:
-        """One read and apply (and one sweep chunk when a sweep is due); returns the entries read."""
+        """One read and apply (and one sweep chunk when a sweep is due); returns the entries read. The read is the
+        previous commit's read ahead when that one found entries (one round trip fewer per batch)."""
         self._commit_prepared()  # a batch an outage interrupted
+        if self._reread:  # entries Redis delivered in a reply that was lost are pending: read them again
+            self._ahead = []
+            self.recover()
+            self._reread = False
         self._maybe_sweep()
         if self._sweep_job is not None:
             try:
                 next(self._sweep_job)
             except StopIteration:
                 self._sweep_job = None
+        if self._ahead:
+            entries, self._ahead = self._ahead, []
+            self._apply_read(entries)
+            return len(entries)
         # a sweep in progress: do not wait on the stream (BLOCK 0 would wait for ever)
-        block = ("BLOCK", self.block_ms) if self._sweep_job is None else ()
-        count = max(1, round(self.batch / self._per_entry))  # ``batch`` counts events; an entry holds a client's batch
-        read = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, *block, "STREAMS")
-        reply = self._redis.call([(*read, self.names.stream, ">")])[0]
+        reply = self._redis.call([self._read_command(block=self._sweep_job is None)])[0]
         if isinstance(reply, Exception):
             if "NOGROUP" in str(reply):  # the stream was deleted (Redis restarted empty): start over
                 self.ensure_group()
@@ -514,16 +537,40 @@ class SegmentFollower:
             raise reply
         entries = _entries(reply)
         if entries:
-            applied = self.stats.events
-            events = self.stats.events + self.stats.bots + self.stats.duplicates + self.stats.erased
-            read_at = time.perf_counter()
-            self.apply(entries)
-            self.stats.apply_ms.append((1000 * (time.perf_counter() - read_at), self.stats.events - applied))
-            events = self.stats.events + self.stats.bots + self.stats.duplicates + self.stats.erased - events
-            self._per_entry = 0.8 * self._per_entry + 0.2 * max(1.0, events / len(entries))
+            self._apply_read(entries)
         elif self._to_ack:
             self._flush_ack()
         return len(entries)
+
+    def _read_command(self, block: bool) -> tuple:
+        count = max(1, round(self.batch / self._per_entry))  # ``batch`` counts events; an entry holds a client's batch
+        wait = ("BLOCK", self.block_ms) if block else ()
+        return (
+            "XREADGROUP",
+            "GROUP",
+            self.group,
+            self.consumer,
+            "COUNT",
+            count,
+            *wait,
+            "STREAMS",
+            self.names.stream,
+            ">",
+        )
+
+    def _apply_read(self, entries: list[tuple[str, dict[bytes, bytes] | None]]) -> None:
+        """Apply entries step read (their last commit reads the next ones ahead)."""
+        applied = self.stats.events
+        events = self.stats.events + self.stats.bots + self.stats.duplicates + self.stats.erased
+        read_at = time.perf_counter()
+        self._read_ahead = True
+        try:
+            self.apply(entries)
+        finally:
+            self._read_ahead = False
+        self.stats.apply_ms.append((1000 * (time.perf_counter() - read_at), self.stats.events - applied))
+        events = self.stats.events + self.stats.bots + self.stats.duplicates + self.stats.erased - events
+        self._per_entry = 0.8 * self._per_entry + 0.2 * max(1.0, events / len(entries))
 
     def recover(self) -> None:
         """Take over the entries other consumers of the group left pending (a follower that died; one follows at a
@@ -625,6 +672,8 @@ class SegmentFollower:
             applied = parse_id(mark.decode()) if isinstance(mark, bytes) else None
             while prepared.runs and applied is not None and parse_id(prepared.runs[0].last_id) <= applied:
                 prepared.runs.pop(0)
+            if applied is not None and (self._applied is None or applied > self._applied):
+                self._applied = applied  # entries read again (recover) up to it are skipped, not judged again
             self._uncertain = False
         while prepared.runs:
             run = prepared.runs[0]
@@ -635,7 +684,8 @@ class SegmentFollower:
                     self._apply_alias(alias, None)
                 self._apply_alias(aliases[-1], run.last_id)
             else:
-                self._apply_events([e for e in run.items if isinstance(e, Event)], run.last_id)
+                ahead = self._read_ahead and len(prepared.runs) == 1  # the batch's last commit
+                self._apply_events([e for e in run.items if isinstance(e, Event)], run.last_id, ahead)
             self._uncertain = False
             self._applied = parse_id(run.last_id)
             prepared.runs.pop(0)
@@ -679,13 +729,20 @@ class SegmentFollower:
         memberships = [set(map(bytes.decode, raw)) for raw in flat[2::2]]
         return erased, states, memberships, replies[1:]
 
-    def _commit(self, writes: _Writes, mark: str | None) -> set[str]:
+    def _commit(self, writes: _Writes, mark: str | None, ahead: bool = False) -> set[str]:
         """Apply the writes and the applied mark atomically (COMMIT_SCRIPT); returns the subjects erased since they
-        were read, whose writes were left out (and whose cached state is forgotten)."""
+        were read, whose writes were left out (and whose cached state is forgotten). ``ahead``: the same round trip
+        reads the next entries, without waiting (``step`` applies them next)."""
         keys = (self._tomb, self._applied_key)
         prefixes = (*self._prefixes, self._active_key)
         subjects = (len(writes.subjects), *writes.subjects)
-        reply = self._redis.call([_evalsha(COMMIT_SCRIPT, 2, *keys, mark or "", *prefixes, *subjects, *writes.args)])[0]
+        commands = [_evalsha(COMMIT_SCRIPT, 2, *keys, mark or "", *prefixes, *subjects, *writes.args)]
+        if ahead:
+            commands.append(self._read_command(block=False))
+        replies = self._redis.call(commands)
+        if ahead and not isinstance(replies[1], Exception):  # an error there is step's to meet on its own read
+            self._ahead = _entries(replies[1])
+        reply = replies[0]
         if isinstance(reply, Exception):
             raise reply
         skipped = {s.decode() for s in reply}
@@ -693,7 +750,7 @@ class SegmentFollower:
             self._states.pop(subject, None)
         return skipped
 
-    def _apply_events(self, events: list[Event], mark: str | None) -> None:
+    def _apply_events(self, events: list[Event], mark: str | None, ahead: bool = False) -> None:
         by_subject: dict[str, list[Event]] = {}
         for event in events:
             by_subject.setdefault(event.subject, []).append(event)
@@ -737,7 +794,7 @@ class SegmentFollower:
             else:
                 into = out = []
             writes.subject(subject, change.fields, stale, into, out, last_ms)
-        late = self._commit(writes, mark)  # erased after the read: left out by the script
+        late = self._commit(writes, mark, ahead)  # erased after the read: left out by the script
         committed_ms = time.time() * 1000
         stats = self.stats
         counts: dict[int, int] = {}
