@@ -2,6 +2,7 @@
 XADDed to a stream of the benchmark's own, with 20 rules.
 
     .venv/bin/python benchmarks/profiles_realtime.py [--events 200000] [--users 20000] [--rate 10000] [--seconds 30]
+        [--batch N (the follower's events per read and commit at most; default: the follower's, 500)]
 
 Two runs:
 
