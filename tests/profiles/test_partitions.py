@@ -1,7 +1,6 @@
 """Per-user batch work in ranges of user keys (recstack.profiles.partitions): the ranges :func:`user_ranges` chooses,
-and the profiles build and the segments run over several ranges giving exactly what one range gives (sums of doubles
-up to their last bits, see SUMS_OF_DOUBLES), on a synthetic lake of a few thousand events whose users fall into every
-range."""
+and the profiles build and the segments run over several ranges giving exactly what one range gives, bit for bit, on
+a synthetic lake of a few thousand events whose users fall into every range."""
 
 from __future__ import annotations
 
@@ -286,12 +285,6 @@ def one_range(synthetic: tuple[Path, Path]):
 SPEC = ProfileSpec(top_k=3)  # ties in the top categories are broken by name
 
 
-# pref_implicit (and profile_categories.score) are sums of doubles, which DuckDB adds in whatever order its threads
-# and joins hand the rows over: two runs of one range may already differ in the last bits (4 ulps seen). Those are
-# compared to 1e-12 relative, every other column exactly.
-SUMS_OF_DOUBLES = ("pref_implicit",)
-
-
 def _long_scores(frame: pd.DataFrame) -> pd.DataFrame:
     rows = [
         (user, category, score)
@@ -326,18 +319,15 @@ def test_profiles_over_several_ranges_equal_one_range(
     if history_days is not None:  # the users seen only before the history: keys after the others, rows among them
         late = profiles[profiles["user_id"].str.endswith("x")]
         assert len(late) == 4 and (late["n_events_90d"] == 0).all() and late["first_seen_ms"].isna().all()
-    differ = _differences(got["table"], expected["table"])
-    assert set(differ) <= set(SUMS_OF_DOUBLES), {k: v for k, v in differ.items() if k not in SUMS_OF_DOUBLES}
-    exact = [c for c in profiles.columns if c not in SUMS_OF_DOUBLES]
-    assert_frame_equal(got["profiles"][exact], profiles[exact], check_exact=True)
-    assert (
-        got["table"].drop_columns(list(SUMS_OF_DOUBLES)).equals(expected["table"].drop_columns(list(SUMS_OF_DOUBLES)))
-    )
-    assert got["table"].schema.equals(expected["table"].schema)
+    # pref_implicit included: its weights are summed as integers (build._categories_sql), so DuckDB's thread order,
+    # which used to change the last bits of a sum of doubles, no longer shows
+    assert _differences(got["table"], expected["table"]) == {}
+    assert_frame_equal(got["profiles"], profiles, check_exact=True)
+    assert got["table"].equals(expected["table"]) and got["table"].schema.equals(expected["table"].schema)
     scores = _long_scores(profiles)
     assert len(scores) > 100
-    assert_frame_equal(_long_scores(got["profiles"]), scores, check_exact=False, rtol=1e-12, atol=0)
-    assert_frame_equal(got["categories"], expected["categories"], check_exact=False, rtol=1e-12, atol=0)
+    assert_frame_equal(_long_scores(got["profiles"]), scores, check_exact=True)
+    assert_frame_equal(got["categories"], expected["categories"], check_exact=True)
     assert_frame_equal(got["sessions"], expected["sessions"], check_exact=True)
 
 
