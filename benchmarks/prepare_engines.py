@@ -65,7 +65,16 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_once(engine: str, overrides: list[str], out: Path, spark_conf: list[str]) -> dict:
+def run_once(
+    engine: str,
+    overrides: list[str],
+    out: Path,
+    spark_conf: list[str],
+    timeout_s: float | None = None,
+    digest: bool = True,
+) -> dict:
+    """One ``recstack-data prepare`` in a fresh process; ``timeout_s``: kill it (tree included) and raise TimeoutError.
+    ``digest=False`` skips hashing the rows (which reads every table into this process: minutes and GiBs at 50M)."""
     cmd = [sys.executable, "-m", "recstack.cli.data", "prepare", f"engine={engine}", *overrides]
     if engine == "spark" and spark_conf:
         cmd.append("++engine.conf={" + ",".join(c.replace("=", ":", 1) for c in spark_conf) + "}")
@@ -77,6 +86,14 @@ def run_once(engine: str, overrides: list[str], out: Path, spark_conf: list[str]
     while child.poll() is None:
         with contextlib.suppress(psutil.Error):
             peak = max(peak, tree_rss(watched))
+        if timeout_s is not None and time.perf_counter() - start > timeout_s:
+            for p in [*watched.children(recursive=True), watched]:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            child.communicate()
+            raise TimeoutError(
+                f"{engine} prepare still running after {timeout_s:.0f} s (peak RSS {peak / 2**20:.0f} MiB)"
+            )
         time.sleep(0.1)
     stdout, stderr = child.communicate()
     wall = time.perf_counter() - start
@@ -91,7 +108,7 @@ def run_once(engine: str, overrides: list[str], out: Path, spark_conf: list[str]
         "peak_rss_mib": round(peak / 2**20, 1),
         "config_hash": manifest["config_hash"],
         "counts": manifest["counts"],
-        "rows_digest": rows_digest(root),
+        "rows_digest": rows_digest(root) if digest else None,
     }
 
 
