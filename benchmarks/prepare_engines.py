@@ -65,6 +65,29 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
+def watched_run(argv: list[str], timeout_s: float | None = None, what: str = "the command") -> tuple[str, float, int]:
+    """Run ``argv``, sampling its process tree's RSS every 0.1 s: ``(stdout, wall seconds, peak RSS bytes)``.
+    Past ``timeout_s`` the tree is killed and ``TimeoutError`` raised; a non-zero exit raises ``RuntimeError``."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watched = psutil.Process(child.pid)
+    peak = 0
+    while child.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, tree_rss(watched))
+        if timeout_s is not None and time.perf_counter() - start > timeout_s:
+            for p in [*watched.children(recursive=True), watched]:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            child.communicate()
+            raise TimeoutError(f"{what} still running after {timeout_s:.0f} s (peak RSS {peak / 2**20:.0f} MiB)")
+        time.sleep(0.1)
+    stdout, stderr = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:6])} ... failed ({child.returncode}):\n{stderr[-3000:]}")
+    return stdout, time.perf_counter() - start, peak
+
+
 def run_once(
     engine: str,
     overrides: list[str],
@@ -79,26 +102,7 @@ def run_once(
     if engine == "spark" and spark_conf:
         cmd.append("++engine.conf={" + ",".join(c.replace("=", ":", 1) for c in spark_conf) + "}")
     cmd += [f"processed_root={out}", "force=true"]
-    start = time.perf_counter()
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watched = psutil.Process(child.pid)
-    peak = 0
-    while child.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            peak = max(peak, tree_rss(watched))
-        if timeout_s is not None and time.perf_counter() - start > timeout_s:
-            for p in [*watched.children(recursive=True), watched]:
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-            child.communicate()
-            raise TimeoutError(
-                f"{engine} prepare still running after {timeout_s:.0f} s (peak RSS {peak / 2**20:.0f} MiB)"
-            )
-        time.sleep(0.1)
-    stdout, stderr = child.communicate()
-    wall = time.perf_counter() - start
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({child.returncode}):\n{stderr[-3000:]}")
+    stdout, wall, peak = watched_run(cmd, timeout_s, f"{engine} prepare")
     root = Path(stdout.strip().splitlines()[-1])
     manifest = json.loads((root / "manifest.json").read_text())
     return {

@@ -24,19 +24,17 @@ Results: ``benchmarks/results/scale-<UTC time>.json`` and a markdown summary on 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 from invocation import command_line, results_path
-from prepare_engines import run_once, tree_rss
+from prepare_engines import run_once, watched_run
 
 HERE = Path(__file__).resolve().parent
 
@@ -108,30 +106,11 @@ print(json.dumps({
 """
 
 
-def run_child(argv: list[str], timeout_s: float | None = None) -> dict:
+def run_child(argv: list[str]) -> dict:
     """Run ``argv``; its last stdout line is JSON. Adds wall seconds and the tree's peak RSS (sampled every 0.1 s)."""
-    start = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watched = psutil.Process(child.pid)
-    peak = 0
-    while child.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            peak = max(peak, tree_rss(watched))
-        if timeout_s is not None and time.perf_counter() - start > timeout_s:
-            child.kill()
-            child.communicate()
-            return {"finished": False, "wall_s": round(time.perf_counter() - start, 1), "timeout_s": timeout_s}
-        time.sleep(0.1)
-    stdout, stderr = child.communicate()
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])} ... failed ({child.returncode}):\n{stderr[-3000:]}")
+    stdout, wall, peak = watched_run(argv, what=" ".join(argv[:2]))
     out = json.loads(stdout.strip().splitlines()[-1])
-    return {
-        **out,
-        "finished": True,
-        "wall_s": round(time.perf_counter() - start, 2),
-        "peak_rss_mib": round(peak / 2**20),
-    }
+    return {**out, "finished": True, "wall_s": round(wall, 2), "peak_rss_mib": round(peak / 2**20)}
 
 
 def synthetic(users: int, items: int, interactions: int) -> list[str]:

@@ -29,8 +29,7 @@ import argparse
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -42,7 +41,7 @@ import psutil
 from invocation import results_path, start_run, write_results
 from retrieval import clustered, recall_at
 
-from recstack.retrieval.index import IndexConfig, RetrievalIndex, build_index
+from recstack.retrieval.index import IndexConfig, RetrievalIndex, build_index, omp_threads
 
 GIB = 2**30
 MIB = 2**20
@@ -89,17 +88,6 @@ class Row:
     recall: float
     latency: Latency
     nprobe: int | None = None
-
-
-@contextmanager
-def omp_threads(n: int) -> Iterator[None]:
-    """FAISS's OpenMP thread count set to ``n`` for the block, restored afterwards."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def rss() -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from module_support import load_module
 
 from recstack.collect.pseudonymise import Pseudonymiser
 from recstack.data import lake
@@ -24,16 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 KEY = b"test-only-pseudonymisation-key-0123456789abcdef"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("synthetic_lake", REPO / "benchmarks" / "synthetic_lake.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["synthetic_lake"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-syn = _module()
+syn = load_module(REPO / "benchmarks" / "synthetic_lake.py")
 SMALL = syn.LakeSpec(events=20_000, users=600, items=300, days=10, bots=3)
 
 

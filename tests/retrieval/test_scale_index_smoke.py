@@ -3,29 +3,16 @@ exact search as the reference, re-ranking never losing recall; and a table too b
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from module_support import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _module():
-    # The benchmark imports its neighbours (invocation, retrieval) as scripts do: benchmarks/ on the path.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(REPO / "benchmarks"))
-        spec = importlib.util.spec_from_file_location("scale_index", REPO / "benchmarks" / "scale_index.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["scale_index"] = module  # dataclasses resolve their module by name
-        spec.loader.exec_module(module)
-    return module
-
-
-bench = _module()
+bench = load_module(REPO / "benchmarks" / "scale_index.py", search_path=REPO / "benchmarks")
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ at a time, so the selector is the default.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -121,8 +121,8 @@ class IndexConfig:
 
 
 @contextmanager
-def _omp_threads(n: int):
-    """Temporarily set FAISS's OpenMP thread count (restored afterwards)."""
+def omp_threads(n: int) -> Iterator[None]:
+    """FAISS's OpenMP thread count set to ``n`` for the block, restored afterwards (benchmarks use it too)."""
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(n)
     try:
@@ -267,7 +267,7 @@ class RetrievalIndex:
         if self.config.metric == "cosine":
             x = _normalised(x)
         start = self.ntotal
-        with _omp_threads(1):  # HNSW insertion order stays deterministic, as in build_index
+        with omp_threads(1):  # HNSW insertion order stays deterministic, as in build_index
             self.index.add(x)
         return np.arange(start, self.ntotal, dtype=np.int64)
 
@@ -326,7 +326,7 @@ def build_index(vectors: np.ndarray, config: IndexConfig, *, build_threads: int 
             # training time (seconds even for a few thousand vectors).
             ivfpq.do_polysemous_training = False
     threads = build_threads if build_threads is not None else faiss.omp_get_max_threads()
-    with _omp_threads(threads):
+    with omp_threads(threads):
         if not index.is_trained:
             index.train(x)
         index.add(x)
