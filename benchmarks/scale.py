@@ -8,7 +8,8 @@ Every part runs in a fresh child process, so its peak RSS (the process tree's, s
 * ``prepare``: ``recstack-data prepare engine=duckdb data=synthetic`` (the embedded default) at the size above, the
   command a user types; generation is the source's ``load`` step. ``--runs`` runs; the last one's folder is kept
   under ``--workdir`` for the other parts. Beside it, ``--spark-size`` (default 2M, the size whose Spark run fits this
-  machine's budget; ``--spark-size 50m`` to try the full size, capped by ``--spark-timeout-min``) runs both engines.
+  machine's budget; ``--spark-size 50m`` to try the full size, capped by ``--spark-timeout-min``, with
+  ``--spark-driver-memory`` for the local-mode JVM) runs both engines.
 * ``train``: MF (``configs/model/mf.yaml``) for one epoch over the prepared training split with validation off,
   through the same datamodule and Lightning module as ``recstack-train``. The datamodule gathers the shuffled rows
   and samples their negatives one chunk at a time (``InteractionDataModule.chunk_rows``): the epoch's only full-size
@@ -141,7 +142,8 @@ def prepare_part(args: argparse.Namespace, work: Path) -> dict:
         for engine in ("duckdb", "spark"):
             cmd_out = Path(tempfile.mkdtemp(prefix=f"scale-{engine}-", dir=work))
             try:
-                pair[engine] = _capped_prepare(engine, spark_overrides, cmd_out, args.spark_timeout_min * 60)
+                extra = [f"engine.driver_memory={args.spark_driver_memory}"] if engine == "spark" else []
+                pair[engine] = _capped_prepare(engine, spark_overrides + extra, cmd_out, args.spark_timeout_min * 60)
             finally:
                 subprocess.run(["rm", "-rf", str(cmd_out)], check=True)
             print(f"prepare {engine} {size[2]:,}: {pair[engine]}", flush=True)
@@ -167,6 +169,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=200_000)
     ap.add_argument("--spark-size", choices=["2m", "50m", ""], default="2m")
     ap.add_argument("--spark-timeout-min", type=float, default=20.0)
+    ap.add_argument("--spark-driver-memory", default="4g", help="engine.driver_memory (local mode: all of Spark)")
     ap.add_argument("--batch-size", type=int, default=65_536)
     ap.add_argument("--torch-threads", type=int, default=0, help="0: torch's default (one per core)")
     ap.add_argument("--eval-users", type=int, default=100_000)
