@@ -4,11 +4,11 @@ denominator, features and attributes missing."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from pathlib import Path
 
 import pytest
+from module_support import load_module
 
 from recstack.config import config_dir
 from recstack.profiles.compile import evaluate
@@ -38,9 +38,7 @@ ATTRIBUTES = {"age_band": ["18-24", "25-34", "45-54"], "country": ["FR", "DE"], 
 
 
 def rule_sets():
-    spec = importlib.util.spec_from_file_location("profiles_realtime", REPO / "benchmarks" / "profiles_realtime.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_module(REPO / "benchmarks" / "profiles_realtime.py", search_path=REPO / "benchmarks")
     yield "these", parse_segments(RULES)
     yield "the benchmark's", parse_segments(bench.rules(40))
     yield "the shipped", load_segments(config_dir() / "segments")
