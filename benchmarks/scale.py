@@ -155,8 +155,8 @@ def _capped_prepare(engine: str, overrides: list[str], out: Path, timeout_s: flo
     conf = ["spark.sql.adaptive.enabled=false", "spark.sql.codegen.wholeStage=false"] if engine == "spark" else []
     try:
         return {"finished": True, **run_once(engine, overrides, out, conf, timeout_s=timeout_s)}
-    except TimeoutError as exc:
-        return {"finished": False, "timeout_s": timeout_s, "error": str(exc)}
+    except (TimeoutError, RuntimeError) as exc:  # a cap reached or a failed run: recorded, the other parts go on
+        return {"finished": False, "timeout_s": timeout_s, "error": str(exc)[-6000:]}
 
 
 def main() -> None:
