@@ -284,6 +284,11 @@ def _spark_source(spec: SplitSpec) -> str | None:
     """The URI of an event log that Spark reads itself, or None (the shared loader reads the source)."""
     source = spec.data_config.get("source")
     if isinstance(source, Mapping) and source.get("name") == "events" and is_uri(str(source.get("path", ""))):
+        if source.get("user_fraction") is not None:
+            raise EngineError(
+                "data.source.user_fraction is applied by the shared loaders, not to an event log Spark reads from "
+                f"{source['path']}; sample a local copy, or leave user_fraction out"
+            )
         return str(source["path"])
     return None
 

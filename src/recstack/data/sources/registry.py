@@ -16,6 +16,7 @@ from recstack.data.sources.lake import lake_snapshot, load_lake
 from recstack.data.sources.layout import Layout, detect_layout
 from recstack.data.sources.movielens import load_movielens_1m, load_movielens_100k, load_movielens_csv
 from recstack.data.sources.synthetic import generate_synthetic
+from recstack.data.sources.user_sample import sample_users
 
 DEFAULT_DATA_HOME = Path("data/raw")
 
@@ -61,7 +62,17 @@ def load_dataset(name: str, data_home: str | Path | None = None, *, download: bo
       release (ml-100k, ml-1m, ml-20m, ml-25m, ml-latest-small), it is downloaded if ``download`` is true.
 
     ``data_home``: the argument, else ``$RECSTACK_DATA_HOME``, else ``data/raw``.
+
+    Any source also takes ``user_fraction`` (and ``user_sample_seed``, default 0): a seeded share of its users, every
+    item kept (:func:`~recstack.data.sources.user_sample.sample_users`).
     """
+    fraction = options.pop("user_fraction", None)
+    sample_seed = int(options.pop("user_sample_seed", 0) or 0)
+    dataset = _load(name, data_home, download=download, **options)
+    return dataset if fraction is None else sample_users(dataset, float(fraction), sample_seed)
+
+
+def _load(name: str, data_home: str | Path | None, *, download: bool, **options: Any) -> Dataset:
     if name == "synthetic":
         return generate_synthetic(**options)
     if name == "events":
