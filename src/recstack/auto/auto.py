@@ -8,7 +8,8 @@
 3. with ``two_stage``, score one more candidate in the reserve: the best exportable candidate's retrieval re-ranked
    by the best item-item one (EASE), as served (:mod:`.two_stage`);
 4. pick the winner by validation NDCG@10, train it once more and read the test split once (:mod:`.finish`; a
-   two-stage winner: both parts, read on test through its bundle);
+   two-stage winner: both parts, read on test through its bundle), and record how its best trial(s) are trained again
+   (``winner/provenance.json``, :mod:`.provenance`);
 5. export a bundle (the winner, or the best exportable candidate when the winner has no vectors to serve);
 6. write ``auto.json`` and ``report.html`` (:mod:`.report`) in the output folder.
 """
@@ -30,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from recstack.auto.allocation import Plan, minimum_budget, plan_budget
 from recstack.auto.candidates import Candidate, build_candidates
 from recstack.auto.finish import Export, Refit, export_bundle, refit_winner
+from recstack.auto.provenance import PROVENANCE_FILE, Provenance, winner_provenance, write_provenance
 from recstack.auto.report import write_reports
 from recstack.auto.search import CandidateResult, Limits, Search
 from recstack.auto.two_stage import pick_parts, refit_two_stage, score_two_stage, two_stage_name
@@ -184,17 +186,21 @@ def auto(
     ranked = rank(results)
     winner = ranked[0] if ranked and ranked[0].valid_score is not None else None
     refit = export = None
+    provenance: Provenance | None = None
     if winner is not None:
         refit_dir = out_dir / "winner"
         if refit_dir.exists():  # an earlier recstack-auto into the same out=: its refit is replaced, like its bundle
             log.info("replacing the earlier refit in %s", refit_dir)
             shutil.rmtree(refit_dir)
+        chosen: tuple[tuple[Candidate, CandidateResult], ...]
         if winner.parts:
             assert parts is not None
+            pair = ((by_name[parts[0].name], parts[0]), (by_name[parts[1].name], parts[1]))
+            chosen = pair
             # The pipeline is read on test through its bundle, so it is exported even with export.enabled=false.
             refit, export = refit_two_stage(
                 winner,
-                ((by_name[parts[0].name], parts[0]), (by_name[parts[1].name], parts[1])),
+                pair,
                 split,
                 refit_dir,
                 out_dir / "bundle",
@@ -204,7 +210,13 @@ def auto(
                 erasures=erased,
             )
         else:
+            chosen = ((by_name[winner.name], winner),)
             refit = refit_winner(by_name[winner.name], winner, split, refit_dir)
+        # What the winner's validation score came from and the command that trains it again (.provenance).
+        provenance = winner_provenance(
+            cfg, winner, chosen, out_dir, dataset=split.dataset, split_hash=split.config_hash
+        )
+        write_provenance(provenance, refit_dir / PROVENANCE_FILE)
         if settings.export and export is None:
             order = [(by_name[winner.name], refit.run_dir)]
             order += [(by_name[r.name], r.run_dir) for r in ranked[1:] if r.run_dir is not None and r.name in by_name]
@@ -225,6 +237,7 @@ def auto(
         candidates=ranked,
         refit=refit,
         export=export,
+        provenance=provenance,
         seconds=seconds,
         settings={
             "budget": format_duration(settings.budget_s),

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 
 from recstack.auto.allocation import Plan
 from recstack.auto.finish import Export, Refit
+from recstack.auto.provenance import PROVENANCE_FILE, Provenance
 from recstack.auto.search import CandidateResult
 from recstack.evaluation.report_plots import _STYLE, _svg
 from recstack.tuning.report import facts_html, page_head
@@ -167,6 +168,22 @@ def _warnings(candidates: Sequence[CandidateResult], refit: Refit | None) -> lis
     return notes
 
 
+def _provenance_html(provenance: Provenance, out_dir: Path) -> str:
+    record = _link(str(out_dir / "winner" / PROVENANCE_FILE), out_dir, PROVENANCE_FILE)
+    lines = [
+        f"<code>{html.escape(p.command)}</code> ({html.escape(p.candidate)}"
+        + (f", study {html.escape(p.trial.study_name)} trial {p.trial.trial_number}" if p.trial else "")
+        + f": valid NDCG@10 {p.valid_ndcg_at_10:.4f})"
+        for p in provenance.parts
+    ]
+    note = f" {html.escape(provenance.note)}." if provenance.note else ""
+    return (
+        f"<p class='note'>Train the winner's best trial(s) again (the same validation score; recorded in {record}):<br>"
+        + "<br>".join(lines)
+        + f"{note}</p>"
+    )
+
+
 def write_reports(
     out_dir: Path,
     *,
@@ -178,8 +195,10 @@ def write_reports(
     export: Export | None,
     seconds: float,
     settings: Mapping[str, Any],
+    provenance: Provenance | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``<out_dir>/report.html`` and ``<out_dir>/auto.json`` (all of these arguments); returns their paths."""
+    """Write ``<out_dir>/report.html`` and ``<out_dir>/auto.json`` (all of these arguments; ``provenance``, the
+    winner's record, as ``winner_provenance``: the same fields as ``winner/provenance.json``); returns their paths."""
     data = {
         "dataset": dataset,
         "split_hash": split_hash,
@@ -187,6 +206,7 @@ def write_reports(
         "wall_seconds": seconds,
         "plan": asdict(plan),
         "winner": refit.name if refit else None,
+        "winner_provenance": asdict(provenance) if provenance else None,
         "candidates": [{"rank": i, **asdict(c)} for i, c in enumerate(candidates, 1)],
         "refit": asdict(refit) if refit else None,
         "export": asdict(export) if export else None,
@@ -203,6 +223,8 @@ def write_reports(
         f"by the winner's refit. Generated {html.escape(data['created_at'])}.</p>",
         f"<p class='verdict'>{html.escape(_verdict(candidates, refit, export))}</p>",
     ]
+    if provenance is not None:
+        parts.append(_provenance_html(provenance, out_dir))
     warnings = _warnings(candidates, refit)
     if warnings:
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
