@@ -130,3 +130,26 @@ def test_encoding_and_serving_live_items_import_no_torch_or_transformers(content
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_untrained_catalogue_items_are_served_by_content(content_bundle: Path) -> None:
+    """A bundle item with no training interaction (popularity 0: e.g. a cold item of split=new_items) leaves the
+    collaborative search and the ranker once content is attached, and the content stage brings it to users whose
+    activity reads like it; a live item's neighbours never include it (its vector is untrained)."""
+    bundle = Bundle.load(content_bundle)
+    assert bundle.content is not None
+    cold = 15  # i15: a Horror movie (15 % 4 == 3)
+    bundle.items.loc[bundle.items["item_idx"] == cold, "popularity"] = 0
+    pipeline = Pipeline.from_bundle(bundle, PipelineConfig(n_candidates=50, max_recent=20))
+    assert list(pipeline.untrained_rows) == [cold] and not len(pipeline.cold_rows)
+    items = LiveItems(pipeline, bundle.content, bundle.manifest.files["text_encoder.onnx"], neighbours=5)
+    assert list(pipeline.cold_rows) == [cold] and not pipeline.collaborative[cold]
+    answer = pipeline.recommend(Query(user_id="cold-user", k=12, rerank=False), horror_clicks())
+    assert "i15" in pipeline.item_ids[answer.items], list(pipeline.item_ids[answer.items])
+    # the ranker never reads a cold item's untrained weights: it is scored as the mean of the others
+    assert list(pipeline._trained(np.array([cold - 1, cold, cold + 1]))) == [True, False, True]
+    reranked = pipeline.recommend(Query(user_id="u3", k=10, rerank=True), ())
+    assert reranked.stage == "rerank" and len(set(reranked.items.tolist())) == 10
+    record = ItemUpsert("new-horror", "Horror movie 99", ("Horror",), ("slasher",), "A night of terror.", version="5-0")
+    applied = items.apply(record, items.vector_for(record))
+    assert applied is not None and "i15" not in applied.neighbours

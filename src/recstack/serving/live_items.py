@@ -153,7 +153,7 @@ class LiveItems:
                 continue
             item = self.row_ids.view[content_row]
             row = pipeline.item_index.get(item)
-            if item == skip or row is None or row >= pipeline.n_ranked:
+            if item == skip or row is None or row >= pipeline.n_ranked or not pipeline.collaborative[row]:
                 continue
             out_rows.append(row)
             out_scores.append(score)
@@ -166,7 +166,7 @@ class LiveItems:
         rows, cosines = self.neighbours(vector, self.n_neighbours, skip)
         embeddings = self.pipeline.item_embeddings
         if not len(rows):  # no catalogue item at all: the catalogue's mean vector
-            rows = np.arange(self.pipeline.n_ranked)
+            rows = np.flatnonzero(self.pipeline.collaborative)
             cosines = np.ones(len(rows), np.float32)
         weights = np.exp((cosines.astype(np.float64) - float(cosines.max())) / TEMPERATURE)
         chosen = embeddings[rows].astype(np.float64)

@@ -23,7 +23,12 @@ live items in a history add nothing to the item-item scores.
 A live item upserted again gets a new row; the old one is dead (excluded from every search). Rows of bundle items keep
 their trained vector; an upsert changes their title, categories and text vector only.
 
-The content stage (with content vectors attached, and only while live items exist): a vector estimated from
+Cold catalogue items: a bundle item without a training interaction (a catalogue item nobody had used before the
+training split, e.g. ``split=new_items``) has an untrained vector and no ranker weights. Once content vectors are
+attached it is served as a live item is: left out of the collaborative search, brought in by the content stage,
+given the mean ranker score. Without a content section it stays in the search as before.
+
+The content stage (with content vectors attached, and only while live or cold items exist): a vector estimated from
 neighbours serves items like their neighbours, which for a tail item is not enough to reach the user whose history
 reads exactly like it. So each live item's text similarity to the user's history (its best cosine with the user's
 recent items, else up to ``max_recent`` trained ones) is computed, the most similar live items join the candidates,
@@ -187,16 +192,30 @@ class Pipeline:
             self.text_embeddings = np.ascontiguousarray(text / np.maximum(norms, 1e-12))
         self._grow: dict[str, GrowingRows] | None = None  # created by the first upsert_item
         self.content_vectors: np.ndarray | None = None  # per row, the content section's text vector (attach_content)
+        # Bundle items without a training interaction (the popularity count 0: their vectors and ranker weights are
+        # untrained). Once content is attached they are served as live items are (see the module docstring).
+        self.untrained_rows = np.empty(0, np.int64)
+        self.cold_rows = np.empty(0, np.int64)  # the untrained rows, once served by content
+        self.collaborative = np.ones(self.n_items, dtype=bool)  # per bundle row: its vector and weights are trained
 
     def attach_content(self, vectors: np.ndarray) -> None:
         """Give every item row its content text vector (unit rows, ``(n_items, dim)``): the content stage then lets
-        live items reach users whose history reads like them (:meth:`_live_by_content`)."""
+        live items and the bundle's untrained items reach users whose history reads like them
+        (:meth:`_live_by_content`); the untrained ones leave the collaborative retrieval and the ranker."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != self.n_items:
             raise ValueError(f"content vectors of shape {vectors.shape}; expected ({self.n_items}, dim)")
         if self._grow is not None:
             raise RuntimeError("attach content vectors before any item is upserted")
         self.content_vectors = vectors.copy()
+        self.cold_rows = self.untrained_rows.copy()
+        self.collaborative[self.cold_rows] = False
+
+    def _trained(self, items: np.ndarray) -> np.ndarray:
+        """Boolean mask over ``items``: a bundle row with a trained vector and ranker weights (not live, not cold)."""
+        known = items < self.n_ranked
+        known[known] = self.collaborative[items[known]]
+        return known
 
     # -- live items -----------------------------------------------------------------------------------------------
 
@@ -326,7 +345,7 @@ class Pipeline:
             if "popularity" in items.columns
             else np.asarray(bundle.seen.sum(axis=0)).ravel()
         )
-        return cls(
+        pipeline = cls(
             user_index=bundle.user_index,
             item_index=bundle.item_index,
             item_ids=items["item_id"].astype(str).to_numpy(object),
@@ -345,6 +364,9 @@ class Pipeline:
             item_text_embeddings=bundle.item_text_embeddings,
             config=config,
         )
+        if "popularity" in items.columns:  # the training counts (the exporter's): 0 means an untrained item
+            pipeline.untrained_rows = np.flatnonzero(popularity_counts == 0).astype(np.int64)
+        return pipeline
 
     # -- the pipeline ---------------------------------------------------------------------------------------------
 
@@ -378,6 +400,8 @@ class Pipeline:
             excluded = np.union1d(excluded, exclude_items).astype(np.int64)
         if len(self.dead_rows):
             excluded = np.union1d(excluded, self.dead_rows).astype(np.int64)
+        # cold rows reach the candidates through the content stage only (their vectors are untrained)
+        searched = np.union1d(excluded, self.cold_rows).astype(np.int64) if len(self.cold_rows) else excluded
         vector: np.ndarray | None
         if user_row is not None:
             vector, source = self.user_embeddings[user_row], "trained"
@@ -390,9 +414,9 @@ class Pipeline:
         observe("user_vector", t1 - t0)
 
         if vector is not None:
-            candidates, cand_scores = self._retrieve(vector, k, excluded, include, exclude_cats, observe)
+            candidates, cand_scores = self._retrieve(vector, k, searched, include, exclude_cats, observe)
             stage: Stage = "retrieval"
-            if self.content_vectors is not None and self.n_items > self.n_ranked:
+            if self.content_vectors is not None and (self.n_items > self.n_ranked or len(self.cold_rows)):
                 t = time.perf_counter()
                 history = recent_items if len(recent_items) else self._seen(user_row)
                 candidates, cand_scores = self._live_by_content(
@@ -490,9 +514,10 @@ class Pipeline:
         include: np.ndarray | None,
         exclude_cats: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The content stage: live items close in text to the user's recent items (else trained history) join the
-        candidates, scored on the retrieval scale by how far their text similarity to that history stands above the
-        candidates' own (see the module docstring). A live item already retrieved keeps the higher of its scores."""
+        """The content stage: live and cold items close in text to the user's recent items (else trained history) join
+        the candidates, scored on the retrieval scale by how far their text similarity to that history stands above
+        the candidates' own (see the module docstring). A live item already retrieved keeps the higher of its
+        scores."""
         assert self.content_vectors is not None
         if not len(history) or not len(candidates):
             return candidates, scores
@@ -500,6 +525,8 @@ class Pipeline:
         history = history[: self.config.max_recent]
         known = self.content_vectors[history].T  # (dim, h)
         live = np.arange(self.n_ranked, self.n_items, dtype=np.int64)
+        if len(self.cold_rows):
+            live = np.concatenate([self.cold_rows, live])
         live = live[self._keep(live, excluded, include, exclude_cats)]
         if not len(live):
             return candidates, scores
@@ -614,11 +641,11 @@ class Pipeline:
         return np.concatenate([candidates, added]), np.concatenate([scores, np.asarray(own, scores.dtype)])
 
     def _rerank(self, user: int, items: np.ndarray, hour: int, dow: int) -> np.ndarray:
-        known = items < self.n_ranked
+        known = self._trained(items)
         if known.all():
             b = len(items)
             return score_ranker(self.ranker, np.full(b, user), items, np.full(b, hour), np.full(b, dow))
-        # Live items are outside the ranker's contract: they get the mean of the others' scores (z = 0 in the blend).
+        # Live and cold items: the ranker knows nothing of them; the mean of the others' scores (z = 0 in the blend).
         scores = np.zeros(len(items), dtype=np.float32)
         if known.any():
             b = int(known.sum())
@@ -637,11 +664,11 @@ class Pipeline:
     def _rerank_item_item(self, history: np.ndarray, items: np.ndarray) -> np.ndarray:
         ranker = self.ranker
         assert isinstance(ranker, ItemItemRanker)
-        history = history[history < self.n_ranked]  # live items have no weights
-        known = items < self.n_ranked
+        history = history[self._trained(history)]  # live and cold items have no weights
+        known = self._trained(items)
         if known.all():
             return ranker.score(history, items)
-        # As for the ONNX ranker: live candidates get the mean of the others' scores (z = 0 in the blend).
+        # As for the ONNX ranker: live and cold candidates get the mean of the others' scores (z = 0 in the blend).
         scores = np.zeros(len(items), dtype=np.float32)
         if known.any():
             scores[known] = ranker.score(history, items[known])
