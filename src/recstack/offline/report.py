@@ -28,10 +28,15 @@ def evaluate_bundle(
     ks: Sequence[int] = (10, 20),
     *,
     name: str | None = None,
+    content: bool = False,
+    relevant_items: np.ndarray | None = None,
 ) -> list[RunEvaluation]:
     """``[retrieval only, retrieval + re-rank]`` evaluations of the bundle's pipeline (the second only with a ranker).
 
-    Each evaluation's details name the bundle's index kind (``flat``, ``hnsw``, ...)."""
+    Each evaluation's details name the bundle's index kind (``flat``, ``hnsw``, ...). ``content``: the pipeline runs
+    with the bundle's content section attached, as the service runs it (items without a training interaction are then
+    served by their text: :class:`~recstack.serving.pipeline.Pipeline`). ``relevant_items``: only these items count
+    as relevant (e.g. the cold items of ``split=new_items``); the ranking is still over the whole catalogue."""
     bundle = Bundle.load(bundle_dir)
     if bundle.manifest.split_hash and bundle.manifest.split_hash != split.config_hash:
         raise ValueError(
@@ -40,6 +45,10 @@ def evaluate_bundle(
         )
     check_unseen_stage(bundle, stage)
     pipeline = Pipeline.from_bundle(bundle)
+    if content:
+        if bundle.content is None:
+            raise ValueError(f"bundle {bundle_dir} has no content section; export it with content.enabled=true")
+        pipeline.attach_content(bundle.content.vectors[: bundle.content.info.n_catalogue])
     users = np.flatnonzero(np.diff(split.matrix(stage).indptr) > 0)
     # The split decides what is masked, not the bundle's seen lists: a deployed bundle's lists hold every interaction
     # (export seen=all), test items included. Train, plus valid on the test stage, as the evaluator masks for a model.
@@ -56,8 +65,10 @@ def evaluate_bundle(
         topk = offline_topk(
             pipeline, users, max(ks), rerank=rerank, exclude_seen=False, extra_exclude=seen, history=seen
         )
-        result = evaluate_topk(topk, users, split, stage, ks, keep_per_user=True)
+        result = evaluate_topk(topk, users, split, stage, ks, keep_per_user=True, relevant_items=relevant_items)
         info = {"index": bundle.manifest.index.kind}
+        if content:
+            info["content"] = "attached"
         if rerank and bundle.manifest.ranker is not None:
             info["ranker"] = bundle.manifest.ranker.kind
         out.append(RunEvaluation(f"{label}: {mode}", result, info))
