@@ -34,7 +34,11 @@ MF_ONLY = [
 ]
 
 
-@pytest.mark.parametrize("settings", [FAST, MF_ONLY], ids=["test_auto-set", "mf-only"])
+# No per_model settings at all (the default: an empty node), and an untuned winner.
+POP_ONLY = ["data=synthetic", "models=[pop]", "two_stage=false", "export.enabled=false"]
+
+
+@pytest.mark.parametrize("settings", [FAST, MF_ONLY, POP_ONLY], ids=["test_auto-set", "mf-only", "pop-only"])
 def test_the_winners_record_trains_it_again_to_the_same_validation_score(tmp_path: Path, settings: list[str]) -> None:
     out = tmp_path / "auto"
     command = [

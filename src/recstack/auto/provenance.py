@@ -182,7 +182,8 @@ def winner_provenance(
 ) -> Provenance:
     """The winner's record; ``parts``: the winner itself, or a two-stage winner's retrieval and re-ranker."""
     shared, known = shared_overrides(cfg)
-    per_model = OmegaConf.to_container(cfg.get("per_model") or {}, resolve=True)
+    node = cfg.get("per_model")  # an empty DictConfig is falsy, and to_container refuses a plain dict
+    per_model = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {}
     assert isinstance(per_model, dict)
     assert winner.valid_score is not None
     return Provenance(
