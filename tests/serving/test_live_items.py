@@ -170,3 +170,18 @@ def test_offline_evaluation_runs_the_pipeline_with_its_content(
     assert only[0].result.metrics["recall@10"] != attached[0].result.metrics["recall@10"]
     with pytest.raises(ValueError, match="no content section"):
         evaluate_bundle(tiny_bundle, serving_split, "test", (10,), content=True)
+
+
+def test_offline_history_is_what_the_content_stage_reads(content_bundle: Path) -> None:
+    """Offline evaluation passes what is known before the judged stage as ``history``; the content stage must read
+    it, never the bundle's seen lists (which hold the judged items: a cold item would be found by its own text)."""
+    bundle = Bundle.load(content_bundle)
+    assert bundle.content is not None
+    bundle.items.loc[bundle.items["item_idx"] == 15, "popularity"] = 0
+    pipeline = Pipeline.from_bundle(bundle, PipelineConfig(n_candidates=50, max_recent=20))
+    pipeline.attach_content(bundle.content.vectors[: bundle.content.info.n_catalogue])
+    nothing, horror = np.empty(0, np.int64), np.array([3, 7, 11], np.int64)
+    for user in ("u0", "u1", "u2", "u3"):
+        query = Query(user_id=user, k=20, rerank=False, exclude_seen=False)
+        assert 15 not in pipeline.recommend(query, history=nothing).items  # no history: no content candidates
+    assert 15 in pipeline.recommend(Query(user_id="u0", k=20, rerank=False, exclude_seen=False), history=horror).items

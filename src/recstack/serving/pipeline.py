@@ -382,9 +382,9 @@ class Pipeline:
 
         ``exclude_items``: item indices never to return besides the seen ones (offline evaluation on the test stage
         passes the user's validation items, as the full-ranking evaluator masks them).
-        ``history``: the item indices an item-item ranker reads for this user, instead of the bundle's seen items
-        plus the recent activity (offline evaluation passes the split's training items, which the model was fitted
-        on: a deployed bundle's seen lists also hold the items being judged)."""
+        ``history``: the item indices an item-item ranker and the content stage read for this user, instead of the
+        bundle's seen items plus the recent activity (offline evaluation passes the split's training items, which the
+        model was fitted on: a deployed bundle's seen lists also hold the items being judged)."""
         t0 = time.perf_counter()
         k = query.k
         if not 1 <= k <= self.n_items:
@@ -418,9 +418,12 @@ class Pipeline:
             stage: Stage = "retrieval"
             if self.content_vectors is not None and (self.n_items > self.n_ranked or len(self.cold_rows)):
                 t = time.perf_counter()
-                history = recent_items if len(recent_items) else self._seen(user_row)
+                if history is not None:  # offline: what is known before the judged stage, never the bundle's lists
+                    read = np.asarray(history, dtype=np.int64)
+                else:
+                    read = recent_items if len(recent_items) else self._seen(user_row)
                 candidates, cand_scores = self._live_by_content(
-                    history, candidates, cand_scores, excluded, include, exclude_cats
+                    read, candidates, cand_scores, excluded, include, exclude_cats
                 )
                 observe("content", time.perf_counter() - t)
         else:
