@@ -96,9 +96,10 @@ def retrieval_vectors(model: Any, *, check_users: int = 64) -> tuple[np.ndarray,
     if not (hasattr(model, "user_embeddings") and hasattr(model, "item_embeddings")):
         raise ExportError(
             f"{type(model).__name__} has no user_embeddings()/item_embeddings(): only dot-product models (MF, "
-            "LightGCN) can be the retrieval stage; pass a Wide & Deep run as ranker_run= instead"
+            "LightGCN, content) can be the retrieval stage; pass a Wide & Deep or EASE run as ranker_run= instead"
         )
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     if hasattr(model, "propagate"):  # LightGCN: one propagation for both sides
         users_t, items_t = model.propagate()
     else:

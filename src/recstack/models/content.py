@@ -244,6 +244,17 @@ class ContentRecommender(Recommender):
         vector = l2_normalise(np.asarray(w @ self.item_vectors, dtype=np.float32))[0]
         return vector if np.any(vector != 0) else self._default_user.copy()
 
+    def user_embeddings(self) -> torch.Tensor:
+        """Every user's profile vector: with :meth:`item_embeddings`, dot products are :meth:`score_all`'s cosines, so
+        ``recstack-export`` serves this model from a FAISS index over its item vectors (TF-IDF in the bundle)."""
+        return torch.from_numpy(self.user_vectors(np.arange(self.n_users)))
+
+    def item_embeddings(self) -> torch.Tensor:
+        """The item vectors (unit rows; see :meth:`user_embeddings`)."""
+        if self.item_vectors is None:
+            raise RuntimeError("ContentRecommender is not fitted; call fit(split) first")
+        return torch.from_numpy(np.ascontiguousarray(self.item_vectors, dtype=np.float32))
+
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         if self.item_vectors is None:
             raise RuntimeError("ContentRecommender is not fitted; call fit(split) first")
