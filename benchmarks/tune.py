@@ -253,6 +253,26 @@ def target_ratio(result: dict[str, Any]) -> float | None:
     return auto["test"]["ndcg@10"] / max(peers)
 
 
+def regimes(results: dict[str, dict[str, Any]]) -> str:
+    """Issue 17 part 3's table: what each dataset's tuned candidates chose (their best trial's values, its epochs and
+    best epoch), from each recstack-auto run's auto.json."""
+    lines = ["| dataset | candidate | valid ndcg@10 | chosen values | epochs (best) |", "|---|---|---|---|---|"]
+    for name, result in results.items():
+        path = Path((result.get("auto") or {}).get("auto_json", ""))
+        if not path.is_file():
+            continue
+        for c in json.loads(path.read_text())["candidates"]:
+            if not c.get("params") or c.get("valid_score") is None:
+                continue
+            values = ", ".join(
+                f"{k.split('.')[-1]} {v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]} {v}"
+                for k, v in c["params"].items()
+            )
+            epochs = "-" if c.get("epochs") is None else f"{c['epochs']} ({c['best_epoch']})"
+            lines.append(f"| {name} | {c['name']} | {c['valid_score']:.4f} | {values} | {epochs} |")
+    return "\n".join(lines)
+
+
 def merged(files: list[Path]) -> dict[str, dict[str, Any]]:
     """Results files merged per dataset, in the order given (parts run in separate processes on the same split)."""
     results: dict[str, dict[str, Any]] = {}
@@ -335,7 +355,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.report:
-        print("\n\n".join(table(name, result) for name, result in merged(args.report).items()))
+        results = merged(args.report)
+        print("\n\n".join(table(name, result) for name, result in results.items()))
+        print("\n" + regimes(results))
         return
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(args.parts) - set(PARTS)
