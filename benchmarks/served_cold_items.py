@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from invocation import results_path, start_run, write_results
+from invocation import metric_cells, results_path, start_run, write_results
 
 from recstack.bundle.reader import Bundle
 from recstack.config import compose
@@ -137,7 +137,7 @@ def main() -> None:
     header = " | ".join(f"{s} {m}" for s in STAGES for m in METRICS)
     print(f"\n| pipeline / model | {header} |\n|---|" + "---:|" * (len(STAGES) * len(METRICS)))
     for label, result in {**singles, **served}.items():
-        print(f"| {label} | " + " | ".join(f"{result[s][m]:.4f}" for s in STAGES for m in METRICS) + " |")
+        print(f"| {label} | {metric_cells(result, STAGES, METRICS)} |")
     print(f"\ncold items: {len(cold) / split.n_items:.1%} of the catalogue; 1-min load {os.getloadavg()[0]:.2f}")
     fields = {
         "protocol": "runs trained on train (split=new_items); blend tuned on valid at export; test read once per row",
