@@ -32,11 +32,16 @@ A bundle holds what serving needs and nothing more about people:
   ``content_vectors.npy`` (n, text dim) float32 unit rows, MiniLM vectors of ``text``; ``content.faiss``, their own
   inner-product index (flat or HNSW, so items added live need no rebuild); and the text encoder that serving runs on
   new items, ``text_encoder.onnx`` with its ``tokenizer.json`` (:mod:`recstack.bundle.text_encoder`).
+* The TF-IDF state (optional, ``manifest.tfidf``; :mod:`recstack.bundle.tfidf`): when the retrieval vectors are a
+  content (TF-IDF) model's, the fitted vectorizer as plain data, so serving encodes an item added live exactly as the
+  model encoded the catalogue: ``tfidf.json`` (the vocabulary, term -> column; the settings ``transform`` reads; the
+  vector of an item without usable text) and ``tfidf_idf.npy`` (the idf weights, one per column).
 
 Item-side numbers (popularity, item vectors, the ranker's item and context tables, the item-item weights) are
 aggregates over every training user, erased ones included, until the model is retrained on data without them.
 
-No pickle anywhere: arrays are read with ``allow_pickle=False``, tables are parquet, the index is FAISS's own format.
+No pickle anywhere: arrays are read with ``allow_pickle=False``, tables are parquet, the index is FAISS's own format,
+the TF-IDF vectorizer is rebuilt from JSON and an array.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ CONTENT_VECTORS = "content_vectors.npy"
 CONTENT_INDEX = "content.faiss"
 TEXT_ENCODER = "text_encoder.onnx"
 TOKENIZER = "tokenizer.json"
+TFIDF = "tfidf.json"
+TFIDF_IDF = "tfidf_idf.npy"
 CONTENT_FILES: tuple[str, ...] = (CONTENT_ITEMS, CONTENT_VECTORS, CONTENT_INDEX, TEXT_ENCODER, TOKENIZER)
 CONTENT_COLUMNS: tuple[str, ...] = ("content_idx", "item_id", "title", "categories", "text", "updated_ms")
 REQUIRED_FILES: tuple[str, ...] = (USERS, ITEMS, USER_EMB, ITEM_EMB, SEEN_INDPTR, SEEN_INDICES, INDEX)

@@ -10,6 +10,9 @@ Format history: 1 had untyped ``index`` / ``ranker`` dicts and no digest; 2 (thi
 came later within format 2: absent means ``onnx`` (so ONNX rankers keep the manifest, and digest, they always had);
 ``item_item`` (:mod:`recstack.bundle.item_item`) has no ONNX contract, so a reader from before it refuses such a
 bundle ("malformed ... ranker section": its ranker has no ``inputs``) instead of misreading it, and the version stays 2.
+``tfidf`` (:class:`TfidfInfo`) came later too, optional like ``content``: absent means the retrieval vectors are not a
+content model's TF-IDF vectors (or serving may not rebuild them), and a reader from before it serves the bundle as
+before, estimating live items' vectors from their neighbours.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Literal, get_args
 
 from recstack.bundle.contract import RankerContract
-from recstack.bundle.layout import ITEM_ITEM, MANIFEST, RANKER, TEXT_ENCODER, TOKENIZER, BundleError
+from recstack.bundle.layout import (
+    ITEM_ITEM,
+    MANIFEST,
+    RANKER,
+    TEXT_ENCODER,
+    TFIDF,
+    TFIDF_IDF,
+    TOKENIZER,
+    BundleError,
+)
 from recstack.retrieval.index import IndexConfig
 
 FORMAT_VERSION = 2
@@ -218,6 +230,28 @@ class ContentInfo:
 
 
 @dataclass(frozen=True)
+class TfidfInfo:
+    """The retrieval vectors are TF-IDF vectors of item text (a content run with ``encoder=tfidf``): ``dim``
+    vocabulary columns, the fitted vectorizer as plain data in ``file`` and its idf weights in ``idf_file``
+    (:mod:`recstack.bundle.tfidf`), so serving encodes a live item exactly."""
+
+    dim: int
+    file: str = TFIDF
+    idf_file: str = TFIDF_IDF
+
+    def __post_init__(self) -> None:
+        if type(self.dim) is not int or self.dim < 1:
+            raise ValueError(f"tfidf dim={self.dim!r} must be a count >= 1 (the vocabulary's size)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TfidfInfo:
+        return cls(dim=raw["dim"], file=str(raw.get("file", TFIDF)), idf_file=str(raw.get("idf_file", TFIDF_IDF)))
+
+
+@dataclass(frozen=True)
 class BundleManifest:
     """What a bundle holds and how to check it (``manifest.json``)."""
 
@@ -239,6 +273,8 @@ class BundleManifest:
     erased_users: int = 0
     # Item text vectors, their own index and the text encoder serving runs on items added live (POST /items).
     content: ContentInfo | None = None
+    # The retrieval vectors are TF-IDF: the vectorizer's files, so serving encodes items added live exactly.
+    tfidf: TfidfInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -248,6 +284,10 @@ class BundleManifest:
             del out["content"]  # bundles without one keep the manifest (and digest) they always had
         else:
             out["content"] = self.content.to_dict()
+        if self.tfidf is None:
+            del out["tfidf"]  # likewise
+        else:
+            out["tfidf"] = self.tfidf.to_dict()
         return out
 
     def digest(self) -> str:
@@ -287,7 +327,7 @@ class BundleManifest:
                     f"{source}: digest mismatch, manifest records {recorded}, its content hashes to {actual}; "
                     "the manifest was edited after export: export the bundle again"
                 )
-        optional = {"ranker", "text_dim", "erased_users", "content"}
+        optional = {"ranker", "text_dim", "erased_users", "content", "tfidf"}
         missing = sorted(f.name for f in fields(cls) if f.name not in raw and f.name not in optional)
         if missing:
             raise BundleError(f"{source}: missing field(s) {missing}; export the bundle again")
@@ -308,10 +348,19 @@ class BundleManifest:
                 values["content"] = ContentInfo.from_dict(values["content"])
                 check_file_name(values["content"].encoder.file, source)
                 check_file_name(values["content"].encoder.tokenizer_file, source)
+            if values.get("tfidf") is not None:
+                values["tfidf"] = TfidfInfo.from_dict(values["tfidf"])
+                check_file_name(values["tfidf"].file, source)
+                check_file_name(values["tfidf"].idf_file, source)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(
-                f"{source}: malformed index, ranker or content section ({exc!r}); export the bundle again"
+                f"{source}: malformed index, ranker, content or tfidf section ({exc!r}); export the bundle again"
             ) from exc
+        if values.get("tfidf") is not None and values["tfidf"].dim != values["embedding_dim"]:
+            raise BundleError(
+                f"{source}: tfidf dim={values['tfidf'].dim} differs from embedding_dim={values['embedding_dim']}: "
+                "the TF-IDF state must describe the retrieval vectors; export the bundle again"
+            )
         return cls(**values)
 
 

@@ -34,6 +34,7 @@ from recstack.bundle.layout import (
     sha256_file,
 )
 from recstack.bundle.manifest import BundleManifest
+from recstack.bundle.tfidf import TfidfState
 from recstack.retrieval.index import RetrievalIndex
 
 
@@ -67,11 +68,18 @@ def verify_files(root: Path, manifest: BundleManifest, *, hashes: bool = True) -
     if manifest.content is not None:
         encoder = manifest.content.encoder
         expected.extend((CONTENT_ITEMS, CONTENT_VECTORS, CONTENT_INDEX, encoder.file, encoder.tokenizer_file))
+    if manifest.tfidf is not None:
+        expected.extend((manifest.tfidf.file, manifest.tfidf.idf_file))
+    _check_files(root, manifest, expected, sorted(manifest.files), hashes=hashes)
+
+
+def _check_files(root: Path, manifest: BundleManifest, expected: list[str], names: list[str], *, hashes: bool) -> None:
+    """Each of ``expected`` has a sha256 in the manifest; each of ``names`` is present and, with ``hashes``, matches."""
     for name in expected:
         if name not in manifest.files:
             raise BundleError(f"{root / MANIFEST}: files lists no sha256 for {name}; export the bundle again")
-    for name, digest in sorted(manifest.files.items()):
-        file = root / name
+    for name in names:
+        file, digest = root / name, manifest.files[name]
         if not file.is_file():
             raise BundleError(f"{file}: missing (the manifest lists it); copy the whole bundle folder again")
         if hashes:
@@ -81,6 +89,18 @@ def verify_files(root: Path, manifest: BundleManifest, *, hashes: bool = True) -
                     f"{file}: sha256 mismatch, manifest expects {digest}, file has {actual}; "
                     "the file was changed after export: export the bundle again"
                 )
+
+
+def load_tfidf(path: str | Path) -> TfidfState | None:
+    """The TF-IDF state of the bundle folder ``path`` (None when its retrieval vectors are not TF-IDF), with the
+    manifest's digest and the two files' sha256 verified, without reading or hashing the rest of the bundle."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    if manifest.tfidf is None:
+        return None
+    names = [manifest.tfidf.file, manifest.tfidf.idf_file]
+    _check_files(root, manifest, names, names, hashes=True)
+    return TfidfState.read(root, manifest.tfidf)
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,8 @@ class Bundle:
     item_item: np.ndarray | None = None
     """The item-item ranker's weights (``manifest.ranker.kind == "item_item"``), memory-mapped read-only
     (:mod:`recstack.bundle.item_item`)."""
+    tfidf: TfidfState | None = None
+    """The retrieval vectors' TF-IDF vectorizer as plain data (``manifest.tfidf``; :mod:`recstack.bundle.tfidf`)."""
 
     @property
     def ranker_path(self) -> Path | None:
@@ -154,6 +176,7 @@ class Bundle:
         item_item = None
         if m.ranker is not None and m.ranker.kind == "item_item":
             item_item = load_item_item(root / m.ranker.file, m.n_items)
+        tfidf = None if m.tfidf is None else TfidfState.read(root, m.tfidf)
         return cls(
             root=root,
             manifest=m,
@@ -168,6 +191,7 @@ class Bundle:
             index=index,
             content=content,
             item_item=item_item,
+            tfidf=tfidf,
         )
 
     def seen_items(self, user_idx: int) -> np.ndarray:

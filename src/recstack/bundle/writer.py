@@ -53,6 +53,7 @@ from recstack.bundle.manifest import (
     RankerInfo,
     TextEncoderInfo,
 )
+from recstack.bundle.tfidf import TfidfState
 from recstack.retrieval.index import IndexConfig, build_index
 
 # Packages whose versions the manifest records; read from installed metadata, so torch is never imported here.
@@ -222,6 +223,7 @@ def write_bundle(
     erased_users: int = 0,
     content: ContentPayload | None = None,
     item_item: ItemItemPayload | None = None,
+    tfidf: TfidfState | None = None,
     check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a bundle to ``out_dir`` and return its path.
@@ -232,6 +234,8 @@ def write_bundle(
     ``content``: the optional content section (:class:`ContentPayload`).
     ``item_item``: an item-item ranker (:class:`ItemItemPayload`) instead of ``ranker_onnx`` (a bundle has one
     re-ranker); refused, before anything is written, beyond its ``max_memory_gb``.
+    ``tfidf``: the retrieval vectors are these TF-IDF vectors (:mod:`recstack.bundle.tfidf`): the vectorizer is written
+    as plain data (``tfidf.json``, ``tfidf_idf.npy``), its vocabulary as wide as the vectors.
     ``check``: called on the finished folder before it is moved into place; whatever it raises leaves no bundle
     behind (an existing one at ``out_dir`` is kept).
 
@@ -255,6 +259,8 @@ def write_bundle(
     seen.sort_indices()
     _check_holes_blank(user_table["user_idx"].to_numpy(np.int64), user_emb, seen)
     config = index_config if isinstance(index_config, IndexConfig) else IndexConfig.from_mapping(index_config)
+    if tfidf is not None and tfidf.dim != dim:
+        raise BundleError(f"tfidf: a vocabulary of {tfidf.dim} columns cannot encode {dim}-d retrieval vectors")
     if item_item is not None:
         if ranker_onnx is not None:
             raise BundleError("a bundle has one re-ranker: pass ranker_onnx or item_item, not both")
@@ -288,6 +294,7 @@ def write_bundle(
         if item_item is not None:
             ranker = _write_item_item(tmp, item_item, n_items)
         content_info = None if content is None else _write_content(tmp, content, item_table["item_id"])
+        tfidf_info = None if tfidf is None else tfidf.write(tmp)
         # Hashes last, over exactly the files written above.
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = BundleManifest(
@@ -307,6 +314,7 @@ def write_bundle(
             text_dim=None if text is None else int(text.shape[1]),
             erased_users=erased_users,
             content=content_info,
+            tfidf=tfidf_info,
         )
         _write_manifest(tmp, manifest)
         if check is not None:

@@ -9,6 +9,8 @@ a Wide & Deep run gives ``ranker.onnx``, parity-checked; an item-item run (EASE:
 (:mod:`recstack.bundle.item_item`). Optionally the content section: MiniLM exported to ONNX (parity-checked
 against sentence-transformers), the text vectors of the catalogue and of the items upserted live, and their own index
 (:mod:`recstack.export.content_section`).
+A content (TF-IDF) retrieval run also gives its fitted vectorizer as plain data (:mod:`recstack.bundle.tfidf`,
+:func:`tfidf_state`), so serving encodes items added live with the model's own vocabulary.
 Users erased since training are left out of all of it, and the written bundle is checked for them before it is moved
 into place (:mod:`recstack.export.erasure`).
 
@@ -33,7 +35,9 @@ from omegaconf import OmegaConf
 from recstack.bundle.contract import INPUT_NAMES
 from recstack.bundle.item_item import DEFAULT_MAX_MEMORY_GB, check_item_item_bound
 from recstack.bundle.layout import BundleError
+from recstack.bundle.tfidf import TfidfEncoder, TfidfState
 from recstack.bundle.writer import ItemItemPayload, write_bundle
+from recstack.data.item_text import item_text
 from recstack.data.prepared import PreparedSplit
 from recstack.export.content_section import ContentOptions
 from recstack.export.erasure import Erasures, check_no_erased_users, redact_users, zero_ranker_users
@@ -46,6 +50,8 @@ from recstack.retrieval.index import IndexConfig
 log = logging.getLogger(__name__)
 # Dot products of the exported vectors must reproduce the model's scores; float32 sums of 64 terms stay well inside.
 EMBEDDING_SCORE_ATOL = 1e-4
+# The same function on the same vocabulary: the rebuilt vectorizer's vectors equal the model's up to float32 rounding.
+TFIDF_ATOL = 1e-6
 
 
 SeenOption = Literal["train", "train_valid", "all"]
@@ -117,6 +123,25 @@ def retrieval_vectors(model: Any, *, check_users: int = 64) -> tuple[np.ndarray,
     return users, items
 
 
+def tfidf_state(model: Any, items: Any, item_vectors: np.ndarray) -> TfidfState | None:
+    """The TF-IDF state of a content retrieval model whose item vectors are TF-IDF alone (``encoder=tfidf``;
+    :meth:`~recstack.models.content.ContentRecommender.tfidf_state`), checked: rebuilt from its plain data, it encodes
+    every catalogue item's text (``items``, in ``item_idx`` order) to the exported ``item_vectors``. None for any
+    other model, and for a content model with ``encoder=minilm`` or ``both`` (their bundles hold no TF-IDF state)."""
+    state = model.tfidf_state() if hasattr(model, "tfidf_state") else None
+    if state is None:
+        return None
+    encoded = TfidfEncoder(state).encode([item_text(row) for row in items.to_dict("records")])
+    diff = float(np.max(np.abs(encoded - item_vectors))) if len(encoded) else 0.0
+    if encoded.shape != item_vectors.shape or diff > TFIDF_ATOL:
+        raise ExportError(
+            f"{type(model).__name__}: the TF-IDF vectorizer rebuilt from its plain data encodes the catalogue to "
+            f"{encoded.shape} vectors differing by {diff:.3g} from the model's {item_vectors.shape} item vectors; a "
+            "setting that changes transform() is not written (recstack.bundle.tfidf.SETTINGS)"
+        )
+    return state
+
+
 def item_text_vectors(split: Any, cache_dir: str | Path) -> np.ndarray | None:
     """MiniLM vectors of the items (cached on disk by the text encoder), or None when the encoder is unavailable."""
     from recstack.training.build import item_text_vectors as encode
@@ -162,6 +187,10 @@ def export_run(
     ``content``: also write the content section (:mod:`recstack.export.content_section`: MiniLM exported to ONNX,
     the catalogue's and the upserted items' text vectors and their index); None: none.
 
+    A content run with ``encoder=tfidf`` also writes its TF-IDF vectorizer as plain data (:func:`tfidf_state`;
+    ``tfidf.json``, ``tfidf_idf.npy``), with which serving encodes items added live exactly; ``minilm`` and ``both``
+    write none (serving estimates their live items' vectors from text neighbours, as for MF or LightGCN).
+
     ``erasures``: the users to leave out (:class:`~recstack.export.erasure.Erasures`; ``recstack-export`` reads them
     from the lake and Redis); a bundle still holding one of them is refused with
     :class:`~recstack.export.erasure.ErasureError` and not written.
@@ -196,6 +225,7 @@ def export_run(
     users_vec, items_vec = retrieval_vectors(run.model)
     items = split.items.sort_values("item_idx").reset_index(drop=True).copy()
     items["popularity"] = split.item_popularity.astype(np.int64)
+    tfidf = tfidf_state(run.model, items, items_vec)
     redacted = redact_users(users, users_vec, seen_items, erasures)
     if len(redacted.erased):
         log.info("%d erased user(s) left out of the bundle", len(redacted.erased))
@@ -280,6 +310,7 @@ def export_run(
             erased_users=len(redacted.erased),
             content=content_payload,
             item_item=item_item,
+            tfidf=tfidf,
             check=partial(check_no_erased_users, erasures=erasures),
         )
     log.info("bundle written to %s", out)

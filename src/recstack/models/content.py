@@ -38,6 +38,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from recstack.bundle.tfidf import TfidfState, tfidf_rows
 from recstack.data.prepared import PreparedSplit
 from recstack.models.base import Recommender
 from recstack.models.text_encoder import item_text
@@ -201,7 +202,7 @@ class ContentRecommender(Recommender):
         blocks = []
         for name in self.uses:
             if name == "tfidf":
-                block = l2_normalise(self._vectorizer.transform(texts).toarray())  # type: ignore[union-attr]
+                block = tfidf_rows(self._vectorizer, texts)  # serving's function too (recstack.bundle.tfidf)
             else:
                 from recstack.models.text_encoder import encode_items
 
@@ -212,6 +213,18 @@ class ContentRecommender(Recommender):
             return blocks[0]
         w = self.minilm_weight
         return np.hstack([np.sqrt(1.0 - w) * blocks[0], np.sqrt(w) * blocks[1]]).astype(np.float32)
+
+    def tfidf_state(self) -> TfidfState | None:
+        """The fitted TF-IDF vectorizer and its fallback as plain data (:mod:`recstack.bundle.tfidf`), which
+        ``recstack-export`` writes into the bundle so serving encodes items added live exactly as :meth:`encode`
+        does; a read-only copy. None for ``encoder=minilm`` or ``both``: their vectors hold a MiniLM block the
+        vocabulary cannot rebuild, so their bundles hold no TF-IDF state and serving estimates a live item's vector
+        from its text neighbours, as for any other model."""
+        if self.item_vectors is None:
+            raise RuntimeError("ContentRecommender is not fitted; call fit(split) first")
+        if self.encoder != "tfidf":
+            return None
+        return TfidfState.from_vectorizer(self._vectorizer, self._means["tfidf"])
 
     def user_vectors(self, users: np.ndarray | torch.Tensor) -> np.ndarray:
         """The users' profile vectors, float32 unit rows ``(len(users), dim)`` (see the module docstring)."""

@@ -6,11 +6,14 @@ An upsert (:class:`~recstack.collect.catalogue.ItemUpsert`) becomes, in this wor
   encoder run on :func:`~recstack.data.item_text.item_text` here; an item with no text at all gets the content
   section's fallback (the catalogue's mean direction, :func:`recstack.bundle.content.fallback_vector`);
 * a row of the content index (FAISS ``add``; the item's previous row, if any, is dead from then on);
-* for an item the collaborative model does not know, a retrieval vector estimated from its ``neighbours`` nearest
-  catalogue items by text: their trained vectors averaged with softmax weights ``exp((cosine - best) / 0.05)``
-  (:data:`TEMPERATURE`: MiniLM gives most titles of one catalogue cosines of 0.5-0.8 with each other, so plain cosine
-  weights would average half the catalogue; this keeps the nearest few), rescaled to their mean norm (so the estimate
-  scores like its neighbours instead of shrinking toward zero as averages of vectors do). The item is
+* for an item the collaborative model does not know, a retrieval vector. A content (TF-IDF) bundle's retrieval vectors
+  are TF-IDF vectors of item text (``manifest.tfidf``), so the item gets its exact one, the model's own vocabulary
+  encoding its :func:`~recstack.data.item_text.item_text` (:mod:`recstack.bundle.tfidf`). Any other bundle's is
+  estimated from its ``neighbours`` nearest catalogue items by text: their trained vectors averaged with softmax
+  weights ``exp((cosine - best) / 0.05)`` (:data:`TEMPERATURE`: MiniLM gives most titles of one catalogue cosines of
+  0.5-0.8 with each other, so plain cosine weights would average half the catalogue; this keeps the nearest few),
+  rescaled to their mean norm (so the estimate scores like its neighbours instead of shrinking toward zero as
+  averages of vectors do). The neighbours are reported either way. The item is
   then added to the retrieval index (:meth:`recstack.serving.pipeline.Pipeline.upsert_item`): a user whose trained
   vector or recent activity points at those neighbours retrieves it in the next request; and the pipeline's content
   stage brings it to users whose recent items (or history) read like it, however weak its neighbours' vectors are.
@@ -29,6 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from recstack.bundle.content import ContentSection
+from recstack.bundle.layout import BundleError
+from recstack.bundle.reader import load_tfidf
+from recstack.bundle.tfidf import TfidfEncoder
 from recstack.collect.catalogue import ItemUpsert, parse_version
 from recstack.serving.growing import GrowingRows
 from recstack.serving.pipeline import Pipeline
@@ -62,6 +68,14 @@ class LiveItems:
         self.n_neighbours = neighbours
         self.index = content.index
         self.fallback = content.fallback()
+        # The content section's files lie in the bundle folder: its TF-IDF state, if any, is read from there.
+        state = load_tfidf(content.encoder_path.parent)
+        self.tfidf = None if state is None else TfidfEncoder(state)
+        if self.tfidf is not None and self.tfidf.dim != pipeline.item_embeddings.shape[1]:
+            raise BundleError(
+                f"{content.encoder_path.parent}: a TF-IDF vocabulary of {self.tfidf.dim} columns, retrieval vectors "
+                f"of {pipeline.item_embeddings.shape[1]}: the pipeline is not this bundle's"
+            )
         items = content.items
         self.row_ids = GrowingRows(items["item_id"].astype(str).to_numpy(object))  # content row -> item id
         self.rows: dict[str, int] = {item: i for i, item in enumerate(self.row_ids.view)}
@@ -92,7 +106,7 @@ class LiveItems:
             if row < n_catalogue:
                 self.pipeline.upsert_item(str(record["item_id"]), str(record["title"]), categories, None, vector)
             else:
-                embedding, _ = self._estimate(vector)
+                embedding = self._retrieval_vector(str(record["text"] or ""), vector)[0]
                 self.pipeline.upsert_item(str(record["item_id"]), str(record["title"]), categories, embedding, vector)
 
     # -- applying ---------------------------------------------------------------------------------------------------
@@ -130,7 +144,7 @@ class LiveItems:
             self.dead = np.union1d(self.dead, [old]).astype(np.int64)
         created = record.item_id not in self.pipeline.item_index
         known = not created and self.pipeline.item_index[record.item_id] < self.pipeline.n_ranked
-        embedding, neighbours = self._estimate(vector, skip=record.item_id)
+        embedding, neighbours = self._retrieval_vector(record.text, vector, skip=record.item_id)
         row = self.pipeline.upsert_item(
             record.item_id, record.title, record.categories, None if known else embedding, vector
         )
@@ -160,6 +174,14 @@ class LiveItems:
             if len(out_rows) == k:
                 break
         return np.asarray(out_rows, np.int64), np.asarray(out_scores, np.float32)
+
+    def _retrieval_vector(
+        self, text: str, vector: np.ndarray, skip: str | None = None
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """The retrieval vector of an item the collaborative model does not know (module docstring): exact TF-IDF in
+        a content (TF-IDF) bundle, else :meth:`_estimate`; and its nearest catalogue items by text, either way."""
+        estimate, neighbours = self._estimate(vector, skip)
+        return (estimate if self.tfidf is None else self.tfidf.encode_one(text)), neighbours
 
     def _estimate(self, vector: np.ndarray, skip: str | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
         """The retrieval vector of an item from its text neighbours (module docstring), and their ids."""
