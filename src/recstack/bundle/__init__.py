@@ -5,6 +5,10 @@
 * :mod:`~recstack.bundle.manifest`: the typed, frozen ``manifest.json``.
 * :mod:`~recstack.bundle.writer` / :mod:`~recstack.bundle.reader`: writing and verified reading of a bundle folder.
 * :mod:`~recstack.bundle.session`: the ONNX Runtime session and scoring of the re-ranker.
+* :mod:`~recstack.bundle.content`, :mod:`~recstack.bundle.text_encoder`: the content section and its ONNX MiniLM.
+* :mod:`~recstack.bundle.item_item`: the item-item (EASE) re-ranker's weights.
+* :mod:`~recstack.bundle.tfidf`: a content bundle's TF-IDF vocabulary as plain data, and the one TF-IDF encoding
+  function the content model and serving share.
 
 Nothing here imports torch, Lightning or the packages that do (models, training, export); an import-linter contract in
 ``pyproject.toml`` keeps it so.
