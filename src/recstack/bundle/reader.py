@@ -70,16 +70,11 @@ def verify_files(root: Path, manifest: BundleManifest, *, hashes: bool = True) -
         expected.extend((CONTENT_ITEMS, CONTENT_VECTORS, CONTENT_INDEX, encoder.file, encoder.tokenizer_file))
     if manifest.tfidf is not None:
         expected.extend((manifest.tfidf.file, manifest.tfidf.idf_file))
-    _check_files(root, manifest, expected, sorted(manifest.files), hashes=hashes)
-
-
-def _check_files(root: Path, manifest: BundleManifest, expected: list[str], names: list[str], *, hashes: bool) -> None:
-    """Each of ``expected`` has a sha256 in the manifest; each of ``names`` is present and, with ``hashes``, matches."""
     for name in expected:
         if name not in manifest.files:
             raise BundleError(f"{root / MANIFEST}: files lists no sha256 for {name}; export the bundle again")
-    for name in names:
-        file, digest = root / name, manifest.files[name]
+    for name, digest in sorted(manifest.files.items()):
+        file = root / name
         if not file.is_file():
             raise BundleError(f"{file}: missing (the manifest lists it); copy the whole bundle folder again")
         if hashes:
@@ -89,18 +84,6 @@ def _check_files(root: Path, manifest: BundleManifest, expected: list[str], name
                     f"{file}: sha256 mismatch, manifest expects {digest}, file has {actual}; "
                     "the file was changed after export: export the bundle again"
                 )
-
-
-def load_tfidf(path: str | Path) -> TfidfState | None:
-    """The TF-IDF state of the bundle folder ``path`` (None when its retrieval vectors are not TF-IDF), with the
-    manifest's digest and the two files' sha256 verified, without reading or hashing the rest of the bundle."""
-    root = Path(path)
-    manifest = read_manifest(root)
-    if manifest.tfidf is None:
-        return None
-    names = [manifest.tfidf.file, manifest.tfidf.idf_file]
-    _check_files(root, manifest, names, names, hashes=True)
-    return TfidfState.read(root, manifest.tfidf)
 
 
 @dataclass(frozen=True)

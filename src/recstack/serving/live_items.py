@@ -33,8 +33,8 @@ import numpy as np
 
 from recstack.bundle.content import ContentSection
 from recstack.bundle.layout import BundleError
-from recstack.bundle.reader import load_tfidf
-from recstack.bundle.tfidf import TfidfEncoder
+from recstack.bundle.reader import Bundle
+from recstack.bundle.tfidf import TfidfEncoder, TfidfState
 from recstack.collect.catalogue import ItemUpsert, parse_version
 from recstack.serving.growing import GrowingRows
 from recstack.serving.pipeline import Pipeline
@@ -57,7 +57,17 @@ class Applied:
 class LiveItems:
     """One worker's live catalogue: the bundle's content section plus every upsert applied since start."""
 
-    def __init__(self, pipeline: Pipeline, content: ContentSection, encoder_id: str, *, neighbours: int = 20) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        content: ContentSection,
+        encoder_id: str,
+        *,
+        neighbours: int = 20,
+        tfidf: TfidfState | None = None,
+    ) -> None:
+        """``tfidf``: the bundle's TF-IDF state when its retrieval vectors are TF-IDF (``Bundle.tfidf``); then a new
+        item's retrieval vector is its exact TF-IDF vector. :meth:`from_bundle` passes everything from a bundle."""
         if neighbours < 1:
             raise ValueError(f"neighbours={neighbours} must be at least 1")
         self.pipeline = pipeline
@@ -68,13 +78,11 @@ class LiveItems:
         self.n_neighbours = neighbours
         self.index = content.index
         self.fallback = content.fallback()
-        # The content section's files lie in the bundle folder: its TF-IDF state, if any, is read from there.
-        state = load_tfidf(content.encoder_path.parent)
-        self.tfidf = None if state is None else TfidfEncoder(state)
+        self.tfidf = None if tfidf is None else TfidfEncoder(tfidf)
         if self.tfidf is not None and self.tfidf.dim != pipeline.item_embeddings.shape[1]:
             raise BundleError(
-                f"{content.encoder_path.parent}: a TF-IDF vocabulary of {self.tfidf.dim} columns, retrieval vectors "
-                f"of {pipeline.item_embeddings.shape[1]}: the pipeline is not this bundle's"
+                f"a TF-IDF vocabulary of {self.tfidf.dim} columns, retrieval vectors of "
+                f"{pipeline.item_embeddings.shape[1]}: the pipeline is not this bundle's"
             )
         items = content.items
         self.row_ids = GrowingRows(items["item_id"].astype(str).to_numpy(object))  # content row -> item id
@@ -89,6 +97,15 @@ class LiveItems:
         # The pipeline's content stage reads each row's current text vector (catalogue rows: the bundle's own).
         pipeline.attach_content(content.vectors[: content.info.n_catalogue])
         self._apply_bundle_rows(items)
+
+    @classmethod
+    def from_bundle(cls, pipeline: Pipeline, bundle: Bundle, *, neighbours: int = 20) -> LiveItems:
+        """The live catalogue of ``bundle`` (which needs a content section) on its ``pipeline``: its content section,
+        its encoder's digest as the encoder id, and its TF-IDF state, if any."""
+        if bundle.content is None:
+            raise BundleError(f"{bundle.root}: no content section; live items need one (export with content.enabled)")
+        encoder_id = bundle.manifest.files[bundle.content.info.encoder.file]
+        return cls(pipeline, bundle.content, encoder_id, neighbours=neighbours, tfidf=bundle.tfidf)
 
     @property
     def n_live(self) -> int:

@@ -143,8 +143,7 @@ def _live_items(
         return None
     from recstack.serving.live_items import LiveItems
 
-    encoder_id = bundle.manifest.files[bundle.content.info.encoder.file]
-    live = LiveItems(pipeline, bundle.content, encoder_id, neighbours=settings.items_neighbours)
+    live = LiveItems.from_bundle(pipeline, bundle, neighbours=settings.items_neighbours)
     feed = ItemFeed(store, settings.collector.names, live, poll_s=settings.items_poll_s)
     feed.snapshot_sync()  # None (Redis away): the background poll takes the snapshot once it is back
     return feed
