@@ -18,7 +18,6 @@ Python (a notebook, a test) cannot name them, so its commands leave them out and
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -32,8 +31,6 @@ from recstack.auto.candidates import Candidate
 from recstack.auto.search import CandidateResult
 from recstack.tuning.objective import METRIC, TrialRecord, read_record
 from recstack.tuning.study import sqlite_url
-
-log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
 GROUPS = ("data", "split", "trainer")  # the config groups every candidate shares with recstack-train
@@ -119,15 +116,6 @@ def shared_overrides(cfg: DictConfig) -> tuple[tuple[str, ...], bool]:
     return tuple(found), known
 
 
-def find_experiment(out_dir: Path, record: TrialRecord) -> Path | None:
-    """The experiment file recstack-tune wrote for this study's best trial (its header names both), or None."""
-    mark = f"study {record.study_name}, trial {record.trial_number} of "
-    for path in sorted((out_dir / "experiment").glob("*.yaml")):
-        if mark in path.read_text().split("\ndefaults:", 1)[0]:
-            return path
-    return None
-
-
 def part_provenance(
     candidate: Candidate,
     result: CandidateResult,
@@ -139,21 +127,15 @@ def part_provenance(
     assert result.run_dir is not None and result.valid_score is not None
     out_dir = out_dir.resolve()
     record = read_record(result.run_dir) if candidate.tuned else None
-    experiment = find_experiment(out_dir, record) if record is not None else None
     extra = _flatten(per_model)
-    if experiment is not None:  # it holds the trial's whole model and fit settings
+    experiment = None
+    if record is not None:  # its study's experiment file holds the trial's whole model and fit settings
+        assert result.experiment is not None, f"tuned candidate {candidate.name} without its experiment file"
+        experiment = Path(result.experiment)
         head = [f"hydra.searchpath=[file://{out_dir}]", f"experiment={experiment.stem}"]
         extra = {k: v for k, v in extra.items() if k.split(".", 1)[0] not in PER_MODEL_IN_EXPERIMENT}
-    else:
-        if record is not None:
-            log.warning(
-                "no experiment file in %s for study %s trial %d: its command sets the searched values instead",
-                out_dir / "experiment",
-                record.study_name,
-                record.trial_number,
-            )
-        searched = record.params if record is not None else {}
-        extra = {k: v for k, v in extra.items() if not k.startswith("tune.")} | searched
+    else:  # untuned (popularity): its own model config
+        extra = {k: v for k, v in extra.items() if not k.startswith("tune.")}
         head = [f"model={candidate.name}"]
     if candidate.trainable and result.epochs:  # last: it replaces a per_model fit.max_epochs
         extra.pop("fit.max_epochs", None)

@@ -75,6 +75,7 @@ class CandidateResult:
     parts: tuple[str, ...] = ()
     blend_weight: float | None = None
     bundle: str | None = None
+    experiment: str | None = None  # a tuned candidate: the experiment file its study wrote for its best trial
 
 
 @dataclass
@@ -279,6 +280,7 @@ class Search:
             trials_best_is_last=sum(best_epoch_is_last(t) for t in done),
             cut_by_budget=bool(study.trials[r.best_trial].user_attrs.get("cut_by_budget")),
             study_dir=str(r.study_dir),
+            experiment=str(r.experiment),
         )
 
 
