@@ -31,12 +31,10 @@ from invocation import metric_cells, results_path, start_run, write_results
 from recstack.bundle.reader import Bundle
 from recstack.config import compose
 from recstack.data.prepared import PreparedSplit
-from recstack.evaluation.evaluator import evaluate
+from recstack.evaluation.evaluator import evaluate, evaluate_topk
 from recstack.models.base import Recommender
 from recstack.models.content import ContentRecommender
 from recstack.offline.report import evaluate_bundle
-from recstack.offline.topk import offline_topk
-from recstack.serving.pipeline import Pipeline
 
 METRICS = ("ndcg@10", "recall@10")
 STAGES = ("valid", "test", "cold/valid", "cold/test")
@@ -68,28 +66,23 @@ def model_scores(model: Recommender, split: PreparedSplit, cold: np.ndarray) -> 
 
 def pipeline_scores(
     bundle: Path, split: PreparedSplit, cold: np.ndarray, content: bool
-) -> dict[str, dict[str, dict[str, float]]]:
-    """``{"retrieval" | "rerank": {stage: metrics}}`` of the bundle's pipeline, with or without its content."""
+) -> tuple[dict[str, dict[str, dict[str, float]]], float]:
+    """``{"retrieval" | "rerank": {stage: metrics}}`` of the bundle's pipeline, with or without its content, each
+    list judged on all items and on the cold ones; and the share of the test users' re-ranked top-10 slots that hold
+    a cold item."""
     out: dict[str, dict[str, dict[str, float]]] = {"retrieval": {}, "rerank": {}}
+    share = float("nan")
     for stage in ("valid", "test"):
-        for prefix, relevant in (("", None), ("cold/", cold)):
-            evaluations = evaluate_bundle(bundle, split, stage, (10,), content=content, relevant_items=relevant)  # type: ignore[arg-type]
-            for mode, evaluation in zip(("retrieval", "rerank"), evaluations, strict=False):
-                out[mode][f"{prefix}{stage}"] = {m: float(evaluation.result.metrics[m]) for m in METRICS}
-    return out
-
-
-def cold_share(bundle: Path, split: PreparedSplit, cold: np.ndarray, content: bool) -> float:
-    """The share of the test users' re-ranked top-10 slots holding a cold item (train and valid items masked)."""
-    loaded = Bundle.load(bundle)
-    pipeline = Pipeline.from_bundle(loaded)
-    if content:
-        assert loaded.content is not None
-        pipeline.attach_content(loaded.content.vectors[: loaded.content.info.n_catalogue])
-    users = np.flatnonzero(np.diff(split.matrix("test").indptr) > 0)
-    seen = (split.matrix("train") + split.matrix("valid")).tocsr()
-    topk = offline_topk(pipeline, users, 10, rerank=True, exclude_seen=False, extra_exclude=seen, history=seen)
-    return float(np.isin(topk[topk >= 0], cold).mean())
+        evaluations = evaluate_bundle(bundle, split, stage, (10,), content=content)  # type: ignore[arg-type]
+        for mode, evaluation in zip(("retrieval", "rerank"), evaluations, strict=False):
+            lists = evaluation.result.per_user
+            assert lists is not None
+            cold_only = evaluate_topk(lists.topk, lists.users, split, stage, (10,), relevant_items=cold)  # type: ignore[arg-type]
+            for prefix, result in (("", evaluation.result), ("cold/", cold_only)):
+                out[mode][f"{prefix}{stage}"] = {m: float(result.metrics[m]) for m in METRICS}
+            if stage == "test" and mode == "rerank":
+                share = float(np.isin(lists.topk[lists.topk >= 0], cold).mean())
+    return out, share
 
 
 def main() -> None:
@@ -127,11 +120,11 @@ def main() -> None:
         blend = manifest.ranker.blend.weight if manifest.ranker and manifest.ranker.blend else None
         info[name] = {"bundle": str(bundle), "export_s": round(seconds, 1), "blend": blend}
         for content in (False, True):
-            scores = pipeline_scores(bundle, split, cold, content)
+            scores, share = pipeline_scores(bundle, split, cold, content)
             tag = "content attached" if content else "content off"
             served[f"served: {name} retrieval alone, {tag}"] = scores["retrieval"]
             served[f"served: {name} -> {manifest.ranker.kind if manifest.ranker else '-'}, {tag}"] = scores["rerank"]
-            info[name][f"cold_share_{tag.replace(' ', '_')}"] = cold_share(bundle, split, cold, content)
+            info[name][f"cold_share_{tag.replace(' ', '_')}"] = share
         print(f"{name}: exported in {seconds:.1f} s, blend {blend}; {info[name]}", flush=True)
 
     header = " | ".join(f"{s} {m}" for s in STAGES for m in METRICS)

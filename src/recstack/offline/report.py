@@ -29,14 +29,13 @@ def evaluate_bundle(
     *,
     name: str | None = None,
     content: bool = False,
-    relevant_items: np.ndarray | None = None,
 ) -> list[RunEvaluation]:
     """``[retrieval only, retrieval + re-rank]`` evaluations of the bundle's pipeline (the second only with a ranker).
 
     Each evaluation's details name the bundle's index kind (``flat``, ``hnsw``, ...). ``content``: the pipeline runs
     with the bundle's content section attached, as the service runs it (items without a training interaction are then
-    served by their text: :class:`~recstack.serving.pipeline.Pipeline`). ``relevant_items``: only these items count
-    as relevant (e.g. the cold items of ``split=new_items``); the ranking is still over the whole catalogue."""
+    served by their text: :class:`~recstack.serving.pipeline.Pipeline`). Each result keeps its per-user lists
+    (``result.per_user``), so other judgements of the same lists (only some items relevant, say) need no second run."""
     bundle = Bundle.load(bundle_dir)
     if bundle.manifest.split_hash and bundle.manifest.split_hash != split.config_hash:
         raise ValueError(
@@ -65,7 +64,7 @@ def evaluate_bundle(
         topk = offline_topk(
             pipeline, users, max(ks), rerank=rerank, exclude_seen=False, extra_exclude=seen, history=seen
         )
-        result = evaluate_topk(topk, users, split, stage, ks, keep_per_user=True, relevant_items=relevant_items)
+        result = evaluate_topk(topk, users, split, stage, ks, keep_per_user=True)
         info = {"index": bundle.manifest.index.kind}
         if content:
             info["content"] = "attached"
