@@ -76,11 +76,13 @@ def test_the_service_serves_the_reloaded_bundle(
     done = request_reload(server.base_url, str(new), key)
     assert done.previous and done.bundle != done.previous and done.answer["version"]
     # The answering worker swapped before answering; the other follows within reload_poll_s. Wait until a run of
-    # answers (spread over both workers) all carry the new bundle.
+    # answers all carry the new bundle. Each on a new connection ("connection: close"): a kept-alive connection stays
+    # with one worker, so the run could miss a worker still serving the old bundle (and the next test would meet it).
     deadline, streak = time.monotonic() + 60, 0
+    headers = {"authorization": f"Bearer {key}", "connection": "close"}
     with server.client() as http:
         while streak < 20 and time.monotonic() < deadline:
-            answer = http.post("/recommend", json={"user_id": "u1", "k": 5}, headers={"authorization": f"Bearer {key}"})
+            answer = http.post("/recommend", json={"user_id": "u1", "k": 5}, headers=headers)
             assert answer.status_code == 200, answer.text
             streak = streak + 1 if answer.json()["model"] == done.bundle else 0
     assert streak >= 20, "a worker still serves the old bundle"
