@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recstack.auto.allocation import Phase, halve, minimum_budget, plan_budget, rung_sizes, slice_now
+from recstack.auto.allocation import Phase, halve, leftover_next, minimum_budget, plan_budget, rung_sizes, slice_now
 
 CHEAP = ["itemknn", "ease"]
 DEEP = ["mf", "lightgcn"]
@@ -79,3 +79,13 @@ def test_halving_keeps_the_best_unfinished_candidates() -> None:
     assert halve(scores, 1, exhausted=["lightgcn"]) == ("y",)  # its trial limit reached: more time buys nothing
     assert halve({"mf": 0.3, "lightgcn": 0.3}, 1) == ("mf",)  # ties: the earlier (cheaper) one
     assert halve({"mf": float("nan")}, 1) == ()
+
+
+def test_time_the_rungs_leave_goes_to_the_best_study_that_can_still_run() -> None:
+    scores = {"mf": 0.30, "lightgcn": 0.32}
+    # LightGCN won the last rung and reached its trial limit: MF, halved out, gets the time left.
+    assert leftover_next(scores, exhausted=["lightgcn"], already=[]) == "mf"
+    assert leftover_next(scores, exhausted=["lightgcn"], already=["mf"]) is None  # each once
+    assert leftover_next(scores, exhausted=["lightgcn", "mf"], already=[]) is None
+    assert leftover_next({"mf": None, "lightgcn": 0.32}, exhausted=["lightgcn"], already=[]) is None  # failed
+    assert leftover_next(scores, exhausted=[], already=[]) == "lightgcn"

@@ -16,6 +16,10 @@ A phase ends at a fixed offset from the start (:attr:`Phase.end_s`); a candidate
 the phase divided by the candidates of the phase still to run (:func:`slice_now`). Time a candidate does not use (its
 study reached its trial limit) therefore goes to the next one, and a candidate that overruns (a trial finishes its
 epoch after the deadline) takes it from the next.
+
+Search time left after the last rung (its survivors' studies reached their trial limit, as a study whose trials are
+mostly pruned early does) is not given back: it goes to the deep candidates whose studies can still run, best
+validation score first, each once (:func:`leftover_next`).
 """
 
 from __future__ import annotations
@@ -143,3 +147,10 @@ def halve(scores: Mapping[str, float | None], keep: int, exhausted: Sequence[str
         if score is not None and math.isfinite(score) and name not in exhausted
     ]
     return tuple(name for _, _, name in sorted(eligible)[:keep])
+
+
+def leftover_next(scores: Mapping[str, float | None], exhausted: Sequence[str], already: Sequence[str]) -> str | None:
+    """The deep candidate that gets the search time left after the last rung: the best validation score among those
+    whose study can still run (not ``exhausted``) and that have not had leftover time ``already``; None when none."""
+    best = halve(scores, 1, [*exhausted, *already])
+    return best[0] if best else None

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
-from recstack.auto.allocation import Plan, halve, slice_now
+from recstack.auto.allocation import Plan, halve, leftover_next, slice_now
 from recstack.auto.candidates import Candidate, Kind
 from recstack.data.prepared import PreparedSplit
 from recstack.training import runs
@@ -146,7 +146,23 @@ class Search:
             for i, name in enumerate(names):
                 seconds = slice_now(phase.end_s, self.elapsed(), len(names) - i)
                 self._run_study(self.tallies[name], phase.name, seconds)
+        self._spend_leftover()
         return [self._result(t) for t in self.tallies.values()]
+
+    def _spend_leftover(self) -> None:
+        """Search time the rungs left unused (their survivors' studies reached the trial limit) goes on to the other
+        deep candidates, best validation score first, each once (:func:`~recstack.auto.allocation.leftover_next`)."""
+        already: list[str] = []
+        deep = self.plan.deep
+        while (left := self.plan.search_s - self.elapsed()) > 0:
+            scores = {n: self.tallies[n].score for n in deep}
+            exhausted = [n for n in deep if self.tallies[n].exhausted(self.limits.deep_trials)]
+            name = leftover_next(scores, exhausted, already)
+            if name is None or left < self.tallies[name].candidate.min_trial_s:
+                return
+            already.append(name)
+            log.info("leftover: %s of search time unused by the rungs goes to %s", format_duration(round(left)), name)
+            self._run_study(self.tallies[name], "leftover", left)
 
     def _run_once(self, c: Candidate) -> None:
         tally = self.tallies[c.name]
