@@ -9,6 +9,8 @@
 * :mod:`~recstack.bundle.item_item`: the item-item (EASE) re-ranker's weights.
 * :mod:`~recstack.bundle.tfidf`: a content bundle's TF-IDF vocabulary as plain data, and the one TF-IDF encoding
   function the content model and serving share.
+* :mod:`~recstack.bundle.content_encoding`: how a content model's retrieval vector is made from an item's text blocks
+  (tfidf, minilm, both), shared by the model and by live items.
 
 Nothing here imports torch, Lightning or the packages that do (models, training, export); an import-linter contract in
 ``pyproject.toml`` keeps it so.

@@ -33,7 +33,8 @@ A bundle holds what serving needs and nothing more about people:
   inner-product index (flat or HNSW, so items added live need no rebuild); and the text encoder that serving runs on
   new items, ``text_encoder.onnx`` with its ``tokenizer.json`` (:mod:`recstack.bundle.text_encoder`).
 * The TF-IDF state (optional, ``manifest.tfidf``; :mod:`recstack.bundle.tfidf`): when the retrieval vectors are a
-  content (TF-IDF) model's, the fitted vectorizer as plain data, so serving encodes an item added live exactly as the
+  content model's with a TF-IDF block (``manifest.content_model``: ``encoder`` tfidf or both; a minilm or both model's
+  MiniLM block is the content section's text vector, :mod:`recstack.bundle.content_encoding`), the fitted vectorizer as plain data, so serving encodes an item added live exactly as the
   model encoded the catalogue: ``tfidf.json`` (the vocabulary, term -> column; the settings ``transform`` reads; the
   vector of an item without usable text) and ``tfidf_idf.npy`` (the idf weights, one per column).
 

@@ -13,6 +13,12 @@ bundle ("malformed ... ranker section": its ranker has no ``inputs``) instead of
 ``tfidf`` (:class:`TfidfInfo`) came later too, optional like ``content``: absent means the retrieval vectors are not a
 content model's TF-IDF vectors (or serving may not rebuild them), and a reader from before it serves the bundle as
 before, estimating live items' vectors from their neighbours.
+``content_model`` (:class:`ContentModelInfo`) came after it, optional too: the retrieval vectors are a content model's
+text vectors, made from item text by its ``encoder`` (``tfidf``: the ``tfidf`` state; ``minilm``: the content section's
+text encoder; ``both``: the two, weighted by ``minilm_weight``; :mod:`recstack.bundle.content_encoding`). Absent, a
+bundle reads as before it (a ``tfidf`` state alone means ``encoder=tfidf``). A reader from before it ignores the key: it
+serves a ``tfidf`` bundle exactly as before, a ``minilm`` one with estimated live vectors, and refuses a ``both`` one
+(its ``tfidf`` state is narrower than the retrieval vectors) instead of misreading it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from recstack.retrieval.index import IndexConfig
 
 FORMAT_VERSION = 2
 DIGEST_KEY = "digest"
+ContentEncoder = Literal["tfidf", "minilm", "both"]
+CONTENT_ENCODERS: tuple[str, ...] = get_args(ContentEncoder)
 
 
 @dataclass(frozen=True)
@@ -252,6 +260,74 @@ class TfidfInfo:
 
 
 @dataclass(frozen=True)
+class ContentModelInfo:
+    """The retrieval vectors are a content model's item vectors, each a pure function of the item's text: its
+    ``encoder`` (which blocks, :func:`~recstack.bundle.content_encoding.block_names`) and ``minilm_weight`` (the MiniLM
+    block's share when ``encoder=both``), so serving encodes an item added live exactly
+    (:mod:`recstack.bundle.content_encoding`)."""
+
+    encoder: ContentEncoder
+    minilm_weight: float
+
+    def __post_init__(self) -> None:
+        if self.encoder not in CONTENT_ENCODERS:
+            raise ValueError(f"content_model encoder={self.encoder!r} is not one of {list(CONTENT_ENCODERS)}")
+        if type(self.minilm_weight) is not float or not 0.0 <= self.minilm_weight <= 1.0:
+            raise ValueError(f"content_model minilm_weight={self.minilm_weight!r} must be a float in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder, "minilm_weight": self.minilm_weight}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ContentModelInfo:
+        weight = raw["minilm_weight"]
+        return cls(encoder=raw["encoder"], minilm_weight=float(weight) if type(weight) is int else weight)
+
+
+def check_text_encoder_for(content_model: ContentModelInfo | None, has_content: bool, source: str) -> None:
+    """A content model whose vectors hold a MiniLM block (``encoder=minilm`` or ``both``) needs the content section:
+    its text encoder is what serving encodes a live item's MiniLM block with (:class:`BundleError` otherwise)."""
+    if content_model is not None and content_model.encoder != "tfidf" and not has_content:
+        raise BundleError(
+            f"{source}: a content model with encoder={content_model.encoder} has MiniLM item vectors, which serving "
+            "rebuilds for items added live only with the content section's text encoder, and there is none; export "
+            "with the content section (recstack-export content.enabled=true)"
+        )
+
+
+def check_retrieval_text(
+    content_model: ContentModelInfo | None,
+    tfidf_dim: int | None,
+    content_dim: int | None,
+    embedding_dim: int,
+    source: str,
+) -> None:
+    """The parts that make the retrieval vectors from text are there and as wide as the vectors
+    (:class:`BundleError`): ``tfidf_dim`` (the TF-IDF state's vocabulary, None: no state) and ``content_dim`` (the
+    content section's text vectors, None: no section). Without ``content_model``, a TF-IDF state alone is the
+    vectors (bundles from before it)."""
+    if content_model is None:
+        if tfidf_dim is not None and tfidf_dim != embedding_dim:
+            raise BundleError(
+                f"{source}: tfidf dim={tfidf_dim} differs from embedding_dim={embedding_dim}: the TF-IDF state must "
+                "describe the retrieval vectors; export the bundle again"
+            )
+        return
+    check_text_encoder_for(content_model, content_dim is not None, source)
+    encoder = content_model.encoder
+    if encoder != "minilm" and tfidf_dim is None:
+        raise BundleError(f"{source}: a content model with encoder={encoder} needs its TF-IDF state; none is there")
+    if encoder == "minilm" and tfidf_dim is not None:
+        raise BundleError(f"{source}: a content model with encoder=minilm has no TF-IDF block, yet a state is there")
+    widths = {"tfidf": tfidf_dim, "minilm": content_dim, "both": (tfidf_dim or 0) + (content_dim or 0)}
+    if widths[encoder] != embedding_dim:
+        raise BundleError(
+            f"{source}: a content model with encoder={encoder} makes {widths[encoder]}-d vectors (TF-IDF "
+            f"{tfidf_dim}, MiniLM {content_dim}), the retrieval vectors are {embedding_dim}-d; export the bundle again"
+        )
+
+
+@dataclass(frozen=True)
 class BundleManifest:
     """What a bundle holds and how to check it (``manifest.json``)."""
 
@@ -275,6 +351,16 @@ class BundleManifest:
     content: ContentInfo | None = None
     # The retrieval vectors are TF-IDF: the vectorizer's files, so serving encodes items added live exactly.
     tfidf: TfidfInfo | None = None
+    # The retrieval vectors are a content model's text vectors: how they are made (with tfidf and content's encoder).
+    content_model: ContentModelInfo | None = None
+
+    @property
+    def retrieval_encoding(self) -> ContentModelInfo | None:
+        """How the retrieval vectors are made from item text: ``content_model``, or for a bundle from before it that
+        has a TF-IDF state, ``encoder=tfidf``; None when they are not a function of item text (MF, LightGCN)."""
+        if self.content_model is None and self.tfidf is not None:
+            return ContentModelInfo(encoder="tfidf", minilm_weight=0.0)
+        return self.content_model
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -288,6 +374,10 @@ class BundleManifest:
             del out["tfidf"]  # likewise
         else:
             out["tfidf"] = self.tfidf.to_dict()
+        if self.content_model is None:
+            del out["content_model"]  # likewise
+        else:
+            out["content_model"] = self.content_model.to_dict()
         return out
 
     def digest(self) -> str:
@@ -327,7 +417,7 @@ class BundleManifest:
                     f"{source}: digest mismatch, manifest records {recorded}, its content hashes to {actual}; "
                     "the manifest was edited after export: export the bundle again"
                 )
-        optional = {"ranker", "text_dim", "erased_users", "content", "tfidf"}
+        optional = {"ranker", "text_dim", "erased_users", "content", "tfidf", "content_model"}
         missing = sorted(f.name for f in fields(cls) if f.name not in raw and f.name not in optional)
         if missing:
             raise BundleError(f"{source}: missing field(s) {missing}; export the bundle again")
@@ -352,15 +442,21 @@ class BundleManifest:
                 values["tfidf"] = TfidfInfo.from_dict(values["tfidf"])
                 check_file_name(values["tfidf"].file, source)
                 check_file_name(values["tfidf"].idf_file, source)
+            if values.get("content_model") is not None:
+                values["content_model"] = ContentModelInfo.from_dict(values["content_model"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(
-                f"{source}: malformed index, ranker, content or tfidf section ({exc!r}); export the bundle again"
+                f"{source}: malformed index, ranker, content, tfidf or content_model section ({exc!r}); export the "
+                "bundle again"
             ) from exc
-        if values.get("tfidf") is not None and values["tfidf"].dim != values["embedding_dim"]:
-            raise BundleError(
-                f"{source}: tfidf dim={values['tfidf'].dim} differs from embedding_dim={values['embedding_dim']}: "
-                "the TF-IDF state must describe the retrieval vectors; export the bundle again"
-            )
+        tfidf, content = values.get("tfidf"), values.get("content")
+        check_retrieval_text(
+            values.get("content_model"),
+            None if tfidf is None else tfidf.dim,
+            None if content is None else content.dim,
+            values["embedding_dim"],
+            source,
+        )
         return cls(**values)
 
 

@@ -107,7 +107,8 @@ class Bundle:
     """The item-item ranker's weights (``manifest.ranker.kind == "item_item"``), memory-mapped read-only
     (:mod:`recstack.bundle.item_item`)."""
     tfidf: TfidfState | None = None
-    """The retrieval vectors' TF-IDF vectorizer as plain data (``manifest.tfidf``; :mod:`recstack.bundle.tfidf`)."""
+    """The retrieval vectors' TF-IDF vectorizer as plain data (``manifest.tfidf``; :mod:`recstack.bundle.tfidf`): all
+    of each vector, or its TF-IDF block (``manifest.content_model``; :mod:`recstack.bundle.content_encoding`)."""
 
     @property
     def ranker_path(self) -> Path | None:

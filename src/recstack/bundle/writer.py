@@ -48,10 +48,12 @@ from recstack.bundle.manifest import (
     Blend,
     BundleManifest,
     ContentInfo,
+    ContentModelInfo,
     IndexInfo,
     ItemItemInfo,
     RankerInfo,
     TextEncoderInfo,
+    check_retrieval_text,
 )
 from recstack.bundle.tfidf import TfidfState
 from recstack.retrieval.index import IndexConfig, build_index
@@ -224,6 +226,7 @@ def write_bundle(
     content: ContentPayload | None = None,
     item_item: ItemItemPayload | None = None,
     tfidf: TfidfState | None = None,
+    content_model: ContentModelInfo | None = None,
     check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a bundle to ``out_dir`` and return its path.
@@ -234,8 +237,11 @@ def write_bundle(
     ``content``: the optional content section (:class:`ContentPayload`).
     ``item_item``: an item-item ranker (:class:`ItemItemPayload`) instead of ``ranker_onnx`` (a bundle has one
     re-ranker); refused, before anything is written, beyond its ``max_memory_gb``.
-    ``tfidf``: the retrieval vectors are these TF-IDF vectors (:mod:`recstack.bundle.tfidf`): the vectorizer is written
-    as plain data (``tfidf.json``, ``tfidf_idf.npy``), its vocabulary as wide as the vectors.
+    ``tfidf``: the retrieval vectors are (or, with ``content_model`` ``encoder=both``, begin with) these TF-IDF vectors
+    (:mod:`recstack.bundle.tfidf`): the vectorizer is written as plain data (``tfidf.json``, ``tfidf_idf.npy``).
+    ``content_model``: the retrieval vectors are a content model's text vectors, made by its encoder
+    (:mod:`recstack.bundle.content_encoding`) from ``tfidf`` and/or the content section's MiniLM encoder; refused
+    (:class:`BundleError`, before anything is written) when a part it needs is missing or the widths disagree.
     ``check``: called on the finished folder before it is moved into place; whatever it raises leaves no bundle
     behind (an existing one at ``out_dir`` is kept).
 
@@ -259,8 +265,13 @@ def write_bundle(
     seen.sort_indices()
     _check_holes_blank(user_table["user_idx"].to_numpy(np.int64), user_emb, seen)
     config = index_config if isinstance(index_config, IndexConfig) else IndexConfig.from_mapping(index_config)
-    if tfidf is not None and tfidf.dim != dim:
-        raise BundleError(f"tfidf: a vocabulary of {tfidf.dim} columns cannot encode {dim}-d retrieval vectors")
+    check_retrieval_text(
+        content_model,
+        None if tfidf is None else tfidf.dim,
+        None if content is None else content.encoder.dim,
+        int(dim),
+        "content_model/tfidf",
+    )
     if item_item is not None:
         if ranker_onnx is not None:
             raise BundleError("a bundle has one re-ranker: pass ranker_onnx or item_item, not both")
@@ -315,6 +326,7 @@ def write_bundle(
             erased_users=erased_users,
             content=content_info,
             tfidf=tfidf_info,
+            content_model=content_model,
         )
         _write_manifest(tmp, manifest)
         if check is not None:

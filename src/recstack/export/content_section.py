@@ -10,6 +10,9 @@ Every row is encoded by the exported ``text_encoder.onnx`` through the serving c
 (:class:`~recstack.bundle.text_encoder.TextEncoder`), so catalogue items and items added later are encoded by the one
 function; its parity with sentence-transformers is checked on up to ``parity_samples`` catalogue texts (a seeded
 sample) before anything is written. Empty texts get the fallback vector (:func:`recstack.bundle.content.fallback_vector`).
+For a content retrieval run with a MiniLM block (``encoder=minilm`` or ``both``) this encoder is also what serving
+builds a live item's retrieval vector with, so export checks the catalogue rows against the model's item vectors too
+(:func:`recstack.export.exporter.content_parity`).
 """
 
 from __future__ import annotations

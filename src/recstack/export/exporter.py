@@ -9,8 +9,10 @@ a Wide & Deep run gives ``ranker.onnx``, parity-checked; an item-item run (EASE:
 (:mod:`recstack.bundle.item_item`). Optionally the content section: MiniLM exported to ONNX (parity-checked
 against sentence-transformers), the text vectors of the catalogue and of the items upserted live, and their own index
 (:mod:`recstack.export.content_section`).
-A content (TF-IDF) retrieval run also gives its fitted vectorizer as plain data (:mod:`recstack.bundle.tfidf`,
-:func:`tfidf_state`), so serving encodes items added live with the model's own vocabulary.
+A content retrieval run also records how its item vectors are made from item text (``manifest.content_model``:
+encoder and MiniLM weight; :mod:`recstack.bundle.content_encoding`) and, when they hold a TF-IDF block, its fitted
+vectorizer as plain data (:mod:`recstack.bundle.tfidf`), so serving encodes items added live exactly as the model does;
+a MiniLM block comes from the content section's encoder, which such a run therefore needs (:func:`content_parity`).
 Users erased since training are left out of all of it, and the written bundle is checked for them before it is moved
 into place (:mod:`recstack.export.erasure`).
 
@@ -32,9 +34,12 @@ import scipy.sparse as sp
 import torch
 from omegaconf import OmegaConf
 
+from recstack.bundle.content_encoding import block_names, combine_blocks
 from recstack.bundle.contract import INPUT_NAMES
 from recstack.bundle.item_item import DEFAULT_MAX_MEMORY_GB, check_item_item_bound
 from recstack.bundle.layout import BundleError
+from recstack.bundle.manifest import ContentModelInfo, check_text_encoder_for
+from recstack.bundle.text_encoder import PARITY_MIN_COSINE
 from recstack.bundle.tfidf import TfidfEncoder, TfidfState
 from recstack.bundle.writer import ItemItemPayload, write_bundle
 from recstack.data.item_text import item_text
@@ -123,23 +128,73 @@ def retrieval_vectors(model: Any, *, check_users: int = 64) -> tuple[np.ndarray,
     return users, items
 
 
-def tfidf_state(model: Any, items: Any, item_vectors: np.ndarray) -> TfidfState | None:
-    """The TF-IDF state of a content retrieval model whose item vectors are TF-IDF alone (``encoder=tfidf``;
-    :meth:`~recstack.models.content.ContentRecommender.tfidf_state`), checked: rebuilt from its plain data, it encodes
-    every catalogue item's text (``items``, in ``item_idx`` order) to the exported ``item_vectors``. None for any
-    other model, and for a content model with ``encoder=minilm`` or ``both`` (their bundles hold no TF-IDF state)."""
-    state = model.tfidf_state() if hasattr(model, "tfidf_state") else None
-    if state is None:
-        return None
-    encoded = TfidfEncoder(state).encode([item_text(row) for row in items.to_dict("records")])
-    diff = float(np.max(np.abs(encoded - item_vectors))) if len(encoded) else 0.0
-    if encoded.shape != item_vectors.shape or diff > TFIDF_ATOL:
+def content_model_info(model: Any) -> ContentModelInfo | None:
+    """How a content retrieval model makes its item vectors from text
+    (:meth:`~recstack.models.content.ContentRecommender.content_model_info`); None for any other model."""
+    return model.content_model_info() if hasattr(model, "content_model_info") else None
+
+
+def content_parity(
+    info: ContentModelInfo,
+    tfidf: TfidfState | None,
+    items: Any,
+    item_vectors: np.ndarray,
+    minilm: np.ndarray | None,
+    unchanged: np.ndarray | None = None,
+) -> float:
+    """Check that the bundle rebuilds a content model's item vectors from text as serving will
+    (:mod:`recstack.bundle.content_encoding`): the TF-IDF block from ``tfidf`` rebuilt from its plain data, the MiniLM
+    block from ``minilm`` (the content section's catalogue rows, its ONNX encoder's vectors), combined, against the
+    exported ``item_vectors`` of ``items`` (the catalogue, ``item_idx`` order). The TF-IDF columns must agree within
+    :data:`TFIDF_ATOL` (the same function of the same vocabulary), every whole row to a cosine of at least
+    :data:`~recstack.bundle.text_encoder.PARITY_MIN_COSINE` (the ONNX encoder against the model's sentence-transformers
+    vectors); ``unchanged`` (bool per catalogue row; None: all) leaves out rows whose text an upsert changed, whose
+    content vector is the new text's. Returns the least cosine; :class:`ExportError` on any miss."""
+    names = block_names(info.encoder)
+    n = len(item_vectors)
+    texts = [item_text(row) for row in items.to_dict("records")]
+    blocks: list[np.ndarray] = []
+    tfidf_width = 0
+    for name in names:
+        if name == "tfidf":
+            if tfidf is None:
+                raise ExportError(f"content model encoder={info.encoder}: it gave no TF-IDF state")
+            block = TfidfEncoder(tfidf).encode(texts)
+            tfidf_width = block.shape[1]
+        else:
+            if minilm is None:
+                raise ExportError(f"content model encoder={info.encoder}: no content section to take MiniLM from")
+            block = np.asarray(minilm, dtype=np.float32)
+        if len(block) != n:
+            raise ExportError(f"content model: {len(block)} {name} rows for {n} item vectors")
+        blocks.append(block)
+    expected = combine_blocks(info.encoder, info.minilm_weight, blocks)
+    if expected.shape != item_vectors.shape:
         raise ExportError(
-            f"{type(model).__name__}: the TF-IDF vectorizer rebuilt from its plain data encodes the catalogue to "
-            f"{encoded.shape} vectors differing by {diff:.3g} from the model's {item_vectors.shape} item vectors; a "
-            "setting that changes transform() is not written (recstack.bundle.tfidf.SETTINGS)"
+            f"content model encoder={info.encoder}: the bundle rebuilds {expected.shape} vectors from item text "
+            f"(blocks {[b.shape[1] for b in blocks]}), the model's item vectors are {item_vectors.shape}; the content "
+            "section's text encoder must be the model's MiniLM"
         )
-    return state
+    diff = float(np.max(np.abs(expected[:, :tfidf_width] - item_vectors[:, :tfidf_width]))) if n and tfidf_width else 0
+    if diff > TFIDF_ATOL:
+        raise ExportError(
+            f"content model: the TF-IDF vectorizer rebuilt from its plain data encodes the catalogue to vectors "
+            f"differing by {diff:.3g} from the model's; a setting that changes transform() is not written "
+            "(recstack.bundle.tfidf.SETTINGS)"
+        )
+    keep = np.ones(n, dtype=bool) if unchanged is None else np.asarray(unchanged, dtype=bool)
+    a, b = expected[keep].astype(np.float64), item_vectors[keep].astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosines = np.einsum("ij,ij->i", a, b) / np.where(norms > 0, norms, 1.0)
+    least = float(cosines.min()) if len(cosines) else 1.0
+    if least < PARITY_MIN_COSINE:
+        worst = int(np.flatnonzero(keep)[int(np.argmin(cosines))])
+        raise ExportError(
+            f"content model encoder={info.encoder}: the bundle rebuilds item {worst}'s vector from its text "
+            f"({texts[worst]!r}) to a cosine of {least:.6f} with the model's (< {PARITY_MIN_COSINE}); the content "
+            "section's text encoder must be the model's MiniLM, on the same item text"
+        )
+    return least
 
 
 def item_text_vectors(split: Any, cache_dir: str | Path) -> np.ndarray | None:
@@ -187,9 +242,12 @@ def export_run(
     ``content``: also write the content section (:mod:`recstack.export.content_section`: MiniLM exported to ONNX,
     the catalogue's and the upserted items' text vectors and their index); None: none.
 
-    A content run with ``encoder=tfidf`` also writes its TF-IDF vectorizer as plain data (:func:`tfidf_state`;
-    ``tfidf.json``, ``tfidf_idf.npy``), with which serving encodes items added live exactly; ``minilm`` and ``both``
-    write none (serving estimates their live items' vectors from text neighbours, as for MF or LightGCN).
+    A content run also writes how its item vectors are made from text (``manifest.content_model``) and, for
+    ``encoder=tfidf`` or ``both``, its TF-IDF vectorizer as plain data (``tfidf.json``, ``tfidf_idf.npy``), with which
+    serving encodes items added live exactly (:mod:`recstack.bundle.content_encoding`), checked before anything is
+    written (:func:`content_parity`, recorded as ``content_model_parity_min_cosine``). ``minilm`` and ``both`` take
+    their MiniLM block from the content section's encoder: such a run exported without ``content`` is refused
+    (:class:`~recstack.bundle.layout.BundleError`) as soon as the run is loaded.
 
     ``erasures``: the users to leave out (:class:`~recstack.export.erasure.Erasures`; ``recstack-export`` reads them
     from the lake and Redis); a bundle still holding one of them is refused with
@@ -210,6 +268,8 @@ def export_run(
         except BundleError as exc:
             raise ExportError(str(exc)) from None
     kind = model_kind(run.config)
+    content_model = content_model_info(run.model)
+    check_text_encoder_for(content_model, content is not None, f"{run_dir}")  # before minutes of exporting
     split = run.split
     users = split.users.sort_values("user_idx").reset_index(drop=True)
     seen_items = seen_matrix(split, seen)
@@ -225,7 +285,7 @@ def export_run(
     users_vec, items_vec = retrieval_vectors(run.model)
     items = split.items.sort_values("item_idx").reset_index(drop=True).copy()
     items["popularity"] = split.item_popularity.astype(np.int64)
-    tfidf = tfidf_state(run.model, items, items_vec)
+    tfidf = run.model.tfidf_state() if content_model is not None else None
     redacted = redact_users(users, users_vec, seen_items, erasures)
     if len(redacted.erased):
         log.info("%d erased user(s) left out of the bundle", len(redacted.erased))
@@ -293,6 +353,13 @@ def export_run(
 
             content_payload = build_content(items, tmp, content)
             metrics["text_encoder_parity_min_cosine"] = content_payload.encoder.parity_min_cosine
+        if content_model is not None:
+            minilm, unchanged = None, None
+            if content_payload is not None:
+                minilm = content_payload.vectors[: len(items)]
+                unchanged = content_payload.items["updated_ms"].to_numpy(np.int64)[: len(items)] == 0
+            least = content_parity(content_model, tfidf, items, items_vec, minilm, unchanged)
+            metrics["content_model_parity_min_cosine"] = least
         out = write_bundle(
             out_dir,
             model_kind=kind,
@@ -311,6 +378,7 @@ def export_run(
             content=content_payload,
             item_item=item_item,
             tfidf=tfidf,
+            content_model=content_model,
             check=partial(check_no_erased_users, erasures=erasures),
         )
     log.info("bundle written to %s", out)

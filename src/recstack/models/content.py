@@ -11,6 +11,10 @@ the item's text (:func:`~recstack.models.text_encoder.item_text`: title, categor
 * ``both``: the two L2-normalised blocks side by side, scaled by ``sqrt(1 - minilm_weight)`` and ``sqrt(minilm_weight)``,
   so a row stays unit length and the item-item cosine is ``(1 - w) cos_tfidf + w cos_minilm``.
 
+The blocks are combined by :func:`recstack.bundle.content_encoding.combine_blocks`, serving's function too: an exported
+bundle records the encoder and weight (``manifest.content_model``) beside the TF-IDF state, and its content section's
+ONNX MiniLM encoder gives the MiniLM block, so an item added live gets the vector this model would give it.
+
 Fallback: an item whose text is empty (no title, categories, year or tags) gets, in every block, the mean of the other
 items' vectors (re-normalised): "an average item". An item whose text has no term of the TF-IDF vocabulary (only stop
 words, or only categories and words no item had when the vocabulary was fitted, e.g. an unknown category of an item
@@ -31,20 +35,22 @@ sparse weight matrix, so nothing of size ``n_users x dim`` is kept.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Self
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from recstack.bundle.content_encoding import CONTENT_ENCODERS, block_names, combine_blocks
+from recstack.bundle.manifest import ContentEncoder, ContentModelInfo
 from recstack.bundle.tfidf import TfidfState, tfidf_rows
 from recstack.data.prepared import PreparedSplit
 from recstack.models.base import Recommender
 from recstack.models.text_encoder import item_text
 
-Encoder = Literal["tfidf", "minilm", "both"]
-ENCODERS: tuple[str, ...] = ("tfidf", "minilm", "both")
+Encoder = ContentEncoder  # the bundle's names (recstack.bundle.content_encoding): one list, for model and serving
+ENCODERS: tuple[str, ...] = CONTENT_ENCODERS
 _DAY_SECONDS = 86_400.0
 
 
@@ -143,7 +149,7 @@ class ContentRecommender(Recommender):
     @property
     def uses(self) -> tuple[str, ...]:
         """The blocks this encoder builds, in column order."""
-        return {"tfidf": ("tfidf",), "minilm": ("minilm",), "both": ("tfidf", "minilm")}[self.encoder]
+        return block_names(self.encoder)
 
     def fit(self, split: PreparedSplit) -> Self:
         items = split.items.sort_values("item_idx")
@@ -209,22 +215,25 @@ class ContentRecommender(Recommender):
                 block = encode_items(items, cache_dir=self.text_cache_dir, progress=False)
             block, self._means[name] = fill_empty_rows(block, empty, self._means.get(name))
             blocks.append(block)
-        if len(blocks) == 1:
-            return blocks[0]
-        w = self.minilm_weight
-        return np.hstack([np.sqrt(1.0 - w) * blocks[0], np.sqrt(w) * blocks[1]]).astype(np.float32)
+        # serving's formula too (recstack.bundle.content_encoding), so a live item gets exactly this vector
+        return combine_blocks(self.encoder, self.minilm_weight, blocks)
 
     def tfidf_state(self) -> TfidfState | None:
         """The fitted TF-IDF vectorizer and its fallback as plain data (:mod:`recstack.bundle.tfidf`), which
         ``recstack-export`` writes into the bundle so serving encodes items added live exactly as :meth:`encode`
-        does; a read-only copy. None for ``encoder=minilm`` or ``both``: their vectors hold a MiniLM block the
-        vocabulary cannot rebuild, so their bundles hold no TF-IDF state and serving estimates a live item's vector
-        from its text neighbours, as for any other model."""
+        does (the TF-IDF block, for ``encoder=both``); a read-only copy. None for ``encoder=minilm``, which has no
+        TF-IDF block."""
         if self.item_vectors is None:
             raise RuntimeError("ContentRecommender is not fitted; call fit(split) first")
-        if self.encoder != "tfidf":
+        if "tfidf" not in self.uses:
             return None
         return TfidfState.from_vectorizer(self._vectorizer, self._means["tfidf"])
+
+    def content_model_info(self) -> ContentModelInfo:
+        """How :meth:`encode` makes an item's vector from its text, for the bundle's manifest (``content_model``):
+        with the TF-IDF state (:meth:`tfidf_state`) and the content section's MiniLM encoder, serving encodes items
+        added live exactly (:mod:`recstack.bundle.content_encoding`)."""
+        return ContentModelInfo(encoder=self.encoder, minilm_weight=float(self.minilm_weight))
 
     def user_vectors(self, users: np.ndarray | torch.Tensor) -> np.ndarray:
         """The users' profile vectors, float32 unit rows ``(len(users), dim)`` (see the module docstring)."""
@@ -259,7 +268,8 @@ class ContentRecommender(Recommender):
 
     def user_embeddings(self) -> torch.Tensor:
         """Every user's profile vector: with :meth:`item_embeddings`, dot products are :meth:`score_all`'s cosines, so
-        ``recstack-export`` serves this model from a FAISS index over its item vectors (TF-IDF in the bundle)."""
+        ``recstack-export`` serves this model from a FAISS index over its item vectors (how they are made from text
+        in the bundle: :meth:`content_model_info`)."""
         return torch.from_numpy(self.user_vectors(np.arange(self.n_users)))
 
     def item_embeddings(self) -> torch.Tensor:

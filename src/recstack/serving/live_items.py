@@ -6,17 +6,21 @@ An upsert (:class:`~recstack.collect.catalogue.ItemUpsert`) becomes, in this wor
   encoder run on :func:`~recstack.data.item_text.item_text` here; an item with no text at all gets the content
   section's fallback (the catalogue's mean direction, :func:`recstack.bundle.content.fallback_vector`);
 * a row of the content index (FAISS ``add``; the item's previous row, if any, is dead from then on);
-* for an item the collaborative model does not know, a retrieval vector. A content (TF-IDF) bundle's retrieval vectors
-  are TF-IDF vectors of item text (``manifest.tfidf``), so the item gets its exact one, the model's own vocabulary
-  encoding its :func:`~recstack.data.item_text.item_text` (:mod:`recstack.bundle.tfidf`). Any other bundle's is
-  estimated from its ``neighbours`` nearest catalogue items by text: their trained vectors averaged with softmax
-  weights ``exp((cosine - best) / 0.05)`` (:data:`TEMPERATURE`: MiniLM gives most titles of one catalogue cosines of
-  0.5-0.8 with each other, so plain cosine weights would average half the catalogue; this keeps the nearest few),
-  rescaled to their mean norm (so the estimate scores like its neighbours instead of shrinking toward zero as
-  averages of vectors do). The neighbours are reported either way. The item is
-  then added to the retrieval index (:meth:`recstack.serving.pipeline.Pipeline.upsert_item`): a user whose trained
-  vector or recent activity points at those neighbours retrieves it in the next request; and the pipeline's content
-  stage brings it to users whose recent items (or history) read like it, however weak its neighbours' vectors are.
+* for an item the collaborative model does not know, a retrieval vector. A content bundle's retrieval vectors are a
+  pure function of item text (``manifest.content_model``; a bundle from before it with ``manifest.tfidf`` alone is
+  ``encoder=tfidf``), so the item gets its exact one from its :func:`~recstack.data.item_text.item_text`, for every
+  encoder (:mod:`recstack.bundle.content_encoding`): ``tfidf``, the model's own vocabulary
+  (:mod:`recstack.bundle.tfidf`); ``minilm``, the item's text vector above (the content section's ONNX MiniLM,
+  parity-checked at export against the model's vectors); ``both``, the two blocks weighted by the model's
+  ``minilm_weight``. Any other bundle's (MF, LightGCN) is estimated from its ``neighbours`` nearest catalogue items by
+  text: their trained vectors averaged with softmax weights ``exp((cosine - best) / 0.05)`` (:data:`TEMPERATURE`:
+  MiniLM gives most titles of one catalogue cosines of 0.5-0.8 with each other, so plain cosine weights would average
+  half the catalogue; this keeps the nearest few), rescaled to their mean norm (so the estimate scores like its
+  neighbours instead of shrinking toward zero as averages of vectors do). The neighbours are reported either way.
+  The item is then added to the retrieval index (:meth:`recstack.serving.pipeline.Pipeline.upsert_item`): a user
+  whose trained vector or recent activity points at those neighbours (or, in a content bundle, whose profile reads
+  like its text) retrieves it in the next request; and the pipeline's content stage brings it to users whose recent
+  items (or history) read like it, however weak its neighbours' vectors are.
   A catalogue item keeps its trained vector; its title, categories and text vector change.
 
 Versions (the Redis log id) make applying idempotent: a record not newer than what this worker holds for the item
@@ -32,9 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from recstack.bundle.content import ContentSection
+from recstack.bundle.content_encoding import ContentTextEncoder
 from recstack.bundle.layout import BundleError
+from recstack.bundle.manifest import ContentModelInfo
 from recstack.bundle.reader import Bundle
-from recstack.bundle.tfidf import TfidfEncoder, TfidfState
+from recstack.bundle.tfidf import TfidfState
 from recstack.collect.catalogue import ItemUpsert, parse_version
 from recstack.serving.growing import GrowingRows
 from recstack.serving.pipeline import Pipeline
@@ -65,9 +71,12 @@ class LiveItems:
         *,
         neighbours: int = 20,
         tfidf: TfidfState | None = None,
+        content_model: ContentModelInfo | None = None,
     ) -> None:
-        """``tfidf``: the bundle's TF-IDF state when its retrieval vectors are TF-IDF (``Bundle.tfidf``); then a new
-        item's retrieval vector is its exact TF-IDF vector. :meth:`from_bundle` passes everything from a bundle."""
+        """``content_model``: how the bundle's retrieval vectors are made from item text
+        (``Bundle.manifest.retrieval_encoding``), with ``tfidf``, its TF-IDF state (``Bundle.tfidf``) when it has a
+        TF-IDF block; then a new item's retrieval vector is its exact one. ``tfidf`` alone means ``encoder=tfidf``.
+        :meth:`from_bundle` passes everything from a bundle."""
         if neighbours < 1:
             raise ValueError(f"neighbours={neighbours} must be at least 1")
         self.pipeline = pipeline
@@ -78,12 +87,18 @@ class LiveItems:
         self.n_neighbours = neighbours
         self.index = content.index
         self.fallback = content.fallback()
-        self.tfidf = None if tfidf is None else TfidfEncoder(tfidf)
-        if self.tfidf is not None and self.tfidf.dim != pipeline.item_embeddings.shape[1]:
+        if content_model is None and tfidf is not None:
+            content_model = ContentModelInfo(encoder="tfidf", minilm_weight=0.0)
+        self.text_retrieval = (
+            None if content_model is None else ContentTextEncoder(content_model, tfidf, minilm_dim=self.dim)
+        )
+        if self.text_retrieval is not None and self.text_retrieval.dim != pipeline.item_embeddings.shape[1]:
             raise BundleError(
-                f"a TF-IDF vocabulary of {self.tfidf.dim} columns, retrieval vectors of "
-                f"{pipeline.item_embeddings.shape[1]}: the pipeline is not this bundle's"
+                f"a content model (encoder={content_model.encoder}) making {self.text_retrieval.dim}-d vectors, "
+                f"retrieval vectors of {pipeline.item_embeddings.shape[1]}: the pipeline is not this bundle's"
             )
+        # The TF-IDF block's encoder (None without one), e.g. for its fallback.
+        self.tfidf = None if self.text_retrieval is None else self.text_retrieval.tfidf
         items = content.items
         self.row_ids = GrowingRows(items["item_id"].astype(str).to_numpy(object))  # content row -> item id
         self.rows: dict[str, int] = {item: i for i, item in enumerate(self.row_ids.view)}
@@ -101,11 +116,18 @@ class LiveItems:
     @classmethod
     def from_bundle(cls, pipeline: Pipeline, bundle: Bundle, *, neighbours: int = 20) -> LiveItems:
         """The live catalogue of ``bundle`` (which needs a content section) on its ``pipeline``: its content section,
-        its encoder's digest as the encoder id, and its TF-IDF state, if any."""
+        its encoder's digest as the encoder id, and how its retrieval vectors are made from text, if they are."""
         if bundle.content is None:
             raise BundleError(f"{bundle.root}: no content section; live items need one (export with content.enabled)")
         encoder_id = bundle.manifest.files[bundle.content.info.encoder.file]
-        return cls(pipeline, bundle.content, encoder_id, neighbours=neighbours, tfidf=bundle.tfidf)
+        return cls(
+            pipeline,
+            bundle.content,
+            encoder_id,
+            neighbours=neighbours,
+            tfidf=bundle.tfidf,
+            content_model=bundle.manifest.retrieval_encoding,
+        )
 
     @property
     def n_live(self) -> int:
@@ -195,10 +217,13 @@ class LiveItems:
     def _retrieval_vector(
         self, text: str, vector: np.ndarray, skip: str | None = None
     ) -> tuple[np.ndarray, tuple[str, ...]]:
-        """The retrieval vector of an item the collaborative model does not know (module docstring): exact TF-IDF in
-        a content (TF-IDF) bundle, else :meth:`_estimate`; and its nearest catalogue items by text, either way."""
+        """The retrieval vector of an item the collaborative model does not know (module docstring): exact in a
+        content bundle (from ``text`` and its text ``vector``, the MiniLM block), else :meth:`_estimate`; and its
+        nearest catalogue items by text, either way."""
         estimate, neighbours = self._estimate(vector, skip)
-        return (estimate if self.tfidf is None else self.tfidf.encode_one(text)), neighbours
+        if self.text_retrieval is None:
+            return estimate, neighbours
+        return self.text_retrieval.encode_one(text, vector), neighbours
 
     def _estimate(self, vector: np.ndarray, skip: str | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
         """The retrieval vector of an item from its text neighbours (module docstring), and their ids."""
