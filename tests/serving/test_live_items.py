@@ -182,3 +182,50 @@ def test_offline_history_is_what_the_content_stage_reads(content_bundle: Path) -
         query = Query(user_id=user, k=20, rerank=False, exclude_seen=False)
         assert 15 not in pipeline.recommend(query, history=nothing).items  # no history: no content candidates
     assert 15 in pipeline.recommend(Query(user_id="u0", k=20, rerank=False, exclude_seen=False), history=horror).items
+
+
+def test_content_trust_moves_a_cold_candidates_ranker_score_by_its_text_match(content_bundle: Path) -> None:
+    """The re-ranker cannot score a cold item: at content trust 0 it gets the mean of the other candidates' ranker
+    scores, at trust c that mean plus c standard deviations times its content z (so a close text match can hold a
+    re-ranked slot); targeting that restricts the candidates drops the content z."""
+    bundle = Bundle.load(content_bundle)
+    assert bundle.content is not None
+    bundle.items.loc[bundle.items["item_idx"] == 15, "popularity"] = 0  # i15: a Horror movie
+    horror = np.array([3, 7, 11], np.int64)
+    positions = {}
+    for trust in (0.0, 1.0):
+        config = PipelineConfig(n_candidates=50, max_recent=20, rerank_weight=1.0, content_trust=trust)
+        pipeline = Pipeline.from_bundle(bundle, config)
+        pipeline.attach_content(bundle.content.vectors[: bundle.content.info.n_catalogue])
+        answer = pipeline.recommend(Query(user_id="u3", k=30, exclude_seen=False), history=horror)
+        assert answer.stage == "rerank"
+        ranked = answer.items.tolist()
+        positions[trust] = ranked.index(15) if 15 in ranked else len(ranked)
+        known = np.array([True, True, True, False])
+        unknown = pipeline._unknown_scores(np.array([1.0, 2.0, 3.0], np.float32), known, np.array([0, 0, 0, 2.0]))
+        assert unknown == pytest.approx([2.0 + trust * float(np.std([1.0, 2.0, 3.0])) * 2.0])
+    assert positions[1.0] < positions[0.0], positions  # its text matches the history: trust moves it up
+    # A bundle without a tuned trust reads 0 (the ranker's mean, as before content trust existed).
+    assert Pipeline.from_bundle(bundle, PipelineConfig()).config.content_trust == 0.0
+
+
+def test_content_trust_is_tuned_on_validation_where_it_judges_cold_items(
+    content_bundle: Path, serving_split: PreparedSplit
+) -> None:
+    """With a content section and a cold item judged by the validation split, the blend tuning also picks the content
+    trust on validation (at the chosen weight, ties to the smaller) and records it; without one it is left untuned."""
+    from recstack.bundle.manifest import Blend
+    from recstack.offline.blend import CONTENT_GRID, tune_blend_weight
+
+    plain = tune_blend_weight(Bundle.load(content_bundle), serving_split)
+    assert plain.content_trust is None and plain.content_grid == ()  # every item trained: nothing to judge
+    bundle = Bundle.load(content_bundle)
+    cold = int(serving_split.valid["item_idx"].value_counts().index[0])  # the item validation judges most
+    bundle.items.loc[bundle.items["item_idx"] == cold, "popularity"] = 0
+    tuned = tune_blend_weight(bundle, serving_split)
+    assert tuned.content_trust is not None and [c for c, _ in tuned.content_grid] == list(CONTENT_GRID)
+    scores = dict(tuned.content_grid)
+    assert scores[tuned.content_trust] == max(scores.values())
+    assert Blend.from_dict(tuned.to_dict()) == tuned and Blend.from_dict(plain.to_dict()) == plain
+    with pytest.raises(ValueError, match="content_trust"):
+        Blend(weight=0.5, metric="valid/ndcg@10", grid=(), content_trust=1.5)

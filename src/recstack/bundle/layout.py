@@ -34,9 +34,10 @@ A bundle holds what serving needs and nothing more about people:
   new items, ``text_encoder.onnx`` with its ``tokenizer.json`` (:mod:`recstack.bundle.text_encoder`).
 * The TF-IDF state (optional, ``manifest.tfidf``; :mod:`recstack.bundle.tfidf`): when the retrieval vectors are a
   content model's with a TF-IDF block (``manifest.content_model``: ``encoder`` tfidf or both; a minilm or both model's
-  MiniLM block is the content section's text vector, :mod:`recstack.bundle.content_encoding`), the fitted vectorizer as plain data, so serving encodes an item added live exactly as the
-  model encoded the catalogue: ``tfidf.json`` (the vocabulary, term -> column; the settings ``transform`` reads; the
-  vector of an item without usable text) and ``tfidf_idf.npy`` (the idf weights, one per column).
+  MiniLM block is the content section's text vector, :mod:`recstack.bundle.content_encoding`), the fitted vectorizer
+  as plain data, so serving encodes an item added live exactly as the model encoded the catalogue: ``tfidf.json``
+  (the vocabulary, term -> column; the settings ``transform`` reads; the vector of an item without usable text) and
+  ``tfidf_idf.npy`` (the idf weights, one per column).
 
 Item-side numbers (popularity, item vectors, the ranker's item and context tables, the item-item weights) are
 aggregates over every training user, erased ones included, until the model is retrained on data without them.

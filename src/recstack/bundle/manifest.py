@@ -72,29 +72,48 @@ class IndexInfo:
 @dataclass(frozen=True)
 class Blend:
     """How much the ranker counts in the served order, ``(1 - w) * z(retrieval) + w * z(ranker)``, and the validation
-    grid it was chosen on: ``(weight, metric value)`` per weight tried."""
+    grid it was chosen on: ``(weight, metric value)`` per weight tried. ``content_trust``: how far a live or cold
+    item's content z moves its ranker score (:class:`recstack.serving.pipeline.PipelineConfig`), with its own grid at
+    the chosen weight; None when it was not tuned (no content section, or no validation interaction with an item the
+    model did not train on)."""
 
     weight: float
     metric: str
     grid: tuple[tuple[float, float], ...]
+    content_trust: float | None = None
+    content_grid: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"blend weight {self.weight} must be in [0, 1]")
         if self.grid and self.weight not in {w for w, _ in self.grid}:
             raise ValueError(f"blend weight {self.weight} is not one of the grid's weights {[w for w, _ in self.grid]}")
+        if self.content_trust is not None and not 0.0 <= self.content_trust <= 1.0:
+            raise ValueError(f"content_trust {self.content_trust} must be in [0, 1]")
 
     @property
     def scores(self) -> dict[float, float]:
         return dict(self.grid)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"weight": self.weight, "metric": self.metric, "grid": [[w, s] for w, s in self.grid]}
+        out: dict[str, Any] = {"weight": self.weight, "metric": self.metric, "grid": [[w, s] for w, s in self.grid]}
+        if self.content_trust is not None:
+            out["content_trust"] = self.content_trust
+            out["content_grid"] = [[c, s] for c, s in self.content_grid]
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Blend:
         grid = tuple((float(w), float(s)) for w, s in raw.get("grid", ()))
-        return cls(weight=float(raw["weight"]), metric=str(raw["metric"]), grid=grid)
+        trust = raw.get("content_trust")
+        content_grid = tuple((float(c), float(s)) for c, s in raw.get("content_grid", ()))
+        return cls(
+            weight=float(raw["weight"]),
+            metric=str(raw["metric"]),
+            grid=grid,
+            content_trust=None if trust is None else float(trust),
+            content_grid=content_grid,
+        )
 
 
 RankerKind = Literal["onnx", "item_item"]

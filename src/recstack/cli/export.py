@@ -105,6 +105,8 @@ def export_from_config(cfg: DictConfig) -> Path:
         blend = _tune_without_fold_in(cfg, out) if folds_in_validation(cfg) else tune_blend(out, Path(cfg.run))
         if blend is not None:
             log.info("re-ranker blend weight %.1f (%s %s)", blend.weight, blend.metric, blend.scores)
+            if blend.content_trust is not None:
+                log.info("content trust %.2f for cold items (%s)", blend.content_trust, dict(blend.content_grid))
     if cfg.store:
         from recstack.export.model_store import save_to_store
 
@@ -115,12 +117,13 @@ def export_from_config(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
 def main(cfg: DictConfig) -> None:
+    from recstack.bundle.layout import BundleError
     from recstack.export.erasure import ErasureError
     from recstack.export.exporter import ExportError
 
     try:
         out = export_from_config(cfg)
-    except (ErasureError, ExportError) as exc:
+    except (BundleError, ErasureError, ExportError) as exc:
         print(f"recstack-export: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_REFUSED)
     print(f"bundle: {out}")

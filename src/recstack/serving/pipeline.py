@@ -18,15 +18,16 @@ rankings, the ranker session. Imports stay serving-light: numpy, scipy, faiss/on
 Live items (``POST /items``, :mod:`recstack.serving.live_items`): :meth:`Pipeline.upsert_item` appends an item the
 bundle does not hold, with a collaborative vector estimated from its content neighbours, to the per-item arrays and
 to the retrieval index (FAISS ``add``, no rebuild), so the next request retrieves it like any other item. The ranker
-knows only the bundle's items: a live candidate gets the mean ranker score of the others (z = 0 in the blend), and
-live items in a history add nothing to the item-item scores.
+knows only the bundle's items: a live candidate gets the mean ranker score of the others, moved by ``content_trust``
+times its content z (below; 0 by default: z = 0 in the blend), and live items in a history add nothing to the
+item-item scores.
 A live item upserted again gets a new row; the old one is dead (excluded from every search). Rows of bundle items keep
 their trained vector; an upsert changes their title, categories and text vector only.
 
 Cold catalogue items: a bundle item without a training interaction (a catalogue item nobody had used before the
 training split, e.g. ``split=new_items``) has an untrained vector and no ranker weights. Once content vectors are
 attached it is served as a live item is: left out of the collaborative search, brought in by the content stage,
-given the mean ranker score. Without a content section it stays in the search as before.
+given the ranker score a live item gets. Without a content section it stays in the search as before.
 
 The content stage (with content vectors attached, and only while live or cold items exist): a vector estimated from
 neighbours serves items like their neighbours, which for a tail item is not enough to reach the user whose history
@@ -35,6 +36,13 @@ recent items, else up to ``max_recent`` trained ones) is computed, the most simi
 and each is scored on the retrieval scale by that similarity's z-score among the retrieved candidates' own:
 ``mean(r) + std(r) * (sim - mean(sims)) / std(sims)``. A live item that reads like the user's history far more than
 the usual candidate ranks near the top; a loose match ranks mid-list.
+
+The re-ranker cannot score a live or cold item, so without more it would sit at z = 0 on the ranker's side of the
+blend, which in practice drops it from a re-ranked top-k however well its text matches. ``content_trust`` (``c``,
+0..1) gives it the ranker score ``mean(k) + c * std(k) * z``, with ``z`` its content z above: 0 keeps it at the mean,
+1 trusts its text match as much on the ranker's scale as on retrieval's. It is tuned on the validation split at export
+with the blend weight where the validation split judges items without a training interaction
+(:func:`recstack.offline.blend.tune_blend_weight`), and recorded in ``manifest.ranker.blend.content_trust``.
 """
 
 from __future__ import annotations
@@ -100,6 +108,9 @@ class PipelineConfig:
     """Share of the ranker in the final order, 0..1: ``(1 - w) * z(retrieval) + w * z(ranker)``, both z-scored over
     the candidates. None: the value tuned on the validation split at export (``manifest.ranker.blend.weight``),
     else 1 (the ranker alone)."""
+    content_trust: float | None = None
+    """How far a live or cold candidate's content z moves its ranker score from the others' mean, 0..1 (module
+    docstring). None: the value tuned on validation at export (``manifest.ranker.blend.content_trust``), else 0."""
     max_recent: int = field(default_factory=lambda: int(serve_yaml_default("recent_max")))
     """Recent events read for fold-in and exclusion (serve.yaml ``recent_max``)."""
     event_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_EVENT_WEIGHTS)
@@ -329,6 +340,9 @@ class Pipeline:
         if config.rerank_weight is None:
             tuned = None if ranker_info is None or ranker_info.blend is None else ranker_info.blend.weight
             config = replace(config, rerank_weight=1.0 if tuned is None else tuned)
+        if config.content_trust is None:
+            trust = None if ranker_info is None or ranker_info.blend is None else ranker_info.blend.content_trust
+            config = replace(config, content_trust=0.0 if trust is None else trust)
         if ranker is None and ranker_info is not None:
             if ranker_info.kind == "item_item":
                 if bundle.item_item is None:
@@ -413,6 +427,7 @@ class Pipeline:
         t1 = time.perf_counter()
         observe("user_vector", t1 - t0)
 
+        content_z: np.ndarray | None = None  # per candidate: its content z when the content stage brought it
         if vector is not None:
             candidates, cand_scores = self._retrieve(vector, k, searched, include, exclude_cats, observe)
             stage: Stage = "retrieval"
@@ -422,7 +437,7 @@ class Pipeline:
                     read = np.asarray(history, dtype=np.int64)
                 else:
                     read = recent_items if len(recent_items) else self._seen(user_row)
-                candidates, cand_scores = self._live_by_content(
+                candidates, cand_scores, content_z = self._live_by_content(
                     read, candidates, cand_scores, excluded, include, exclude_cats
                 )
                 observe("content", time.perf_counter() - t)
@@ -441,9 +456,13 @@ class Pipeline:
 
         target = query.target
         if target is not None:
+            n_before = len(candidates)
             candidates, cand_scores = self._targeted(
                 target, vector, candidates, cand_scores, excluded, include, exclude_cats
             )
+            if content_z is not None:  # restrict replaced the candidates; boost appended some (no content z)
+                added = np.zeros(len(candidates) - n_before, np.float32)
+                content_z = None if target.mode == "restrict" else np.concatenate([content_z, added])
             if target.mode == "restrict" and vector is None:
                 source = "segment_popularity"  # ordered by the segment's own popularity
 
@@ -456,9 +475,9 @@ class Pipeline:
             if isinstance(self.ranker, ItemItemRanker):
                 read = self._item_history(user_row, recent_items) if history is None else np.asarray(history)
                 if len(read):
-                    ranked = self._rerank_item_item(read, candidates)
+                    ranked = self._rerank_item_item(read, candidates, content_z)
             elif user_row is not None:
-                ranked = self._rerank(user_row, candidates, query.hour, query.dow)
+                ranked = self._rerank(user_row, candidates, query.hour, query.dow, content_z)
             if ranked is not None:
                 w = 1.0 if self.config.rerank_weight is None else self.config.rerank_weight
                 cand_scores = ranked if w >= 1.0 else (1.0 - w) * _zscore(cand_scores) + w * _zscore(ranked)
@@ -516,14 +535,14 @@ class Pipeline:
         excluded: np.ndarray,
         include: np.ndarray | None,
         exclude_cats: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The content stage: live and cold items close in text to the user's recent items (else trained history) join
         the candidates, scored on the retrieval scale by how far their text similarity to that history stands above
         the candidates' own (see the module docstring). A live item already retrieved keeps the higher of its
-        scores."""
+        scores. Also returns each candidate's content z (0 for those it did not bring), for the ranker's side."""
         assert self.content_vectors is not None
         if not len(history) or not len(candidates):
-            return candidates, scores
+            return candidates, scores, None
         # The newest (recent activity is newest first) or, for history, the first few: bounded work per request.
         history = history[: self.config.max_recent]
         known = self.content_vectors[history].T  # (dim, h)
@@ -532,7 +551,7 @@ class Pipeline:
             live = np.concatenate([self.cold_rows, live])
         live = live[self._keep(live, excluded, include, exclude_cats)]
         if not len(live):
-            return candidates, scores
+            return candidates, scores, None
         # An item's text similarity to the history: its best match there (a sequel, a remake, a near-copy of what the
         # user just read counts fully; an average over the history would blur it into the catalogue's common ground).
         live_sims = (self.content_vectors[live] @ known).max(axis=1)
@@ -542,20 +561,24 @@ class Pipeline:
         z = (live_sims - cand_sims.mean()) / max(float(cand_sims.std()), 1e-6)
         on_scale = (float(scores.mean()) + float(scores.std()) * z).astype(np.float32)
         scores = scores.copy()
+        z_of = np.zeros(len(candidates), np.float32)
         position = {int(item): i for i, item in enumerate(candidates.tolist())}
-        extra_items, extra_scores = [], []
-        for item, score in zip(live.tolist(), on_scale.tolist(), strict=True):
+        extra_items, extra_scores, extra_z = [], [], []
+        for item, score, item_z in zip(live.tolist(), on_scale.tolist(), z.tolist(), strict=True):
             at = position.get(item)
             if at is None:
                 extra_items.append(item)
                 extra_scores.append(score)
+                extra_z.append(item_z)
             else:
                 scores[at] = max(scores[at], score)
+                z_of[at] = item_z
         if not extra_items:
-            return candidates, scores
+            return candidates, scores, z_of
         return (
             np.concatenate([candidates, np.asarray(extra_items, np.int64)]),
             np.concatenate([scores, np.asarray(extra_scores, np.float32)]),
+            np.concatenate([z_of, np.asarray(extra_z, np.float32)]),
         )
 
     def _excluded(self, user_row: int | None, recent_items: np.ndarray) -> np.ndarray:
@@ -643,18 +666,29 @@ class Pipeline:
         own = self.item_embeddings[added] @ vector if vector is not None else np.zeros(len(added), np.float32)
         return np.concatenate([candidates, added]), np.concatenate([scores, np.asarray(own, scores.dtype)])
 
-    def _rerank(self, user: int, items: np.ndarray, hour: int, dow: int) -> np.ndarray:
+    def _rerank(
+        self, user: int, items: np.ndarray, hour: int, dow: int, content_z: np.ndarray | None = None
+    ) -> np.ndarray:
         known = self._trained(items)
         if known.all():
             b = len(items)
             return score_ranker(self.ranker, np.full(b, user), items, np.full(b, hour), np.full(b, dow))
-        # Live and cold items: the ranker knows nothing of them; the mean of the others' scores (z = 0 in the blend).
+        # Live and cold items: the ranker knows nothing of them (:meth:`_unknown_scores`).
         scores = np.zeros(len(items), dtype=np.float32)
         if known.any():
             b = int(known.sum())
             scores[known] = score_ranker(self.ranker, np.full(b, user), items[known], np.full(b, hour), np.full(b, dow))
-            scores[~known] = scores[known].mean()
+            scores[~known] = self._unknown_scores(scores[known], known, content_z)
         return scores
+
+    def _unknown_scores(self, known_scores: np.ndarray, known: np.ndarray, content_z: np.ndarray | None) -> np.ndarray:
+        """Ranker scores of the candidates it cannot score (``~known``): the mean of the others', moved by
+        ``content_trust`` times their content z in the others' standard deviations (module docstring)."""
+        mean = float(known_scores.mean())
+        trust = self.config.content_trust or 0.0
+        if content_z is None or trust == 0.0:
+            return np.full(int((~known).sum()), mean, np.float32)
+        return (mean + trust * float(known_scores.std()) * content_z[~known]).astype(np.float32)
 
     def _item_history(self, user_row: int | None, recent_items: np.ndarray) -> np.ndarray:
         """What the item-item ranker reads: the user's seen items in the bundle and their recent activity (binary,
@@ -664,18 +698,20 @@ class Pipeline:
             return seen
         return np.union1d(seen, recent_items).astype(np.int64)
 
-    def _rerank_item_item(self, history: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def _rerank_item_item(
+        self, history: np.ndarray, items: np.ndarray, content_z: np.ndarray | None = None
+    ) -> np.ndarray:
         ranker = self.ranker
         assert isinstance(ranker, ItemItemRanker)
         history = history[self._trained(history)]  # live and cold items have no weights
         known = self._trained(items)
         if known.all():
             return ranker.score(history, items)
-        # As for the ONNX ranker: live and cold candidates get the mean of the others' scores (z = 0 in the blend).
+        # As for the ONNX ranker: live and cold candidates (:meth:`_unknown_scores`).
         scores = np.zeros(len(items), dtype=np.float32)
         if known.any():
             scores[known] = ranker.score(history, items[known])
-            scores[~known] = scores[known].mean()
+            scores[~known] = self._unknown_scores(scores[known], known, content_z)
         return scores
 
 
