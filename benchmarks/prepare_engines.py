@@ -15,6 +15,11 @@ run's wall time would take the whole benchmark past the budget; every engine and
 
 Every run also hashes the prepared rows (stage files and id maps, in order): both engines must give the same hash, or
 the benchmark fails. Results go to ``benchmarks/results/prepare_engines-<UTC time>.json``.
+
+Spark's write path (:func:`run_once`'s ``spark_write``, recorded as each run's ``write``): ``collect`` (this script's
+runs) gives a local ``processed_root``, so Spark builds the split and collects every row back to Python for the shared
+local writer; ``spark`` (``benchmarks/scale.py --spark-write spark``) gives it as a ``file://`` URI, so Spark writes
+the Parquet itself (``SparkEngine.prepare_at``, the path a cluster with an object store takes) and collects nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pandas as pd
 import psutil
@@ -47,9 +54,15 @@ SIZES: dict[str, list[str]] = {
 }
 ENGINES = ("duckdb", "spark")
 TABLES = ("train", "valid", "test", "items", "users")
+SPARK_WRITES: dict[str, str] = {  # engine=spark's two ways to the Parquet files, by what processed_root is
+    "collect": "local processed_root: Spark builds the split, every row is collected to Python, the shared writer",
+    "spark": "file:// processed_root: Spark writes each table, a folder of Parquet part files (SparkEngine.prepare_at)",
+}
 
 
 def rows_digest(root: Path) -> str:
+    """A hash of every table's rows in order. A table is one Parquet file (the shared writer) or a folder of part
+    files (Spark's own writer): pandas reads either, a folder's parts in name order, which is the rows' order."""
     h = hashlib.sha256()
     for name in TABLES:
         frame = pd.read_parquet(root / f"{name}.parquet")
@@ -95,17 +108,28 @@ def run_once(
     spark_conf: list[str],
     timeout_s: float | None = None,
     digest: bool = True,
+    spark_write: str = "collect",
 ) -> dict:
     """One ``recstack-data prepare`` in a fresh process; ``timeout_s``: kill it (tree included) and raise TimeoutError.
-    ``digest=False`` skips hashing the rows (which reads every table into this process: minutes and GiBs at 50M)."""
+    ``digest=False`` skips hashing the rows (which reads every table into this process: minutes and GiBs at 50M).
+    ``spark_write`` (engine=spark only, :data:`SPARK_WRITES`): ``spark`` hands ``out`` to the command as a ``file://``
+    URI, so Spark writes the tables itself instead of collecting them to Python; the result's ``write`` says which
+    path ran (``local`` for DuckDB)."""
+    if spark_write not in SPARK_WRITES:
+        raise ValueError(f"spark_write={spark_write!r}: one of {list(SPARK_WRITES)}")
+    if spark_write == "spark" and engine != "spark":
+        raise ValueError(f"spark_write='spark' is engine=spark's own writer, not engine={engine}'s")
+    processed_root = out.resolve().as_uri() if spark_write == "spark" else str(out)
     cmd = [sys.executable, "-m", "recstack.cli.data", "prepare", f"engine={engine}", *overrides]
     if engine == "spark" and spark_conf:
         cmd.append("++engine.conf={" + ",".join(c.replace("=", ":", 1) for c in spark_conf) + "}")
-    cmd += [f"processed_root={out}", "force=true"]
+    cmd += [f"processed_root={processed_root}", "force=true"]
     stdout, wall, peak = watched_run(cmd, timeout_s, f"{engine} prepare")
-    root = Path(stdout.strip().splitlines()[-1])
-    manifest = json.loads((root / "manifest.json").read_text())
+    root = local_folder(stdout.strip().splitlines()[-1])
+    manifest = json.loads((root / "manifest.json").read_text())  # a plain file on both paths (Hadoop's create)
     return {
+        "write": spark_write if engine == "spark" else "local",
+        "processed_root": processed_root,
         "wall_s": round(wall, 2),
         "prepare_s": manifest["timing_s"]["total"],
         "steps_s": manifest["timing_s"],
@@ -114,6 +138,14 @@ def run_once(
         "counts": manifest["counts"],
         "rows_digest": rows_digest(root) if digest else None,
     }
+
+
+def local_folder(printed: str) -> Path:
+    """The split folder ``recstack-data prepare`` printed last: a local path, or (a ``file://`` root, written by
+    Spark) a ``file:`` URI of one, as a local path."""
+    if printed.startswith("file:"):
+        return Path(url2pathname(urlparse(printed).path))
+    return Path(printed)
 
 
 def summary(runs: list[dict], key: str) -> dict:

@@ -9,7 +9,15 @@ Every part runs in a fresh child process, so its peak RSS (the process tree's, s
   command a user types; generation is the source's ``load`` step. ``--runs`` runs; the last one's folder is kept
   under ``--workdir`` for the other parts. Beside it, ``--spark-size`` (default 2M, the size whose Spark run fits this
   machine's budget; ``--spark-size 50m`` to try the full size, capped by ``--spark-timeout-min``, with
-  ``--spark-driver-memory`` for the local-mode JVM) runs both engines.
+  ``--spark-driver-memory`` for the local-mode JVM) runs both engines, each into a temporary folder, and records
+  whether they gave the same split (config hash, counts and, with ``--pair-digest``, the rows' hash).
+  ``--spark-write`` picks Spark's write path: ``collect`` (a local ``processed_root``: Spark builds the split and
+  every row is collected back to Python for the shared local writer) or ``spark`` (the folder given as a ``file://``
+  URI: ``SparkEngine.prepare_at`` writes each table as a folder of Parquet part files and collects nothing, as a
+  cluster writing to an object store does). The default is ``collect`` at 2M, so the figure stays comparable with the
+  earlier ones (benchmarks/RESULTS.md), and ``spark`` at 50M, where collecting failed after about 18 minutes inside
+  ``collectAsArrowToPython``. The rows' hash reads every table into this process (minutes and GiBs at 50M), so
+  ``--pair-digest`` defaults to on at 2M and off at 50M. Each run's ``write`` in the JSON says which path ran.
 * ``train``: MF (``configs/model/mf.yaml``) for one epoch over the prepared training split with validation off,
   through the same datamodule and Lightning module as ``recstack-train``. The datamodule gathers the shuffled rows
   and samples their negatives one chunk at a time (``InteractionDataModule.chunk_rows``): the epoch's only full-size
@@ -35,7 +43,7 @@ from pathlib import Path
 
 import psutil
 from invocation import command_line, results_path
-from prepare_engines import run_once, watched_run
+from prepare_engines import SPARK_WRITES, run_once, watched_run
 
 HERE = Path(__file__).resolve().parent
 
@@ -138,25 +146,65 @@ def prepare_part(args: argparse.Namespace, work: Path) -> dict:
     if args.spark_size:
         size = {"2m": (100_000, 10_000, 2_000_000), "50m": (args.users, args.items, args.interactions)}[args.spark_size]
         spark_overrides = synthetic(*size)
+        spark_write, digest = pair_settings(args.spark_size, args.spark_write, args.pair_digest)
         pair = {}
         for engine in ("duckdb", "spark"):
             cmd_out = Path(tempfile.mkdtemp(prefix=f"scale-{engine}-", dir=work))
             try:
                 extra = [f"engine.driver_memory={args.spark_driver_memory}"] if engine == "spark" else []
-                pair[engine] = _capped_prepare(engine, spark_overrides + extra, cmd_out, args.spark_timeout_min * 60)
+                pair[engine] = _capped_prepare(
+                    engine,
+                    spark_overrides + extra,
+                    cmd_out,
+                    args.spark_timeout_min * 60,
+                    spark_write="collect" if engine == "duckdb" else spark_write,
+                    digest=digest,
+                )
             finally:
                 subprocess.run(["rm", "-rf", str(cmd_out)], check=True)
             print(f"prepare {engine} {size[2]:,}: {pair[engine]}", flush=True)
-        result["engines"] = {"size": args.spark_size, "overrides": spark_overrides, **pair}
+        same = same_split(pair["duckdb"], pair["spark"])
+        result["engines"] = {
+            "size": args.spark_size,
+            "overrides": spark_overrides,
+            "spark_write": spark_write,
+            "spark_write_means": SPARK_WRITES[spark_write],
+            "rows_digest": digest,
+            **pair,
+            "same_split": same,
+        }
+        print(f"prepare {size[2]:,}: Spark's write path {spark_write!r}, rows hashed: {digest}; "
+              f"same split on both engines: {same}", flush=True)  # fmt: skip
     return result
 
 
-def _capped_prepare(engine: str, overrides: list[str], out: Path, timeout_s: float) -> dict:
+def pair_settings(spark_size: str, spark_write: str | None, pair_digest: bool | None) -> tuple[str, bool]:
+    """``(Spark's write path, hash the rows?)`` for the engine pair: what was asked, else the size's default (module
+    docstring: collect and hash at 2M, as the earlier figures did; Spark's own writer and no hash at 50M)."""
+    full = spark_size == "50m"
+    write = spark_write or ("spark" if full else "collect")
+    return write, (not full) if pair_digest is None else pair_digest
+
+
+def same_split(a: dict, b: dict) -> bool | None:
+    """Whether two prepare runs gave the same split: config hash, counts and (when both hashed them) rows. None when
+    a run did not finish: nothing to compare."""
+    if not (a.get("finished") and b.get("finished")):
+        return None
+    keys = ["config_hash", "counts"] + (["rows_digest"] if a["rows_digest"] and b["rows_digest"] else [])
+    return all(a[k] == b[k] for k in keys)
+
+
+def _capped_prepare(
+    engine: str, overrides: list[str], out: Path, timeout_s: float, *, spark_write: str, digest: bool
+) -> dict:
     conf = ["spark.sql.adaptive.enabled=false", "spark.sql.codegen.wholeStage=false"] if engine == "spark" else []
     try:
-        return {"finished": True, **run_once(engine, overrides, out, conf, timeout_s=timeout_s)}
+        run = run_once(engine, overrides, out, conf, timeout_s=timeout_s, digest=digest, spark_write=spark_write)
+        return {"finished": True, **run}
     except (TimeoutError, RuntimeError) as exc:  # a cap reached or a failed run: recorded, the other parts go on
-        return {"finished": False, "timeout_s": timeout_s, "error": str(exc)[-6000:]}
+        write = spark_write if engine == "spark" else "local"
+        return {"finished": False, "write": write, "timeout_s": timeout_s, "error": str(exc)[-6000:]}
 
 
 def main() -> None:
@@ -170,6 +218,19 @@ def main() -> None:
     ap.add_argument("--spark-size", choices=["2m", "50m", ""], default="2m")
     ap.add_argument("--spark-timeout-min", type=float, default=20.0)
     ap.add_argument("--spark-driver-memory", default="4g", help="engine.driver_memory (local mode: all of Spark)")
+    ap.add_argument(
+        "--spark-write",
+        choices=list(SPARK_WRITES),
+        default=None,
+        help="Spark's write path: collect (local processed_root, rows collected to Python) or spark (file:// root, "
+        "Spark writes the Parquet); default collect at --spark-size 2m, spark at 50m",
+    )
+    ap.add_argument(
+        "--pair-digest",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="hash both engines' rows in the pair (reads every table here); default on at 2m, off at 50m",
+    )
     ap.add_argument("--batch-size", type=int, default=65_536)
     ap.add_argument("--torch-threads", type=int, default=0, help="0: torch's default (one per core)")
     ap.add_argument("--eval-users", type=int, default=100_000)
