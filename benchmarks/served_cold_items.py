@@ -6,7 +6,8 @@ without its content section, on all items and on the cold items alone, beside ev
 
 Each retrieval run is exported with the ranker run and a content section (MiniLM ONNX vectors of every catalogue
 item, ``content.redis_url=""``: no live upserts), as ``recstack-export run=<retrieval> ranker_run=<ranker>`` does
-(the blend weight tuned on the validation split through the served pipeline). Its pipeline
+(the blend weight tuned on the validation split through the served pipeline, and with it the content trust: how far
+a cold candidate's text match moves its ranker score, ``manifest.ranker.blend.content_trust``). Its pipeline
 (:class:`recstack.serving.pipeline.Pipeline`, the code the service runs) is scored by
 :func:`recstack.offline.report.evaluate_bundle` twice: ``content off`` (the pipeline as offline evaluation and
 bundles without a content section run it: cold items keep their untrained vectors) and ``content attached`` (as the
@@ -117,8 +118,12 @@ def main() -> None:
     for name, run in retrieval.items():
         bundle, seconds = export(run, args.ranker, args.bundles_root / f"{name}-{args.ranker.name}")
         manifest = Bundle.load(bundle).manifest
-        blend = manifest.ranker.blend.weight if manifest.ranker and manifest.ranker.blend else None
+        tuned = manifest.ranker.blend if manifest.ranker else None
+        blend = tuned.weight if tuned else None
         info[name] = {"bundle": str(bundle), "export_s": round(seconds, 1), "blend": blend}
+        if tuned is not None and tuned.content_trust is not None:  # tuned with the weight, on validation
+            info[name]["content_trust"] = tuned.content_trust
+            info[name]["content_trust_grid"] = dict(tuned.content_grid)
         for content in (False, True):
             scores, share = pipeline_scores(bundle, split, cold, content)
             tag = "content attached" if content else "content off"
