@@ -51,13 +51,23 @@ def bundle_rewrite_args(source: Path, **changes: Any) -> dict[str, Any]:
     return {**args, **changes}
 
 
-def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
-    """A real 2-epoch run of ``model`` on ``split`` in ``root / model`` (no logger, no progress bar)."""
+def train_tiny(
+    model: str,
+    split: PreparedSplit,
+    root: Path,
+    *extra: str,
+    name: str | None = None,
+    text_cache_dir: Path | None = None,
+) -> Path:
+    """A real 2-epoch run of ``model`` on ``split`` in ``root / (name or model)`` (no logger, no progress bar), with
+    ``extra`` overrides; MiniLM vectors cached in ``text_cache_dir`` (default: under ``root``)."""
     from recstack.config import compose
     from recstack.training.train import train
 
-    overrides = [f"model={model}", "fit.max_epochs=2", "logger=none", "progress=false", f"run_dir={root / model}"]
-    cfg = compose("train", [*overrides, f"text_cache_dir={root / 'text-cache'}"])
+    run_dir = root / (name or model)
+    overrides = [f"model={model}", "fit.max_epochs=2", "logger=none", "progress=false", f"run_dir={run_dir}"]
+    cache = text_cache_dir or root / "text-cache"
+    cfg = compose("train", [*overrides, *extra, f"text_cache_dir={cache}"])
     return train(cfg, split=split).run_dir
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from bundle_support import train_tiny
 
 from recstack.bundle.layout import TFIDF, BundleError
 from recstack.bundle.manifest import BundleManifest, ContentModelInfo, check_retrieval_text
 from recstack.bundle.reader import Bundle
 from recstack.bundle.text_encoder import PARITY_MIN_COSINE, TextEncoder
 from recstack.collect.catalogue import ItemUpsert
-from recstack.config import compose
 from recstack.data.item_text import item_text
 from recstack.data.prepared import PreparedSplit
 from recstack.export.content_section import ContentOptions
@@ -34,29 +34,22 @@ FLAT = IndexConfig(kind="flat", metric="ip")
 ENCODERS = ("tfidf", "minilm", "both")
 
 
-def train_content(encoder: str, split: PreparedSplit, root: Path) -> Path:
-    from recstack.training.train import train
-
-    cfg = compose(
-        "train",
-        [
-            "model=content",
-            f"model.encoder={encoder}",
-            "model.minilm_weight=0.3",
-            "logger=none",
-            "progress=false",
-            f"run_dir={root / encoder}",
-            f"text_cache_dir={CACHE}",
-        ],
-    )
-    return train(cfg, split=split).run_dir
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_split_writer: Callable[..., Path]) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("content-runs")
     split = PreparedSplit.load(tiny_split_writer(root / "tiny"))
-    return {encoder: train_content(encoder, split, root) for encoder in ENCODERS}
+    return {
+        encoder: train_tiny(
+            "content",
+            split,
+            root,
+            f"model.encoder={encoder}",
+            "model.minilm_weight=0.3",
+            name=encoder,
+            text_cache_dir=CACHE,
+        )
+        for encoder in ENCODERS
+    }
 
 
 @pytest.fixture(scope="module")

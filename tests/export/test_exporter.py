@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_support import train_tiny
 
 from recstack.bundle.contract import score_ranker
 from recstack.bundle.reader import Bundle
@@ -17,23 +18,6 @@ from recstack.config import compose
 from recstack.data.prepared import PreparedSplit
 from recstack.export.exporter import ExportError, export_run
 from recstack.retrieval.index import IndexConfig
-
-
-def train_tiny(model: str, split: PreparedSplit, root: Path) -> Path:
-    from recstack.training.train import train
-
-    cfg = compose(
-        "train",
-        [
-            f"model={model}",
-            "fit.max_epochs=2",
-            "logger=none",
-            "progress=false",
-            f"run_dir={root / model}",
-            f"text_cache_dir={root / 'text-cache'}",
-        ],
-    )
-    return train(cfg, split=split).run_dir
 
 
 @pytest.fixture(scope="module")
