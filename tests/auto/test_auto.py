@@ -145,18 +145,24 @@ def test_an_unknown_candidate_is_refused_naming_the_known_ones(tmp_path: Path) -
 
 
 def test_the_two_stage_pipeline_is_ranked_as_a_candidate(run: AutoResult) -> None:
-    # Both kinds completed a trial: one more row, the best exportable candidate re-ranked by EASE, scored as served.
-    (row,) = [c for c in run.candidates if c.parts]
-    best_deep = next(c for c in run.candidates if c.name in ("mf", "lightgcn") and c.valid_score is not None)
-    assert row.parts == (best_deep.name, "ease") and row.name == f"{best_deep.name} -> ease"
+    # Both kinds completed a trial: one more row per deep candidate, its retrieval re-ranked by EASE, scored as served.
+    rows = [c for c in run.candidates if c.parts]
+    deep = [c.name for c in run.candidates if c.name in ("mf", "lightgcn") and c.valid_score is not None]
+    assert sorted(r.parts for r in rows) == sorted((name, "ease") for name in deep)
+    best_deep = next(c for c in run.candidates if c.name in deep)
+    (row,) = [r for r in rows if r.parts[0] == best_deep.name]
+    assert row.name == f"{best_deep.name} -> ease"
     assert row.kind == "two_stage" and row.status == "done" and row.seconds > 0 and row.phases == ("reserve",)
     assert row.valid_score == row.valid["ndcg@10"] and row.blend_weight is not None
     bundle = Bundle.load(row.bundle)
-    assert Path(row.bundle) == run.out_dir / "two_stage" / "valid-bundle" and bundle.item_item is not None
+    assert (
+        Path(row.bundle) == run.out_dir / "two_stage" / f"{best_deep.name}-valid-bundle"
+        and bundle.item_item is not None
+    )
     assert bundle.manifest.ranker.blend is not None and bundle.manifest.ranker.blend.weight == row.blend_weight
     assert bundle.manifest.metrics["export"]["seen"] == "train"
     data = json.loads(run.summary_json.read_text())
-    (named,) = [c for c in data["candidates"] if c["parts"]]
+    (named,) = [c for c in data["candidates"] if c["parts"] and c["parts"][0] == best_deep.name]
     assert named["parts"] == [best_deep.name, "ease"] and named["valid_score"] == row.valid_score
     assert data["settings"]["two_stage"] is True
     html = run.report.read_text()

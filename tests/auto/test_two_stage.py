@@ -85,7 +85,7 @@ def test_a_two_stage_winner_refits_both_parts_and_reads_test_once_through_its_bu
     assert stages["test"] == 1  # ... the pipeline does, once
     assert set(refit.test) >= {"ndcg@10", "recall@10", "map@10"} and set(refit.valid) >= {"ndcg@10"}
     # Exported twice: the candidate's bundle (best trials), then the winner's (the refits).
-    assert exported == [run.out_dir / "two_stage" / "valid-bundle", run.out_dir / "bundle"]
+    assert exported == [run.out_dir / "two_stage" / "mf-valid-bundle", run.out_dir / "bundle"]
     export = run.export
     assert export is not None and export.is_winner and export.model == run.winner
     assert Path(export.bundle) == run.out_dir / "bundle"
@@ -123,7 +123,12 @@ def test_the_parts_are_the_best_of_each_kind_that_completed(
     run, _, _ = won
     by_name = {c.name: c for c in build_candidates(small_config(tmp_path))}
     rows = {c.name: c for c in run.candidates}
-    assert two_stage_module.pick_parts([rows["ease"], rows["mf"]], by_name) == (rows["mf"], rows["ease"])
-    assert two_stage_module.pick_parts([rows["mf"]], by_name) is None  # no item-item candidate completed
+    assert two_stage_module.pick_parts([rows["ease"], rows["mf"]], by_name) == [(rows["mf"], rows["ease"])]
+    assert two_stage_module.pick_parts([rows["mf"]], by_name) == []  # no item-item candidate completed
     failed = dataclasses.replace(rows["ease"], status="failed", valid_score=None, run_dir=None)
-    assert two_stage_module.pick_parts([rows["mf"], failed], by_name) is None
+    assert two_stage_module.pick_parts([rows["mf"], failed], by_name) == []
+    # Every exportable candidate that completed a trial gets its pair, best first, not only the best one.
+    other = dataclasses.replace(rows["mf"], name="lightgcn", valid_score=rows["mf"].valid_score - 0.01)
+    by_name["lightgcn"] = dataclasses.replace(by_name["mf"], name="lightgcn")
+    pairs = two_stage_module.pick_parts([rows["ease"], rows["mf"], other], by_name)
+    assert pairs == [(rows["mf"], rows["ease"]), (other, rows["ease"])]

@@ -5,8 +5,8 @@
 1. check everything before any data is read: the candidate names (:mod:`.candidates`), their search spaces and
    ``per_model`` overrides, and that the budget holds at least one trial of every candidate (:mod:`.allocation`);
 2. prepare the split once and search (:mod:`.search`): the validation split only;
-3. with ``two_stage``, score one more candidate in the reserve: the best exportable candidate's retrieval re-ranked
-   by the best item-item one (EASE), as served (:mod:`.two_stage`);
+3. with ``two_stage``, score more candidates in the reserve: each exportable candidate's retrieval re-ranked by the
+   best item-item one (EASE), as served (:mod:`.two_stage`);
 4. pick the winner by validation NDCG@10, train it once more and read the test split once (:mod:`.finish`; a
    two-stage winner: both parts, read on test through its bundle), and record how its best trial(s) are trained again
    (``winner/provenance.json``, :mod:`.provenance`);
@@ -177,11 +177,11 @@ def auto(
         )
     results = Search(candidates, plan, split, out_dir, settings.limits, search_started).run()
     by_name = {c.name: c for c in candidates}
-    parts = pick_parts(rank(results), by_name) if settings.two_stage else None
-    if parts is not None:  # in the reserve: seconds, no training
-        log.info("two-stage candidate %s", two_stage_name(parts[0].name, parts[1].name))
+    pairs = pick_parts(rank(results), by_name) if settings.two_stage else []
+    for pair in pairs:  # in the reserve: seconds each, no training
+        log.info("two-stage candidate %s", two_stage_name(pair[0].name, pair[1].name))
         results.append(
-            score_two_stage(*parts, split, out_dir, ks=settings.ks, index_config=settings.index_config, erasures=erased)
+            score_two_stage(*pair, split, out_dir, ks=settings.ks, index_config=settings.index_config, erasures=erased)
         )
     ranked = rank(results)
     winner = ranked[0] if ranked and ranked[0].valid_score is not None else None
@@ -194,7 +194,7 @@ def auto(
             shutil.rmtree(refit_dir)
         chosen: tuple[tuple[Candidate, CandidateResult], ...]
         if winner.parts:
-            assert parts is not None
+            (parts,) = [p for p in pairs if (p[0].name, p[1].name) == winner.parts]
             pair = ((by_name[parts[0].name], parts[0]), (by_name[parts[1].name], parts[1]))
             chosen = pair
             # The pipeline is read on test through its bundle, so it is exported even with export.enabled=false.

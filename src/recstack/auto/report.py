@@ -235,7 +235,7 @@ def write_reports(
         "failed. &quot;last&quot;: the best epoch was the last one (still improving); &quot;budget&quot;: the best "
         "trial was stopped by the candidate's time share. Each study's own report "
         "(history, importances, top trials) is linked. A two-stage candidate (&quot;retrieval -&gt; re-rank&quot;) "
-        "is the served pipeline of the best exportable candidate's best trial re-ranked by the best item-item "
+        "is the served pipeline of an exportable candidate's best trial re-ranked by the best item-item "
         "candidate's, blend weight tuned on validation; scored in the reserve through its bundle (linked), no "
         "training.</p>",
         _candidate_table(candidates, winner, out_dir),
