@@ -8,10 +8,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
 from recstack.auto.auto import AutoResult, auto
+from recstack.auto.candidates import build_candidates
+from recstack.auto.finish import refit_winner
 from recstack.bundle.reader import Bundle
 from recstack.config import compose
+from recstack.training.runs import load_run, load_split
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +81,26 @@ def test_test_split_read_once_by_the_winners_refit(run: AutoResult) -> None:
     assert abs(run.refit.valid["ndcg@10"] - winner.valid_score) < 0.002
     if winner.epochs is not None:
         assert run.refit.epochs == winner.epochs
+
+
+def test_a_trained_winner_is_its_best_trial_not_trained_again(run: AutoResult, tmp_path: Path) -> None:
+    # Whichever model won the fixture's run, MF's best trial is finished as a trained winner would be.
+    mf = next(c for c in run.candidates if c.name == "mf")
+    assert mf.run_dir is not None and mf.valid_score is not None
+    trial, winner = Path(mf.run_dir), tmp_path / "winner"
+    candidate = next(c for c in build_candidates(auto_config(tmp_path)) if c.name == "mf")
+    split = load_split(OmegaConf.load(trial / "config.yaml"))
+    finished = refit_winner(candidate, mf, split, winner)
+    # The trial's best weights, byte for byte, and no training: no new epoch log, no last.ckpt.
+    assert (winner / "checkpoints" / "best.ckpt").read_bytes() == (trial / "checkpoints" / "best.ckpt").read_bytes()
+    assert not (winner / "checkpoints" / "last.ckpt").exists()
+    metrics = json.loads((winner / "metrics.json").read_text())
+    assert metrics["from_trial"] == str(trial) and metrics["test"] == finished.test
+    assert abs(finished.valid["ndcg@10"] - mf.valid_score) < 1e-6  # the same weights, the same evaluator
+    assert set(finished.test) >= {"ndcg@10", "recall@10", "map@10"} and finished.epochs == mf.epochs
+    # The copy is a run folder of its own: it loads, and its config names it.
+    assert Path(OmegaConf.load(winner / "config.yaml").run_dir) == winner
+    assert load_run(winner).model is not None
 
 
 def test_the_bundle_holds_the_winner_or_says_which_model_instead(run: AutoResult) -> None:

@@ -5,10 +5,10 @@ It is judged as it would be served: a bundle from the two best trials' run folde
 ``export_run`` with ``ranker_run``), its blend weight tuned on validation
 (:func:`recstack.offline.blend.tune_and_record`), then the served pipeline's validation NDCG@10 (the re-rank row of
 :func:`recstack.offline.report.evaluate_bundle`). It trains nothing, so it costs seconds and runs in the reserve,
-after the search; it is ranked with the single models by that score. When it wins, both parts are refitted
-(:func:`recstack.auto.finish.refit_winner`, neither reading the test split), exported as the bundle, the blend re-tuned
-on validation (the refits trained on the training split only, like the trials) and the test split read once, through
-the bundle's pipeline.
+after the search; it is ranked with the single models by that score. When it wins, both parts are finished
+(:func:`recstack.auto.finish.refit_winner`: the retrieval's best trial copied as it is, the re-ranker fitted again,
+neither reading the test split), exported as the bundle, the blend re-tuned on validation (both parts trained on the
+training split only, like the trials) and the test split read once, through the bundle's pipeline.
 """
 
 from __future__ import annotations

@@ -98,8 +98,16 @@ def model_config(cfg: DictConfig) -> tuple[DictConfig, bool]:
     return model, bool(fit.get("text_side_input", legacy.get("text_side_input", False)))
 
 
-def load_run(run_dir: str | Path, *, checkpoint: str = BEST_CHECKPOINT, device: str = "cpu") -> LoadedRun:
-    """Rebuild a run's model (best checkpoint by default; baselines refit) and its split, in eval mode."""
+def load_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = BEST_CHECKPOINT,
+    device: str = "cpu",
+    split: PreparedSplit | None = None,
+) -> LoadedRun:
+    """Rebuild a run's model (best checkpoint by default; baselines refit) and its split, in eval mode.
+
+    ``split``: the split the run trained on, already in memory (the caller vouches for it), instead of reading it back."""
     from recstack.training.build import build_model
 
     run_dir = Path(run_dir)
@@ -108,7 +116,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = BEST_CHECKPOINT, device: 
         raise FileNotFoundError(f"{run_dir} is not a recstack run folder (no {CONFIG_FILE}); pass outputs/runs/<run>")
     cfg = OmegaConf.load(config_path)
     assert isinstance(cfg, DictConfig)
-    split = load_split(cfg)
+    if split is None:
+        split = load_split(cfg)
     model_cfg, text_side_input = model_config(cfg)
     model = build_model(
         model_cfg,
