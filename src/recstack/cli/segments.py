@@ -4,7 +4,9 @@
   the features it reads. A bad rule is one error line naming the file and the path of the bad node, exit 2.
 * ``run``: evaluate every rule with DuckDB over the event lake as of ``as_of`` (now), write membership, history,
   runs and summary under ``out`` (recstack.profiles.segments_batch), and publish them to Redis for the API and the
-  dashboard (recstack.profiles.segments_online). Prints one JSON summary line.
+  dashboard (recstack.profiles.segments_online). Prints one JSON summary line. ``engine=spark`` computes the
+  membership on PySpark from the same SQL (recstack.profiles.segments_spark; ``configs/engine/``, as for
+  ``recstack-data prepare``); it needs Java 17+, and says so in one line when there is none.
 * ``follow``: the real-time follower (recstack.profiles.realtime) until SIGTERM/SIGINT or ``max_seconds``.
 
 Everything after the subcommand is a Hydra override; errors are one line ``recstack-segments <cmd>: error: ...``.
@@ -20,17 +22,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from recstack.cli.subcommands import split_command
 from recstack.config import collect_settings, compose, config_dir
+from recstack.data.engines import EngineError, engine_from_config
 
 COMMANDS: tuple[str, ...] = ("validate", "run", "follow")
 USAGE = (
     "usage: recstack-segments {validate,run,follow} [key=value ...]\n"
     "  recstack-segments validate [rules=<dir>]\n"
     "  recstack-segments run [as_of=<ISO time>] [lake=<dir>] [items_path=<file>] [out=<dir>] [publish=false]\n"
+    "                        [engine=duckdb|spark]\n"
     "  recstack-segments follow [max_seconds=<s>] [consumer=<name>]"
 )
 
@@ -99,19 +103,26 @@ def run_command(cfg: DictConfig, loaded=None) -> dict[str, object]:
     if cfg.registry:
         sync_yaml(client, settings.names, segments)
         segments = {**registry(client, settings.names, horizon_h(cfg)), **segments}
-    run = run_segments(
-        cfg.lake,
-        cfg.items_path,
-        segments,
-        cfg.out,
-        as_of_ms=as_of_ms(cfg.as_of),
-        horizon_h=horizon_h(cfg),
-        gap_ms=int(cfg.session_gap_min) * 60_000,
-        drop_bots=bool(cfg.drop_bots),
-        threads=cfg.threads,
-        memory_limit=cfg.memory_limit,
-        loaded=loaded,
-    )
+    node = cfg.get("engine")
+    engine = engine_from_config(OmegaConf.to_container(node, resolve=True) if node is not None else None)
+    try:
+        run = run_segments(
+            cfg.lake,
+            cfg.items_path,
+            segments,
+            cfg.out,
+            as_of_ms=as_of_ms(cfg.as_of),
+            horizon_h=horizon_h(cfg),
+            gap_ms=int(cfg.session_gap_min) * 60_000,
+            drop_bots=bool(cfg.drop_bots),
+            threads=cfg.threads,
+            memory_limit=cfg.memory_limit,
+            loaded=loaded,
+            engine=engine,
+        )
+    finally:
+        if engine is not None:
+            engine.close()
     published = publish(client, settings.names, run) if cfg.publish else {}
     client.close()
     return {
@@ -165,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (
         RuleError,
         DataError,
+        EngineError,
         ValueError,
         TypeError,
         KeyError,

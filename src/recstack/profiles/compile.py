@@ -4,7 +4,8 @@ over counters for the real-time follower, from the same tree and the same window
 Both sides compute the same per-user numbers, the rules' :class:`~recstack.profiles.rules.Feature` values:
 
 * batch (:func:`features_sql`): aggregates over the DuckDB ``events`` / ``item_categories`` tables
-  (recstack.profiles.source), one column ``f_<id>`` per feature, plus the latest attributes;
+  (recstack.profiles.source), one column ``f_<id>`` per feature, plus the latest attributes; the same text runs on
+  Spark translated by sqlglot (recstack.profiles.segments_spark), so it is written in SQL both dialects accept;
 * real time (:func:`feature_updates`, :func:`feature_value`): the follower adds each event to hour-bucket counters
   in Redis and sums the buckets of a window when it evaluates.
 
@@ -271,6 +272,17 @@ def features_sql(
     )
 
 
+def members_sql(segments: Mapping[str, Segment], features_table: str) -> str:
+    """``(segment, uid)`` for every member of every segment, read from a table (or CTE) holding the columns of
+    :func:`features_sql` for the segments' features. DuckDB reads it from a materialised CTE (:func:`membership_sql`),
+    Spark from a cached view (recstack.profiles.segments_spark): one predicate text for both engines."""
+    parts = [
+        f"SELECT {_literal(name)} AS segment, uid FROM {features_table} WHERE {predicate_sql(segment)}"
+        for name, segment in segments.items()
+    ]
+    return "\nUNION ALL\n".join(parts) if parts else "SELECT NULL::VARCHAR AS segment, NULL::INTEGER AS uid WHERE false"
+
+
 def membership_sql(
     segments: Mapping[str, Segment],
     as_of_ms: int,
@@ -280,13 +292,9 @@ def membership_sql(
     sessions_table: str | None = None,
 ) -> str:
     """``(segment, uid)`` for every member of every segment at ``as_of_ms`` (``users``, ``sessions_table``: as in
-    :func:`features_sql`)."""
+    :func:`features_sql`), in DuckDB's dialect."""
     features = [f for s in segments.values() for f in s.features]
-    parts = [
-        f"SELECT {_literal(name)} AS segment, uid FROM uf WHERE {predicate_sql(segment)}"
-        for name, segment in segments.items()
-    ]
-    body = "\nUNION ALL\n".join(parts) if parts else "SELECT NULL::VARCHAR AS segment, NULL::INTEGER AS uid WHERE false"
-    # MATERIALIZED: the features are computed once, not once per segment of the UNION ALL.
+    # MATERIALIZED: the features are computed once, not once per segment of the UNION ALL. (DuckDB only: Spark has no
+    # such keyword, so it caches features_sql as a view of its own and reads members_sql over it.)
     uf = features_sql(features, as_of_ms, horizon_h, gap_ms, users, sessions_table)
-    return f"WITH uf AS MATERIALIZED ({uf})\n{body}"
+    return f"WITH uf AS MATERIALIZED ({uf})\n{members_sql(segments, 'uf')}"

@@ -11,6 +11,10 @@ One run evaluates every rule (recstack.profiles.compile) as of one time and writ
   overlap with the other segments: what the dashboard and ``GET /segments`` show (:func:`publish` copies it to Redis).
 
 Each file is written to a temporary name and renamed, so a reader never sees half a run.
+
+``engine``: the membership itself is computed by DuckDB here (:func:`evaluate_membership`), or by Spark
+(``engine=spark``, recstack.profiles.segments_spark) from the same SQL text; the lake is loaded, and the history and
+summary are computed, by DuckDB either way.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,6 +36,9 @@ from recstack.profiles.compile import membership_sql, window_start_bucket
 from recstack.profiles.partitions import in_range, user_ranges
 from recstack.profiles.rules import DEFAULT_HORIZON_H, HOUR_MS, SESSION_GAP_MS, Segment
 from recstack.profiles.source import ensure_user_keys, load_attributes, load_catalogue, load_events
+
+if TYPE_CHECKING:
+    from recstack.data.spark_engine import SparkEngine
 
 TOP_ITEMS = 20
 TOP_CATEGORIES = 10
@@ -99,6 +106,12 @@ def load_inputs(
     return n
 
 
+def with_user_ids(members: str) -> str:
+    """The ``(segment, user_id)`` rows, ordered, of a query of ``(segment, uid)`` members: the keys joined back to
+    their pseudonyms (``user_keys``). One text for both engines (recstack.profiles.segments_spark)."""
+    return f"SELECT m.segment, k.user_id FROM ({members}) m JOIN user_keys k USING (uid) ORDER BY segment, user_id"
+
+
 def evaluate_membership(
     con,
     segments: Mapping[str, Segment],
@@ -113,11 +126,7 @@ def evaluate_membership(
     parts = []
     for keys in user_ranges(con):
         sql = membership_sql(segments, as_of_ms, horizon_h, gap_ms, in_range(keys), sessions)
-        parts.append(
-            con.sql(
-                f"SELECT m.segment, k.user_id FROM ({sql}) m JOIN user_keys k USING (uid) ORDER BY segment, user_id"
-            ).to_arrow_table()
-        )
+        parts.append(con.sql(with_user_ids(sql)).to_arrow_table())
     if len(parts) == 1:
         return parts[0]
     return pa.concat_tables(parts).sort_by([("segment", "ascending"), ("user_id", "ascending")])
@@ -288,16 +297,22 @@ def run_segments(
     threads: int | None = None,
     memory_limit: str | None = None,
     loaded=None,
+    engine: SparkEngine | None = None,
 ) -> SegmentRun:
     """Evaluate every segment as of ``as_of_ms`` (now by default) and write the run's files under ``out``.
 
     ``loaded``: a DuckDB connection whose tables :func:`load_inputs` (or the profile build's load, a superset) has
     already loaded for this ``as_of_ms`` and ``drop_bots``, from at least the horizon's start minus ``gap_ms``; the run
     then reads them instead of loading the lake again, and leaves the connection open. Rules only count events inside
-    their windows, so a longer history gives the same membership."""
+    their windows, so a longer history gives the same membership.
+
+    ``engine``: a :class:`~recstack.data.spark_engine.SparkEngine` (``engine=spark``) computes the membership on
+    Spark (recstack.profiles.segments_spark); the caller closes it. ``None``: DuckDB (the default)."""
     started = time.perf_counter()
     as_of = int(time.time() * 1000) if as_of_ms is None else int(as_of_ms)
     root = Path(out).expanduser()
+    # The session starts before the lake is read: a missing Java or PySpark fails in a second, not after the load.
+    spark = engine.spark if engine is not None else None
     con = loaded if loaded is not None else connect(threads, memory_limit)
     try:
         if loaded is None:
@@ -305,7 +320,12 @@ def run_segments(
         else:
             lo = window_start_bucket(as_of, horizon_h) * HOUR_MS - gap_ms
             n_events = int(con.execute(f"SELECT count(*) FROM events WHERE ts_ms >= {lo}").fetchall()[0][0])
-        current = evaluate_membership(con, segments, as_of, horizon_h, gap_ms)
+        if spark is None:
+            current = evaluate_membership(con, segments, as_of, horizon_h, gap_ms)
+        else:
+            from recstack.profiles.segments_spark import spark_membership
+
+            current = spark_membership(spark, con, segments, as_of, horizon_h, gap_ms)
         previous = _previous(root)
         previous = previous.filter(pa.compute.is_in(previous["segment"], pa.array(list(segments), pa.string())))
         members, left = _carry_over(con, current, previous, as_of)
