@@ -31,7 +31,7 @@ from recstack.retrieval.index import IndexConfig
 
 log = logging.getLogger(__name__)
 
-VALID_BUNDLE = Path("two_stage") / "valid-bundle"  # under the output folder: <retrieval>-valid-bundle, per candidate
+TWO_STAGE_DIR = Path("two_stage")  # under the output folder: <retrieval>-valid-bundle, one per candidate
 
 
 def is_item_item(model_cfg: DictConfig) -> bool:
@@ -63,7 +63,7 @@ def pick_parts(
 def valid_bundle_dir(retrieval: str) -> Path:
     """Where the two-stage candidate with ``retrieval`` is exported for its validation score (under the output
     folder)."""
-    return VALID_BUNDLE.parent / f"{retrieval}-{VALID_BUNDLE.name}"
+    return TWO_STAGE_DIR / f"{retrieval}-valid-bundle"
 
 
 def _bundle(
