@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from handmade import make_dataset, random_dataset
+from spark_support import local_engine
 
 import recstack.data.split as split_module
 import recstack.data.sql_split as sql_split
@@ -204,24 +205,7 @@ def test_sql_errors_match_the_embedded_ones() -> None:
 @pytest.fixture(scope="session")
 def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One local SparkSession for the whole test session (the JVM start is the slow part)."""
-    from recstack.data.spark_engine import SparkEngine, SparkSettings  # PySpark comes with the dev extra
-
-    settings = SparkSettings(
-        master="local[2]",
-        driver_memory="1g",
-        shuffle_partitions=2,
-        conf={
-            "spark.ui.enabled": "false",
-            "spark.local.dir": str(tmp_path_factory.mktemp("spark-local")),
-            # Small data, many short queries: compiling each plan (whole-stage code generation, the JIT's top tier)
-            # and adaptive re-planning cost more than they save here; measured 126 s -> 49 s for the URI test's job.
-            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-            "spark.sql.codegen.wholeStage": "false",
-            "spark.sql.adaptive.enabled": "false",
-        },
-    )
-    engine = SparkEngine(settings)
-    engine.spark.sparkContext.setLogLevel("ERROR")
+    engine = local_engine(tmp_path_factory.mktemp("spark-local"))
     yield engine
     engine.close()
 

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from profiles_support import AS_OF_MS, ITEMS, LakeBuilder, write_items
+from spark_support import local_engine
 
 from recstack.config import config_dir
 from recstack.profiles.rules import HOUR_MS, load_segments, parse_segments
@@ -102,25 +103,8 @@ def lake_fixture(tmp_path_factory: pytest.TempPathFactory) -> LakeBuilder:
 
 @pytest.fixture(scope="module")
 def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One local SparkSession for the module, set up as tests/data/test_spark_engine.py's (small data, short
-    queries: no whole-stage code generation, no adaptive re-planning, the JIT's first tier)."""
-    from recstack.data.spark_engine import SparkEngine, SparkSettings
-
-    settings = SparkSettings(
-        master="local[2]",
-        app_name="recstack-segments-test",
-        driver_memory="1g",
-        shuffle_partitions=2,
-        conf={
-            "spark.ui.enabled": "false",
-            "spark.local.dir": str(tmp_path_factory.mktemp("spark-local")),
-            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-            "spark.sql.codegen.wholeStage": "false",
-            "spark.sql.adaptive.enabled": "false",
-        },
-    )
-    engine = SparkEngine(settings)
-    engine.spark.sparkContext.setLogLevel("ERROR")
+    """One local SparkSession for the module (tests/spark_support.py)."""
+    engine = local_engine(tmp_path_factory.mktemp("spark-local"), "recstack-segments-test")
     yield engine
     engine.close()
 
