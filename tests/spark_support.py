@@ -3,6 +3,10 @@ queries. Each test module starts one and shares it between its tests: the JVM's 
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,16 +14,15 @@ if TYPE_CHECKING:
     from recstack.data.spark_engine import SparkEngine
 
 
-def local_engine(local_dir: Path, app_name: str = "recstack-test") -> SparkEngine:
-    """A started ``local[2]`` engine with 1 GiB, 2 shuffle partitions and its scratch files under ``local_dir``; the
-    caller closes it."""
+def local_engine(local_dir: Path, app_name: str = "recstack-test", shuffle_partitions: int = 2) -> SparkEngine:
+    """A started ``local[2]`` engine with 1 GiB and its scratch files under ``local_dir``; the caller closes it."""
     from recstack.data.spark_engine import SparkEngine, SparkSettings  # PySpark comes with the dev extra
 
     settings = SparkSettings(
         master="local[2]",
         app_name=app_name,
         driver_memory="1g",
-        shuffle_partitions=2,
+        shuffle_partitions=shuffle_partitions,
         conf={
             "spark.ui.enabled": "false",
             "spark.local.dir": str(local_dir),
@@ -33,3 +36,20 @@ def local_engine(local_dir: Path, app_name: str = "recstack-test") -> SparkEngin
     engine = SparkEngine(settings)
     engine.spark.sparkContext.setLogLevel("ERROR")
     return engine
+
+
+def refusal_without_java(module: str, *args: str, cwd: Path) -> str:
+    """Run ``python -m <module> <args>`` with no java on PATH and no JAVA_HOME / SPARK_HOME, check that it exits 2,
+    and return its one error line (which names Java 17+ and the package to install)."""
+    bin_dir = cwd / "bin"
+    bin_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME")}
+    env["PATH"] = str(bin_dir)  # nothing in it: no java (the interpreter is called by its full path)
+    assert shutil.which("java", path=env["PATH"]) is None
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert "error: engine=spark needs Java 17+" in error and "apt install openjdk-17-jre-headless" in error, error
+    return error

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Iterator
+import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,3 +98,42 @@ def write_items(path: Path, items: dict[str, tuple[str, ...]] = ITEMS) -> Path:
         for item, categories in items.items():
             writer.writerow([item, f"title {item}", "|".join(categories)])
     return path
+
+
+def random_session(
+    builder: LakeBuilder,
+    rng: random.Random,
+    user: str,
+    at: timedelta,
+    *,
+    max_events: int,
+    same_ms: float,
+    gaps_min: Sequence[int],
+    kinds: Sequence[str],
+    devices: Sequence[str],
+    categories: Sequence[str],
+    items: Mapping[str, object],
+) -> None:
+    """One session of ``user``, its events ``at`` then earlier (``at``: how long before AS_OF), ``gaps_min`` minutes
+    apart (gaps of 30+ minutes split it), each of a random kind and device, with items (and an unknown one), values,
+    stated categories, local hours, early client clocks and, with probability ``same_ms``, a second event at the same
+    millisecond: the cases the profiles and segments read."""
+    for _ in range(rng.randint(1, max_events)):
+        kind = rng.choice(kinds)
+        extra: dict = {"device_class": rng.choice(devices)}
+        if kind != "search":
+            extra["item"] = rng.choice([*items, "m_unknown"])
+        if kind in ("dwell", "rating", "scroll"):
+            extra["value"] = {"dwell": rng.randint(1, 90) * 1000.0, "rating": float(rng.randint(1, 5))}.get(
+                kind, rng.random()
+            )
+        if rng.random() < 0.15:
+            extra["category"] = rng.choice(categories)  # a stated category beside the item's
+        if rng.random() < 0.3:
+            extra["local_hour"] = rng.randint(0, 23)
+        if rng.random() < 0.2:  # a client clock a little early: the event time is the client's
+            extra["client_ts"] = AS_OF - at - timedelta(seconds=rng.randint(1, 120))
+        builder.event(user, kind, at, **extra)
+        if rng.random() < same_ms:  # a second event at the same millisecond
+            builder.event(user, "view", at, item=rng.choice(list(items)), device_class=extra["device_class"])
+        at -= timedelta(minutes=rng.choice(gaps_min))

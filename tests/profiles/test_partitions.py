@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from pandas.testing import assert_frame_equal
-from profiles_support import AS_OF, AS_OF_MS, LakeBuilder, write_items
+from profiles_support import AS_OF_MS, LakeBuilder, random_session, write_items
 
 from recstack.profiles import build as build_module
 from recstack.profiles import partitions, segments_batch
@@ -141,25 +141,19 @@ def _synthetic_lake(builder: LakeBuilder, seed: int = 13) -> int:
     for user in users:
         for _ in range(rng.randint(3, 8)):  # sessions
             at = rng.choice(starts) - td(minutes=rng.randint(0, 59))
-            for _ in range(rng.randint(1, 14)):
-                kind = rng.choice(KINDS)
-                extra: dict = {"device_class": rng.choice(DEVICES)}
-                if kind != "search":
-                    extra["item"] = rng.choice([*ITEMS, "m_unknown"])
-                if kind in ("dwell", "rating", "scroll"):
-                    extra["value"] = {"dwell": rng.randint(1, 90) * 1000.0, "rating": float(rng.randint(1, 5))}.get(
-                        kind, rng.random()
-                    )
-                if rng.random() < 0.15:
-                    extra["category"] = rng.choice(CATEGORIES)  # a stated category beside the item's
-                if rng.random() < 0.3:
-                    extra["local_hour"] = rng.randint(0, 23)
-                if rng.random() < 0.2:  # a client clock a little early: the event time is the client's
-                    extra["client_ts"] = AS_OF - at - td(seconds=rng.randint(1, 120))
-                builder.event(user, kind, at, **extra)
-                if rng.random() < 0.05:  # a second event at the same millisecond
-                    builder.event(user, "view", at, item=rng.choice(list(ITEMS)), device_class=extra["device_class"])
-                at -= td(minutes=rng.choice((1, 5, 12, 29, 30, 31, 45)))
+            random_session(
+                builder,
+                rng,
+                user,
+                at,
+                max_events=14,
+                same_ms=0.05,
+                gaps_min=(1, 5, 12, 29, 30, 31, 45),
+                kinds=KINDS,
+                devices=DEVICES,
+                categories=CATEGORIES,
+                items=ITEMS,
+            )
         if rng.random() < 0.6:
             builder.event(
                 user,

@@ -5,7 +5,9 @@
   duplicate merges), then write ``<out>/profiles.parquet``, ``anomalies.parquet`` and ``quality.json`` and load the
   profiles into Redis (``redis.load``).
   With ``segments.run=true`` the build also runs the segment rules (``recstack-segments run``) over the events it
-  loaded, so the two jobs read the lake once.
+  loaded, so the two jobs read the lake once. ``engine=spark`` computes the profiles on PySpark from the same SQL
+  (recstack.profiles.profiles_spark; ``configs/engine/``, as for ``recstack-data prepare``): the load and the checks
+  stay on DuckDB. It needs Java 17+, and says so in one line when there is none.
 * ``check``: the same pass without writing profiles or touching Redis: ``anomalies.parquet``, ``quality.json`` and
   the duplicate merges (aliases rows in the lake).
 
@@ -21,6 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,12 +34,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from recstack.cli.subcommands import split_command
 from recstack.config import collect_settings, compose
+from recstack.data.engines import EngineError, engine_from_config
 
 COMMANDS: tuple[str, ...] = ("build", "check")
 USAGE = (
     "usage: recstack-profiles {build,check} [key=value ...]\n"
     "  recstack-profiles build [as_of=<ISO time>] [out=<dir>] [lake=<dir>] [items_path=<csv>] [redis.load=false]\n"
-    "                         [segments.run=true] [segments.overrides=[rules=<dir>,out=<dir>]]\n"
+    "                         [segments.run=true] [segments.overrides=[rules=<dir>,out=<dir>]] [engine=duckdb|spark]\n"
     "  recstack-profiles check [as_of=<ISO time>] [out=<dir>] [impute.age_band=mode|median|model|none]\n"
     "  settings and their defaults: configs/profiles.yaml"
 )
@@ -150,8 +154,16 @@ def run_profiles(cfg: DictConfig, write_profiles: bool) -> dict[str, Any]:
     seg_cfg = _segments_config(cfg, as_of) if with_segments else None
     segments: dict[str, Any] | None = None
     steps = Steps(4 + int(write_profiles) + int(redis_load) + int(with_segments))
-    con = _connect(cfg)
-    try:
+    node = cfg.get("engine") if write_profiles else None  # check computes no profiles: nothing for Spark to do
+    with ExitStack() as stack:
+        engine = engine_from_config(OmegaConf.to_container(node, resolve=True) if node is not None else None)
+        if engine is not None:
+            stack.callback(engine.close)
+        # Spark (and its Java check) starts before the lake is read: a missing Java is one line in seconds, not after
+        # the load
+        spark = engine.spark if engine is not None else None
+        con = _connect(cfg)
+        stack.callback(con.close)  # closed before the engine
 
         def load() -> int:
             n = load_events(con, lake, start, as_of + 1, drop_bots=bool(cfg.drop_bots))
@@ -161,12 +173,15 @@ def run_profiles(cfg: DictConfig, write_profiles: bool) -> dict[str, Any]:
             return n
 
         n_events = steps.run("load events", load)
-        profiles = steps.run("profiles", build_profiles, con, as_of, profile_spec)
+        if spark is None:
+            profiles = steps.run("profiles", build_profiles, con, as_of, profile_spec)
+        else:
+            from recstack.profiles.profiles_spark import spark_profiles
+
+            profiles = steps.run("profiles (Spark)", spark_profiles, spark, con, as_of, profile_spec)
         profiles, anomalies, report = steps.run("quality checks", run_checks, con, profiles, as_of, lake, quality_spec)
         if with_segments:
             segments = steps.run("segments", _segments, seg_cfg, con, start, as_of)
-    finally:
-        con.close()
 
     def write() -> None:
         out.mkdir(parents=True, exist_ok=True)
@@ -315,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         summary = run(command, rest)
-    except (ValueError, TypeError, KeyError, OSError, HydraException, OmegaConfBaseException) as exc:
+    except (EngineError, ValueError, TypeError, KeyError, OSError, HydraException, OmegaConfBaseException) as exc:
         print(f"recstack-profiles {command}: error: {_message(exc)}", file=sys.stderr)
         sys.exit(2)
     print("\n".join(summary_lines(summary)))

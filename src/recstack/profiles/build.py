@@ -34,6 +34,12 @@ hour_of_day               list<int64> of 24 counts of events per hour of the day
 
 Maps and lists are Arrow/Parquet ``map`` / ``list`` types (DuckDB, Spark and pandas read them as is); the online
 copy in Redis holds them as JSON (recstack.profiles.online).
+
+One SQL text per step serves both engines (:func:`profile_queries`): DuckDB runs it here, Spark runs it translated by
+sqlglot (recstack.profiles.profiles_spark). So the text keeps to forms both read the same way: maps are built by
+``map_from_entries`` over a sorted list of structs (not DuckDB's ``MAP(list(.. ORDER BY ..))``), ordered lists by
+sorting structs (an ordered aggregate does not translate), and fractions divide doubles (a literal such as ``1000.0``
+is a DECIMAL in Spark, which divides to a different rounding).
 """
 
 from __future__ import annotations
@@ -66,7 +72,21 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "purchase": 5.0,
 }
 
-__all__ = ["DEFAULT_WEIGHTS", "DEMOGRAPHICS", "ProfileSpec", "build_profiles", "profile_schema", "shared_sessions"]
+__all__ = [
+    "ATTRIBUTES_SQL",
+    "DEFAULT_WEIGHTS",
+    "DEMOGRAPHICS",
+    "ProfileQueries",
+    "ProfileSpec",
+    "build_profiles",
+    "profile_queries",
+    "profile_schema",
+    "shared_sessions",
+]
+# the attributes by user key (``_profile_attributes``), from the tables ``attributes`` and ``user_keys``
+ATTRIBUTES_SQL = (
+    "SELECT k.uid, " + ", ".join(f"a.{c}" for c in DEMOGRAPHICS) + " FROM attributes a JOIN user_keys k USING (user_id)"
+)
 
 
 @dataclass(frozen=True)
@@ -129,8 +149,44 @@ def _has_table(con, name: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
+def _sorted_map(key: str, value: str) -> str:
+    """The aggregate of a map ordered by key. Sorting the (key, value) structs orders them by key (the keys of one
+    map are distinct); DuckDB and Spark (translated) both read this form."""
+    return f"map_from_entries(array_sort(list({{'k': {key}, 'v': {value}}})))"
+
+
 def _map(key: str, value: str, source: str) -> str:
-    return f"(SELECT uid, MAP(list({key} ORDER BY {key}), list({value} ORDER BY {key})) AS m FROM {source} GROUP BY 1)"
+    return f"(SELECT uid, {_sorted_map(key, value)} AS m FROM {source} GROUP BY 1)"
+
+
+@dataclass(frozen=True)
+class ProfileQueries:
+    """The SQL texts of a build over one range of user keys, in DuckDB's dialect. Run in this order, each step's rows
+    stored under its table name before the next reads them: ``profile_categories``, ``profile_sessions``, then the
+    profiles. recstack.profiles.profiles_spark runs the same texts on Spark."""
+
+    categories: str  # profile_categories (uid, category, score)
+    sessions: str  # profile_sessions (uid, bucket, start_ms, end_ms, bounce)
+    profiles: str  # the profile rows (profile_schema), ordered by user_id
+
+
+def _sessions_from_ms(as_of: int, gap: int) -> int:
+    """The first event time the sessions read: a session gap before the widest window's first hour."""
+    return window_start_bucket(as_of, HORIZON_DAYS * 24) * HOUR_MS - gap
+
+
+def profile_queries(con, as_of_ms: int, spec: ProfileSpec, keys: tuple[int, int] | None = None) -> ProfileQueries:
+    """The queries of one range of users (recstack.profiles.partitions; None: all). ``con`` tells which optional
+    tables are loaded (``_profile_attributes``, from :data:`ATTRIBUTES_SQL`, when ``attributes`` is; else the profile
+    events; ``survey_answers``)."""
+    as_of = int(as_of_ms)
+    lo = {days: window_start_bucket(as_of, days * 24) for days in WINDOWS_DAYS}
+    gap = int(spec.session_gap_ms)
+    return ProfileQueries(
+        categories=_categories_sql(as_of, lo[HORIZON_DAYS], spec, keys),
+        sessions=_sessions_sql(as_of, _sessions_from_ms(as_of, gap), gap, keys),
+        profiles=_profiles_sql(con, as_of, lo, spec, keys, _has_table(con, "attributes")),
+    )
 
 
 def build_profiles(con, as_of_ms: int, spec: ProfileSpec | None = None) -> pa.Table:
@@ -144,15 +200,9 @@ def build_profiles(con, as_of_ms: int, spec: ProfileSpec | None = None) -> pa.Ta
     :func:`shared_sessions`) for the segment rules."""
     spec = spec or ProfileSpec()
     as_of = int(as_of_ms)
-    lo = {days: window_start_bucket(as_of, days * 24) for days in WINDOWS_DAYS}
     ensure_user_keys(con)
-    has_attributes = _has_table(con, "attributes")
-    if has_attributes:  # by key once (a few hundred thousand rows), not per range
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _profile_attributes AS SELECT k.uid, "
-            + ", ".join(f"a.{c}" for c in DEMOGRAPHICS)
-            + " FROM attributes a JOIN user_keys k USING (user_id)"
-        )
+    if _has_table(con, "attributes"):  # by key once (a few hundred thousand rows), not per range
+        con.execute("CREATE OR REPLACE TEMP TABLE _profile_attributes AS " + ATTRIBUTES_SQL)
     con.execute("CREATE OR REPLACE TEMP TABLE profile_categories (uid INTEGER, category VARCHAR, score DOUBLE)")
     con.execute("DROP TABLE IF EXISTS profile_sessions_spec")
     con.execute(
@@ -160,14 +210,14 @@ def build_profiles(con, as_of_ms: int, spec: ProfileSpec | None = None) -> pa.Ta
         "(uid INTEGER, bucket INTEGER, start_ms BIGINT, end_ms BIGINT, bounce BOOLEAN)"
     )
     gap = int(spec.session_gap_ms)
-    from_ms = lo[HORIZON_DAYS] * HOUR_MS - gap
+    from_ms = _sessions_from_ms(as_of, gap)
     parts = []
     try:
         for keys in user_ranges(con):
-            con.execute("INSERT INTO profile_categories " + _categories_sql(as_of, lo[HORIZON_DAYS], spec, keys))
-            con.execute("INSERT INTO profile_sessions " + _sessions_sql(as_of, from_ms, gap, keys))
-            sql = _profiles_sql(con, as_of, lo, spec, keys, has_attributes)
-            parts.append(con.sql(sql).to_arrow_table())
+            queries = profile_queries(con, as_of, spec, keys)
+            con.execute("INSERT INTO profile_categories " + queries.categories)
+            con.execute("INSERT INTO profile_sessions " + queries.sessions)
+            parts.append(con.sql(queries.profiles).to_arrow_table())
     finally:
         con.execute("DROP TABLE IF EXISTS _profile_attributes")
     con.execute(  # what profile_sessions holds (shared_sessions)
@@ -198,7 +248,7 @@ def _sessions_sql(as_of: int, from_ms: int, gap: int, keys) -> str:
     edges AS (  -- each event's place in its session: first (after a gap) and/or last (before one)
         SELECT uid, ts_ms, bucket,
                coalesce(ts_ms - lag(ts_ms) OVER w > {gap}, true) AS is_first,
-               coalesce(lead(ts_ms) OVER w - ts_ms > {gap}, true) AS is_last
+               coalesce((lead(ts_ms) OVER w) - ts_ms > {gap}, true) AS is_last  -- (): Spark reads `w - ts_ms` as a name
         FROM ev WINDOW w AS (PARTITION BY uid ORDER BY ts_ms)),
     sessions AS (  -- among first/last events, a first that is not also last is followed by its session's last (at
                    -- the same millisecond, ordering by is_last puts the first before the last)
@@ -231,7 +281,7 @@ def _categories_sql(as_of: int, horizon: int, spec: ProfileSpec, keys) -> str:
     1e-12 (exact, in any order), so equal preferences are equal and ties in ``top_categories`` break alphabetically as
     documented. Over 20M events the batch took as long as with plain sums (89-92 s vs 86-93 s with the Redis load, one
     machine, 2026-12-07; 35 s without the load)."""
-    half_life_ms = float(spec.half_life_days) * DAY_MS
+    half_life_ms = float(spec.half_life_days) * DAY_MS  # a string cast, as the weights' (a DECIMAL in Spark)
     weighted = {kind: float(w) for kind, w in spec.weights.items() if float(w) > 0}
     if not weighted:
         return "SELECT NULL::INTEGER AS uid, NULL::VARCHAR AS category, NULL::DOUBLE AS score WHERE false"
@@ -243,7 +293,8 @@ def _categories_sql(as_of: int, horizon: int, spec: ProfileSpec, keys) -> str:
     # holding every weighted event of the range
     return f"""
         WITH weighted AS NOT MATERIALIZED (
-            SELECT uid, item_id, category, {weight} * pow(0.5, ({as_of} - ts_ms) / {half_life_ms}) AS s
+            SELECT uid, item_id, category,
+                   {weight} * pow(0.5, ({as_of} - ts_ms)::DOUBLE / '{half_life_ms!r}'::DOUBLE) AS s
             FROM events
             WHERE {in_range(keys)} AND bucket >= {horizon} AND ts_ms <= {as_of} AND event_type IN ({types})),
         raw AS (  -- each event once per category of its item (summing per item first was slower: 20% at 20M)
@@ -314,12 +365,13 @@ def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec, key
         SELECT uid,
                count(*) FILTER (WHERE bucket >= {lo30}) AS sessions_30d,
                count(*) FILTER (WHERE bucket >= {horizon}) AS sessions_90d,
-               avg((end_ms - start_ms) / 1000.0) FILTER (WHERE bucket >= {horizon}) AS mean_session_s,
+               avg((end_ms - start_ms)::DOUBLE / 1000) FILTER (WHERE bucket >= {horizon}) AS mean_session_s,
                avg(bounce::INTEGER) FILTER (WHERE bucket >= {horizon}) AS bounce_rate
         FROM profile_sessions WHERE {mine} GROUP BY uid),
-    implicit AS (
-        SELECT uid, MAP(list(category ORDER BY category), list(score ORDER BY category)) AS m,
-               list(category ORDER BY score DESC, category)[1:{k}] AS top
+    implicit AS (  -- top: the categories by score, best first (ties: alphabetically), as sorted (-score, category)
+        SELECT uid, {_sorted_map("category", "score")} AS m,
+               array_slice(list_transform(array_sort(list({{'s': -score, 'c': category}})), lambda x: x.c), 1, {k})
+                   AS top
         FROM profile_categories WHERE {mine} GROUP BY uid),
     ratings AS {
         _map(
@@ -341,7 +393,7 @@ def _profiles_sql(con, as_of: int, lo: Mapping[int, int], spec: ProfileSpec, key
     surveys AS {surveys}
     SELECT u.user_id, {as_of}::BIGINT AS as_of_ms,
            {", ".join(f"coalesce(a.{c.name}, 0) AS {c.name}" for c in profile_schema() if c.name.startswith("n_"))},
-           a.first_seen_ms, a.last_seen_ms, ({as_of} - a.last_seen_ms) / {float(DAY_MS)} AS recency_days,
+           a.first_seen_ms, a.last_seen_ms, ({as_of} - a.last_seen_ms)::DOUBLE / {DAY_MS} AS recency_days,
            coalesce(dy.frequency, 0) AS frequency,
            coalesce(s.sessions_30d, 0) AS sessions_30d, coalesce(s.sessions_90d, 0) AS sessions_90d,
            s.mean_session_s, s.bounce_rate, coalesce(a.dwell_total_ms, 0) AS dwell_total_ms,
