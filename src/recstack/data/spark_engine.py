@@ -67,7 +67,7 @@ class SparkSettings:
     """The ``engine`` config node of ``engine=spark`` (``configs/engine/spark.yaml``)."""
 
     master: str | None = "local[*]"
-    app_name: str = "recstack-data-prepare"
+    app_name: str = "recstack"
     driver_memory: str | None = "4g"
     shuffle_partitions: int = 8
     conf: Mapping[str, str] = field(default_factory=dict)
@@ -84,7 +84,7 @@ class SparkSettings:
         }
         return cls(
             master=node.get("master", "local[*]"),
-            app_name=str(node.get("app_name", "recstack-data-prepare")),
+            app_name=str(node.get("app_name", "recstack")),
             driver_memory=node.get("driver_memory", "4g"),
             shuffle_partitions=int(node.get("shuffle_partitions", 8)),
             conf=conf,
