@@ -7,9 +7,9 @@
 2. prepare the split once and search (:mod:`.search`): the validation split only;
 3. with ``two_stage``, score more candidates in the reserve: each exportable candidate's retrieval re-ranked by the
    best item-item one (EASE), as served (:mod:`.two_stage`);
-4. pick the winner by validation NDCG@10, train it once more and read the test split once (:mod:`.finish`; a
-   two-stage winner: both parts, read on test through its bundle), and record how its best trial(s) are trained again
-   (``winner/provenance.json``, :mod:`.provenance`);
+4. pick the winner by validation NDCG@10 and read the test split once (:mod:`.finish`: a trained model as its best
+   trial left it, a baseline fitted again; a two-stage winner: both parts, read on test through its bundle), and
+   record how its best trial(s) are trained again (``winner/provenance.json``, :mod:`.provenance`);
 5. export a bundle (the winner, or the best exportable candidate when the winner has no vectors to serve);
 6. write ``auto.json`` and ``report.html`` (:mod:`.report`) in the output folder.
 """

@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Refit:
-    """The winner trained once more, and its one reading of the test split.
+    """The winner's final run (its best trial's weights for a trained model, a new fit for a baseline), and its one
+    reading of the test split.
 
     A two-stage winner's record holds its ``parts`` (each part's refit, which read no test: ``test`` empty), the blend
     weight re-tuned on validation, and the served pipeline's validation and test metrics (its bundle's)."""
