@@ -65,6 +65,15 @@ def split_spec(cfg: DictConfig) -> SplitSpec:
     return SplitSpec.from_config(data, split, load=lambda: instantiate(source, _convert_="all"))  # type: ignore[arg-type]
 
 
+def engine_node(cfg: DictConfig) -> dict | None:
+    """A composed config's ``engine`` group (``configs/engine/``) as plain data for
+    :func:`recstack.data.engines.engine_from_config`; None when the config has none (the embedded default)."""
+    from omegaconf import OmegaConf
+
+    node = cfg.get("engine")
+    return None if node is None else OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
 def prepare_from_config(
     cfg: DictConfig, *, out_root: str | Path | None = None, force: bool = False, progress: bool = True
 ) -> PreparedSplit:

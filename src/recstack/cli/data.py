@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from recstack.cli.subcommands import split_command
-from recstack.config import config_dir
+from recstack.config import config_dir, engine_node
 from recstack.data.engines import EngineError, engine_from_config, is_uri
 
 if TYPE_CHECKING:
@@ -50,14 +50,12 @@ _CLEAR_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, OmegaConfBa
 
 def run(command: str, cfg: DictConfig) -> str:
     """Do ``command`` for a composed prepare config and return what to print (testable without the CLI)."""
-    from omegaconf import OmegaConf
 
     from recstack.config import split_spec
     from recstack.data.build_split import DEFAULT_ROOT, prepare
     from recstack.data.warehouse import format_stats, stats
 
-    node = cfg.get("engine")
-    engine = engine_from_config(OmegaConf.to_container(node, resolve=True) if node is not None else None)
+    engine = engine_from_config(engine_node(cfg))
     root = str(cfg.get("processed_root") or DEFAULT_ROOT)
     force = bool(cfg.get("force", False))
     try:

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from recstack.cli.subcommands import split_command
-from recstack.config import collect_settings, compose
+from recstack.config import collect_settings, compose, engine_node
 from recstack.data.engines import EngineError, engine_from_config
 
 COMMANDS: tuple[str, ...] = ("build", "check")
@@ -154,9 +154,9 @@ def run_profiles(cfg: DictConfig, write_profiles: bool) -> dict[str, Any]:
     seg_cfg = _segments_config(cfg, as_of) if with_segments else None
     segments: dict[str, Any] | None = None
     steps = Steps(4 + int(write_profiles) + int(redis_load) + int(with_segments))
-    node = cfg.get("engine") if write_profiles else None  # check computes no profiles: nothing for Spark to do
     with ExitStack() as stack:
-        engine = engine_from_config(OmegaConf.to_container(node, resolve=True) if node is not None else None)
+        # check computes no profiles: nothing for Spark to do
+        engine = engine_from_config(engine_node(cfg) if write_profiles else None)
         if engine is not None:
             stack.callback(engine.close)
         # Spark (and its Java check) starts before the lake is read: a missing Java is one line in seconds, not after

@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from recstack.cli.subcommands import split_command
-from recstack.config import collect_settings, compose, config_dir
+from recstack.config import collect_settings, compose, config_dir, engine_node
 from recstack.data.engines import EngineError, engine_from_config
 
 COMMANDS: tuple[str, ...] = ("validate", "run", "follow")
@@ -103,8 +103,7 @@ def run_command(cfg: DictConfig, loaded=None) -> dict[str, object]:
     if cfg.registry:
         sync_yaml(client, settings.names, segments)
         segments = {**registry(client, settings.names, horizon_h(cfg)), **segments}
-    node = cfg.get("engine")
-    engine = engine_from_config(OmegaConf.to_container(node, resolve=True) if node is not None else None)
+    engine = engine_from_config(engine_node(cfg))
     try:
         run = run_segments(
             cfg.lake,

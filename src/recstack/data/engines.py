@@ -1,7 +1,9 @@
-"""Which engine runs the prepare job's per-row work: the ``engine`` config group (``configs/engine/``).
+"""Which engine runs the batch jobs' per-row work (prepare, profiles, segments): the ``engine`` config group
+(``configs/engine/``).
 
 * ``duckdb`` (default): numpy, Arrow and DuckDB in this process (:mod:`recstack.data.build_split`).
-* ``spark``: PySpark (:mod:`recstack.data.spark_engine`), the same split and the same folder hash.
+* ``spark``: PySpark (:mod:`recstack.data.spark_engine`), the same split and the same folder hash; the profiles and
+  segments from the same SQL (recstack.profiles.profiles_spark, recstack.profiles.segments_spark).
 
 Light on purpose (no pandas, no Spark): the CLI imports it to name engine errors before anything heavy loads.
 """
@@ -30,8 +32,8 @@ class EngineError(RuntimeError):
 
 
 def engine_from_config(node: Mapping[str, Any] | None) -> SparkEngine | None:
-    """The engine an ``engine`` config node names: ``None`` for the embedded default, else the engine object (which
-    starts its runtime lazily; call its ``close()`` when done)."""
+    """The engine an ``engine`` config node names (plain data: :func:`recstack.config.engine_node`): ``None`` for the
+    embedded default, else the engine object (which starts its runtime lazily; call its ``close()`` when done)."""
     name = str((node or {}).get("name", "duckdb"))
     if name == "duckdb":
         return None
