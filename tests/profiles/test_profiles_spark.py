@@ -13,6 +13,7 @@ test stops it, so it comes last.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import operator
 import random
@@ -233,10 +234,15 @@ def test_engine_spark_without_java_is_one_clear_line(lake_fixture: LakeBuilder, 
 
 
 def test_cli_build_engine_spark_writes_what_duckdb_writes(
-    spark_engine: object, lake_fixture: LakeBuilder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spark_engine: object,
+    lake_fixture: LakeBuilder,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The whole build (profiles, checks, outputs) with engine=spark equals engine=duckdb's. Last in the module: the
-    CLI's engine reuses the module's SparkSession (getOrCreate) and stops it when done."""
+    """The whole build (profiles, checks, outputs, and the segments of ``segments.run=true``) with engine=spark equals
+    engine=duckdb's; the segments run on the build's engine too. Last in the module: the CLI's engine reuses the
+    module's SparkSession (getOrCreate) and stops it when done, once."""
     from recstack.cli.profiles import main
 
     common = [
@@ -245,14 +251,24 @@ def test_cli_build_engine_spark_writes_what_duckdb_writes(
         "as_of=" + AS_OF.isoformat(),
         "redis.load=false",
         "threads=2",
+        "segments.run=true",
     ]
     spark = ["engine=spark", "engine.master='local[2]'", "engine.driver_memory=1g", "engine.shuffle_partitions=2"]
+    caplog.set_level(logging.INFO, logger="recstack.profiles")
     for name, extra in (("duckdb", []), ("spark", spark)):
+        segments = f"segments.overrides=['out={tmp_path / name / 'segments'}','publish=false','registry=false']"
         with pytest.raises(SystemExit) as done:
-            main(["build", *common, f"out={tmp_path / name}", *extra])
+            main(["build", *common, segments, f"out={tmp_path / name}", *extra])
         out, err = capsys.readouterr()
         assert done.value.code == 0, err
-        assert "users from" in out
+        assert "users from" in out and "  segments: " in out
+    steps = [r.getMessage() for r in caplog.records if r.name == "recstack.profiles"]
+    done_steps = [m.split("] ", 1)[1].rsplit(":", 1)[0] for m in steps if not m.endswith("...")]
+    assert done_steps.count("profiles (Spark)") == 1 and done_steps.count("segments (Spark)") == 1, done_steps
+    for table in ("membership.parquet", "runs.parquet"):
+        got, duck = (pq.read_table(tmp_path / name / "segments" / table) for name in ("spark", "duckdb"))
+        assert got.equals(duck), table
+    assert sum(pq.read_table(tmp_path / "spark" / "segments" / "runs.parquet")["size"].to_pylist()) > 0
     got, duck = (pq.read_table(tmp_path / name / "profiles.parquet") for name in ("spark", "duckdb"))
     assert got.num_rows == duck.num_rows > 30
     assert got.schema.equals(duck.schema)

@@ -181,7 +181,8 @@ def run_profiles(cfg: DictConfig, write_profiles: bool) -> dict[str, Any]:
             profiles = steps.run("profiles (Spark)", spark_profiles, spark, con, as_of, profile_spec)
         profiles, anomalies, report = steps.run("quality checks", run_checks, con, profiles, as_of, lake, quality_spec)
         if with_segments:
-            segments = steps.run("segments", _segments, seg_cfg, con, start, as_of)
+            label = "segments" if spark is None else "segments (Spark)"
+            segments = steps.run(label, _segments, seg_cfg, con, start, as_of, engine)
 
     def write() -> None:
         out.mkdir(parents=True, exist_ok=True)
@@ -209,7 +210,7 @@ def run_profiles(cfg: DictConfig, write_profiles: bool) -> dict[str, Any]:
 
 def _segments_config(cfg: DictConfig, as_of: int) -> DictConfig:
     """The ``recstack-segments run`` config of ``segments.run``: configs/segments.yaml with ``segments.overrides``
-    and the build's own lake, time and engine settings; checked (rules parsed) before any work."""
+    and the build's own lake and time settings (the build's engine is passed to the run itself); checked (rules parsed) before any work."""
     from recstack.cli.segments import declared
 
     overrides = [str(o) for o in (_plain(cfg.segments.overrides) or [])]
@@ -233,9 +234,10 @@ def _segments_config(cfg: DictConfig, as_of: int) -> DictConfig:
     return seg_cfg
 
 
-def _segments(seg_cfg: DictConfig, con, start_ms: int, as_of: int) -> dict[str, Any]:
+def _segments(seg_cfg: DictConfig, con, start_ms: int, as_of: int, engine) -> dict[str, Any]:
     """``recstack-segments run`` over the events ``con`` holds when they reach back to the segment horizon's start
-    (minus a session gap); else over its own load, with a warning saying why."""
+    (minus a session gap); else over its own load, with a warning saying why. On the build's engine (``engine``:
+    its open SparkEngine, or ``None`` for DuckDB), which the build closes."""
     from recstack.cli.segments import horizon_h, run_command
     from recstack.profiles.compile import window_start_bucket
     from recstack.profiles.rules import HOUR_MS
@@ -243,8 +245,8 @@ def _segments(seg_cfg: DictConfig, con, start_ms: int, as_of: int) -> dict[str, 
     needed = window_start_bucket(as_of, horizon_h(seg_cfg)) * HOUR_MS - int(seg_cfg.session_gap_min) * 60_000
     if start_ms > needed:
         log.warning("history_days is shorter than the segments' horizon_days: the segments load their own events")
-        return run_command(seg_cfg)
-    return run_command(seg_cfg, loaded=con)
+        return run_command(seg_cfg, engine=engine)
+    return run_command(seg_cfg, loaded=con, engine=engine)
 
 
 def _write_parquet(table, path: Path) -> None:

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.errors import HydraException
 from omegaconf import DictConfig
@@ -28,6 +29,9 @@ from omegaconf.errors import OmegaConfBaseException
 from recstack.cli.subcommands import split_command
 from recstack.config import collect_settings, compose, config_dir, engine_node
 from recstack.data.engines import EngineError, engine_from_config
+
+if TYPE_CHECKING:
+    from recstack.data.spark_engine import SparkEngine
 
 COMMANDS: tuple[str, ...] = ("validate", "run", "follow")
 USAGE = (
@@ -82,8 +86,10 @@ def validate(cfg: DictConfig) -> int:
     return 0
 
 
-def run_command(cfg: DictConfig, loaded=None) -> dict[str, object]:
-    """One run (``loaded``: a DuckDB connection with the events already loaded, see run_segments)."""
+def run_command(cfg: DictConfig, loaded=None, engine: SparkEngine | None = None) -> dict[str, object]:
+    """One run (``loaded``: a DuckDB connection with the events already loaded, see run_segments). ``engine``: the
+    caller's open engine (the profile build's), used instead of one from ``cfg.engine`` and left open; ``None``: the
+    engine ``cfg`` names, started and closed here."""
     import redis
 
     from recstack.profiles.segments_batch import run_segments
@@ -103,7 +109,9 @@ def run_command(cfg: DictConfig, loaded=None) -> dict[str, object]:
     if cfg.registry:
         sync_yaml(client, settings.names, segments)
         segments = {**registry(client, settings.names, horizon_h(cfg)), **segments}
-    engine = engine_from_config(engine_node(cfg))
+    own = engine is None
+    if own:
+        engine = engine_from_config(engine_node(cfg))
     try:
         run = run_segments(
             cfg.lake,
@@ -120,7 +128,7 @@ def run_command(cfg: DictConfig, loaded=None) -> dict[str, object]:
             engine=engine,
         )
     finally:
-        if engine is not None:
+        if own and engine is not None:
             engine.close()
     published = publish(client, settings.names, run) if cfg.publish else {}
     client.close()
