@@ -2,6 +2,8 @@
 
 Measures the ``days`` days ending on ``day`` (recstack.monitoring.job), writes ``daily.parquet``, ``drift.parquet``,
 ``summary.json``, ``report.html`` and ``metrics.prom`` under ``out``, and prints a short summary table.
+``engine=spark`` joins the impressions to the events on PySpark from the same SQL (recstack.monitoring.monitor_spark;
+``configs/engine/``, as for ``recstack-segments run``); it needs Java 17+, and says so in one line when there is none.
 
 Exit status: 0 when the reported day is fine, 3 (:data:`~recstack.monitoring.alerts.ALERT_EXIT_CODE`) when an alert
 fires on it (a scheduler sees a failed run; the outputs are written all the same), 2 on bad input or a missing or
@@ -21,10 +23,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from recstack.config import compose
+from recstack.config import compose, engine_node
+from recstack.data.engines import EngineError, engine_from_config
 
 USAGE = (
     "usage: recstack-monitor [lake=<dir>] [out=<dir>] [day=YYYY-MM-DD] [days=14] [segment_set=<path>] [key=value ...]\n"
+    "                        [engine=duckdb|spark]\n"
     "  settings and their defaults: configs/monitor.yaml; exit 3 when an alert fires on the reported day"
 )
 PROG = "recstack-monitor"
@@ -95,23 +99,29 @@ def run(args: Sequence[str]):
     cfg = compose("monitor", list(args))
     metric, rules, ab = specs(cfg)
     members, source = membership(cfg)
-    return run_monitor(
-        str(cfg.lake),
-        str(cfg.out),
-        day=parse_day(cfg.day),
-        days=cfg.days,
-        spec=metric,
-        rules=rules,
-        ab=ab,
-        membership=members,
-        segments_source=source,
-        threads=cfg.threads,
-        memory_limit=cfg.memory_limit,
-        drop_bots=bool(cfg.drop_bots),
-        pushgateway=cfg.prometheus.pushgateway,
-        prometheus_file=cfg.prometheus.file,
-        report=bool(cfg.report),
-    )
+    engine = engine_from_config(engine_node(cfg))
+    try:
+        return run_monitor(
+            str(cfg.lake),
+            str(cfg.out),
+            day=parse_day(cfg.day),
+            days=cfg.days,
+            spec=metric,
+            rules=rules,
+            ab=ab,
+            membership=members,
+            segments_source=source,
+            threads=cfg.threads,
+            memory_limit=cfg.memory_limit,
+            drop_bots=bool(cfg.drop_bots),
+            pushgateway=cfg.prometheus.pushgateway,
+            prometheus_file=cfg.prometheus.file,
+            report=bool(cfg.report),
+            engine=engine,
+        )
+    finally:
+        if engine is not None:
+            engine.close()
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -196,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (
         LakeError,
         DataError,
+        EngineError,
         ValueError,
         TypeError,
         KeyError,

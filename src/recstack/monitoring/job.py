@@ -5,6 +5,10 @@ Outputs under ``out``: ``daily.parquet`` (the metrics per day, bundle, experimen
 (PSI per day and series), ``summary.json`` (the reported day, per-arm estimates with intervals, the A/B comparisons,
 the alerts, the run's settings and timings), ``report.html`` (recstack.monitoring.report) and ``metrics.prom``
 (recstack.monitoring.prometheus). Each file is written to a temporary name and renamed.
+
+``engine``: the joins of impressions to events (attribution and the outcome pairs, recstack.monitoring.attribution)
+run on DuckDB, or on Spark from the same SQL (``engine=spark``: recstack.monitoring.monitor_spark); the load and
+everything after the joins run on DuckDB and numpy either way.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +43,9 @@ from recstack.monitoring.online_metrics import (
 from recstack.monitoring.per_impression import judged_values, load_impressions
 from recstack.monitoring.significance import ab_table, arm_estimates
 from recstack.monitoring.spec import DAY_MS, ABSpec, AlertRules, MetricSpec, MonitorError
+
+if TYPE_CHECKING:
+    from recstack.data.spark_engine import SparkEngine
 
 log = logging.getLogger("recstack.monitoring")
 SERIES = ["bundle", "experiment", "arm"]
@@ -164,10 +171,13 @@ def run_monitor(
     pushgateway: str | None = None,
     prometheus_file: str | Path | None = None,
     report: bool = True,
+    engine: SparkEngine | None = None,
 ) -> MonitorRun:
     """Measure the ``days`` days ending on ``day`` (default: the latest day holding impressions) and write the
     outputs (module docstring). ``membership``: ``(user_id, segment)`` rows for the per-segment breakdown;
-    ``prometheus_file``: where the gauges go (default ``<out>/metrics.prom``)."""
+    ``prometheus_file``: where the gauges go (default ``<out>/metrics.prom``); ``engine``: a
+    :class:`~recstack.data.spark_engine.SparkEngine` runs the joins on Spark (the caller closes it), ``None`` on
+    DuckDB."""
     spec, rules, ab = spec or MetricSpec(), rules or AlertRules(), ab or ABSpec()
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
         raise MonitorError(f"days={days!r}: give the number of days to report, between 1 and 366")
@@ -183,11 +193,20 @@ def run_monitor(
     if target not in available:
         notes.append(f"no impressions were served on {target.isoformat()}: zero traffic")
 
+    # The session starts before the lake is read: a missing Java or PySpark fails in a second, not after the load.
+    spark = steps.run("start spark", lambda: engine.spark) if engine is not None else None
     con = lake_tables.connect(threads, memory_limit)
     try:
         loaded = steps.run("load", lake_tables.load, con, lake, load_first, target, spec, drop_bots=drop_bots)
-        steps.run("attribute", attribute, con, spec)
-        imps = steps.run("per impression", load_impressions, con, spec)
+        pairs = None  # DuckDB computes the outcome pairs in the per-impression step
+        if spark is None:
+            steps.run("attribute", attribute, con, spec)
+        else:
+            from recstack.monitoring.monitor_spark import spark_attribute, spark_outcome_pairs
+
+            steps.run("attribute", spark_attribute, spark, con, spec)
+            pairs = steps.run("outcome pairs", spark_outcome_pairs, spark, con, spec)
+        imps = steps.run("per impression", load_impressions, con, spec, pairs)
 
         def values() -> dict[str, np.ndarray]:
             judged, per_judged = judged_values(imps, spec.ks)
@@ -281,6 +300,7 @@ def run_monitor(
             "ab": asdict(ab),
             "segments": segments_source,
             "drop_bots": drop_bots,
+            "engine": "duckdb" if engine is None else engine.name,
         },
     )
     steps.run(

@@ -1,8 +1,9 @@
 """One row per impression, as numpy arrays: its series, day and user, what was attributed to it (clicks by position,
 a conversion) and how its list ranks against what followed (the relevant set's size and the positions it holds).
 
-DuckDB does the joins (recstack.monitoring.attribution); the per-impression reductions here are bincounts and bit
-operations over dense row indices, which cost a fraction of a SQL hash aggregation over millions of groups.
+DuckDB (or Spark, recstack.monitoring.monitor_spark) does the joins (recstack.monitoring.attribution); the
+per-impression reductions here are bincounts and bit operations over dense row indices, which cost a fraction of a
+SQL hash aggregation over millions of groups.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def _bits(positions: np.ndarray) -> np.ndarray:
     return np.left_shift(np.int64(1), positions.astype(np.int64) - 1)
 
 
-def load_impressions(con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> Impressions:
-    """Read ``imp``, ``series``, ``attributed`` and the outcome pairs into :class:`Impressions`."""
+def load_impressions(con: duckdb.DuckDBPyConnection, spec: MetricSpec, pairs: pa.Table | None = None) -> Impressions:
+    """Read ``imp``, ``series``, ``attributed`` and the outcome pairs into :class:`Impressions`. ``pairs``: outcome
+    pairs another engine computed (recstack.monitoring.monitor_spark); ``None``: DuckDB computes them here."""
     names = con.execute("SELECT gid, bundle, experiment, arm FROM series ORDER BY bundle, experiment, arm").df()
     codes = pa.table({"gid": pa.array(names["gid"].to_numpy(np.uint64)), "code": pa.array(np.arange(len(names)))})
     con.register("series_codes", codes)
@@ -82,7 +84,8 @@ def load_impressions(con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> Impres
     converted = np.zeros(n, dtype=bool)
     converted[at_row[attributed.column("conversion").to_numpy(zero_copy_only=False)]] = True
 
-    pairs = outcome_pairs(con, spec)
+    if pairs is None:
+        pairs = outcome_pairs(con, spec)
     pair_row = index[pairs.column("imp_row").to_numpy()]
     pair_pos = pairs.column("pos").to_numpy()
     n_relevant = np.bincount(pair_row, minlength=n).astype(np.int32)
