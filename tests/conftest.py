@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from bundle_support import write_test_bundle
+from spark_support import SharedSpark
 
 from recstack.data.prepared import FORMAT_VERSION, PreparedSplit
 
@@ -126,6 +127,14 @@ def ml100k_split(tmp_path_factory: pytest.TempPathFactory) -> PreparedSplit:
     return prepare_named("ml100k", "random", out_root=tmp_path_factory.mktemp("processed"))
 
 
+@pytest.fixture(scope="session")
+def shared_spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedSpark]:
+    """One local Spark JVM for this test process (tests/spark_support.py), started by the first module that asks."""
+    shared = SharedSpark(tmp_path_factory.mktemp("spark-local"))
+    yield shared
+    shared.close()
+
+
 @pytest.fixture(autouse=True)
 def pseudonymisation_key(monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test runs with a test-only pseudonymisation key (a deployment sets its own secret; none is in the repo).
@@ -136,10 +145,12 @@ def pseudonymisation_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 LONGEST_FIRST = (
+    "tests/auto/test_auto_provenance.py",
     "tests/training/test_ddp.py",
     "tests/data/test_spark_engine.py",
     "tests/training/test_interrupt.py",
     "tests/tuning/",
+    "tests/serving/test_process_tree.py",
     "tests/serving/test_replicas.py",
     "tests/export/test_text_encoder_onnx.py",
     "tests/profiles/test_batch_realtime_equivalence.py",

@@ -1,5 +1,6 @@
-"""A local SparkSession for the Spark tests (prepare, segments, profiles), set up for small data and many short
-queries. Each test module starts one and shares it between its tests: the JVM's start is the slow part."""
+"""A local SparkSession for the Spark tests (prepare, profiles, segments, monitoring), set up for small data and many
+short queries. One per test process (:class:`SharedSpark`, the ``shared_spark`` fixture of tests/conftest.py), shared
+by every Spark module that process runs: the JVM's start and its JIT's warm-up are the slow part."""
 
 from __future__ import annotations
 
@@ -36,6 +37,27 @@ def local_engine(local_dir: Path, app_name: str = "recstack-test", shuffle_parti
     engine = SparkEngine(settings)
     engine.spark.sparkContext.setLogLevel("ERROR")
     return engine
+
+
+class SharedSpark:
+    """The process's one local engine, started on first use. A CLI under test that asks for ``engine=spark`` gets this
+    session too (``getOrCreate``) and leaves it running: an engine stops only a session it started."""
+
+    def __init__(self, local_dir: Path) -> None:
+        self._local_dir = local_dir
+        self._engine: SparkEngine | None = None
+
+    def engine(self, shuffle_partitions: int = 2) -> SparkEngine:
+        """The running engine, with ``spark.sql.shuffle.partitions`` set for the module that asks."""
+        if self._engine is None:
+            self._engine = local_engine(self._local_dir, "recstack-test", shuffle_partitions)
+        self._engine.spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
 
 def refusal_without_java(module: str, *args: str, cwd: Path) -> str:

@@ -4,14 +4,14 @@ same SQL text, and the whole run writes the same metrics.
 One fixture lake (monitor_support.LakeBuilder) holds the hand-made cases of test_attribution.py, each for its own
 user (a request id, the window rule, an event before its list by the client's clock, another user's request id, an
 item the list did not show, the window's and the time bucket's edges, outcomes over two days), plus three days of
-seeded random traffic in two arms, anonymous lists and a replayed request id (so ``imp`` has a row-number gap). One
-local SparkSession serves the module (its start is the slow part); the CLI test stops it, so it comes last.
+seeded random traffic in two arms, anonymous lists and a replayed request id (so ``imp`` has a row-number gap). The
+test process's one local SparkSession (tests/spark_support.py) serves the module; the CLI test reuses it
+(getOrCreate) and leaves it running.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from monitor_support import DAY, MIN, LakeBuilder, day, loaded
-from spark_support import local_engine, refusal_without_java
+from spark_support import SharedSpark, refusal_without_java
 
 from recstack.monitoring.attribution import attribute, outcome_pairs
 from recstack.monitoring.monitor_spark import spark_attribute, spark_outcome_pairs
@@ -117,11 +117,9 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeBuilder:
 
 
 @pytest.fixture(scope="module")
-def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One local SparkSession for the module (tests/spark_support.py)."""
-    engine = local_engine(tmp_path_factory.mktemp("spark-local"), "recstack-monitor-test")
-    yield engine
-    engine.close()
+def spark_engine(shared_spark: SharedSpark) -> object:
+    """The process's local engine (tests/spark_support.py)."""
+    return shared_spark.engine(shuffle_partitions=2)
 
 
 def test_engine_spark_without_java_is_one_clear_line(lake: LakeBuilder, tmp_path: Path) -> None:
@@ -191,8 +189,8 @@ def _run_cli(capsys: pytest.CaptureFixture[str], lake: LakeBuilder, out: Path, *
 def test_cli_engine_spark_writes_what_duckdb_writes(
     spark_engine: object, lake: LakeBuilder, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """daily.parquet, drift.parquet and the summary's measurements with engine=spark equal engine=duckdb's. Last in
-    the module: the CLI's engine reuses the module's SparkSession (getOrCreate) and stops it when done."""
+    """daily.parquet, drift.parquet and the summary's measurements with engine=spark equal engine=duckdb's. The CLI's
+    engine reuses the process's SparkSession (getOrCreate) and leaves it running."""
     base = lake.root.parent
     spark = ["engine=spark", "engine.master='local[2]'", "engine.driver_memory=1g", "engine.shuffle_partitions=2"]
     summaries = {

@@ -6,8 +6,8 @@ preferences, survey answers, profile events, devices used equally often (the tie
 accounts, a crawler, and users whose only events are 100+ days old. Both engines are compared over the whole history,
 a 60-day history with other weights and gap, and before any event (every table empty). Integer, string and list columns must be equal; the values of fractional sums and means
 (implicit scores, mean ratings, session means, bounce rates) to 1e-9 relative: Java's ``pow`` and the engines' order of
-summing may differ in the last bits. One local SparkSession serves the module (its start is the slow part); the CLI
-test stops it, so it comes last.
+summing may differ in the last bits. The test process's one local SparkSession (tests/spark_support.py) serves the
+module; the CLI test reuses it (getOrCreate) and leaves it running.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import logging
 import math
 import operator
 import random
-from collections.abc import Iterator
 from datetime import timedelta as td
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from profiles_support import AS_OF, AS_OF_MS, LakeBuilder, random_session, write_items
-from spark_support import local_engine, refusal_without_java
+from spark_support import SharedSpark, refusal_without_java
 
 from recstack.profiles.build import ProfileSpec, build_profiles, profile_schema, shared_sessions
 from recstack.profiles.profile_surveys import load_survey_answers
@@ -109,12 +108,10 @@ def lake_fixture(tmp_path_factory: pytest.TempPathFactory) -> LakeBuilder:
 
 
 @pytest.fixture(scope="module")
-def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One local SparkSession for the module (tests/spark_support.py), with one shuffle partition: the profile query
-    has some twenty shuffles, a stage each either way, and one task each is quicker (the CLI test runs two)."""
-    engine = local_engine(tmp_path_factory.mktemp("spark-local"), "recstack-profiles-test", shuffle_partitions=1)
-    yield engine
-    engine.close()
+def spark_engine(shared_spark: SharedSpark) -> object:
+    """The process's local engine (tests/spark_support.py), with one shuffle partition: the profile query has some
+    twenty shuffles, a stage each either way, and one task each is quicker (the CLI test runs two)."""
+    return shared_spark.engine(shuffle_partitions=1)
 
 
 def _close(a: object, b: object) -> bool:
@@ -241,8 +238,7 @@ def test_cli_build_engine_spark_writes_what_duckdb_writes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The whole build (profiles, checks, outputs, and the segments of ``segments.run=true``) with engine=spark equals
-    engine=duckdb's; the segments run on the build's engine too. Last in the module: the CLI's engine reuses the
-    module's SparkSession (getOrCreate) and stops it when done, once."""
+    engine=duckdb's; the segments run on the build's engine too (the CLI's engine reuses the process's session)."""
     from recstack.cli.profiles import main
 
     common = [

@@ -3,15 +3,14 @@
 One synthetic lake (the profile tests' LakeBuilder) with every event type the rules read, several devices, bots,
 stated categories and attributes, an anonymous visitor merged into a user, and events after the run's time; the
 shipped rules (configs/segments/) plus rules for sums, shares, devices, ``not`` and short windows. Both engines are
-compared at several times, so windows slide between them. One local SparkSession serves the module (its start is the
-slow part); the CLI test stops it, so it comes last.
+compared at several times, so windows slide between them. The test process's one local SparkSession
+(tests/spark_support.py) serves the module; the CLI test reuses it (getOrCreate) and leaves it running.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from profiles_support import AS_OF_MS, ITEMS, LakeBuilder, write_items
-from spark_support import local_engine, refusal_without_java
+from spark_support import SharedSpark, refusal_without_java
 
 from recstack.config import config_dir
 from recstack.profiles.rules import HOUR_MS, load_segments, parse_segments
@@ -99,11 +98,9 @@ def lake_fixture(tmp_path_factory: pytest.TempPathFactory) -> LakeBuilder:
 
 
 @pytest.fixture(scope="module")
-def spark_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One local SparkSession for the module (tests/spark_support.py)."""
-    engine = local_engine(tmp_path_factory.mktemp("spark-local"), "recstack-segments-test")
-    yield engine
-    engine.close()
+def spark_engine(shared_spark: SharedSpark) -> object:
+    """The process's local engine (tests/spark_support.py)."""
+    return shared_spark.engine(shuffle_partitions=2)
 
 
 def rule_set() -> dict:
@@ -150,8 +147,8 @@ def test_spark_membership_is_duckdbs(spark_engine: object, lake_fixture: LakeBui
 def test_cli_run_engine_spark_writes_what_duckdb_writes(
     spark_engine: object, lake_fixture: LakeBuilder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The whole run (membership, history, runs, summary) with engine=spark equals engine=duckdb's. Last in the
-    module: the CLI's engine reuses the module's SparkSession (getOrCreate) and stops it when done."""
+    """The whole run (membership, history, runs, summary) with engine=spark equals engine=duckdb's. The
+    CLI's engine reuses the process's SparkSession (getOrCreate) and leaves it running."""
     from recstack.cli.segments import main
 
     rules = tmp_path / "rules"

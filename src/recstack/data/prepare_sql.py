@@ -11,8 +11,11 @@ and on Spark against that path. The queries read and write these tables (interna
   filtered step by step.
 * ``pairs``: one row per (user, item): ``n_rows``, ``first_ts`` (earliest time), ``first_row`` (earliest source row).
 * ``pair_stage``: ``u``, ``i``, ``stage`` (0 train, 1 valid, 2 test, -1 dropped).
-* ``pair_keys`` (random split): ``u``, ``i``, ``offs``, ``rkey``, ``stage``, ``tied`` from
-  :class:`~recstack.data.random_stream.RandomStages`, the one step in Python.
+* ``pair_keys`` (random split, and new_items over its warm pairs): ``u``, ``i``, ``offs``, ``rkey``, ``stage``,
+  ``tied`` from :class:`~recstack.data.random_stream.RandomStages`, the one step in Python.
+* new_items: ``cold_items`` (``i``: the held-out items, drawn in Python), ``warm_pairs`` / ``cold_pairs`` (``u``,
+  ``i``), ``warm_stage`` (``u``, ``i``, ``stage``) and ``cold_order`` (``pos``, ``stage``: the stage of the cold pair
+  at each position of the cold pairs' (user, item) order, from numpy's permutation in Python).
 
 Numbers enter as text casts (``CAST('0.1' AS DOUBLE)``) so both engines parse the exact double Python holds.
 """
@@ -75,19 +78,43 @@ def pairs(table: str) -> str:
     return f"SELECT u, i, count(*) AS n_rows, min(ts) AS first_ts, min(src_row) AS first_row FROM {table} GROUP BY u, i"
 
 
-PAIR_SHAPE = """
-SELECT count(*) AS n_pairs, count(DISTINCT u) AS n_users, max(n) AS max_per_user
-FROM (SELECT u, count(*) OVER (PARTITION BY u) AS n FROM pairs) AS counted
+def pair_shape(table: str) -> str:
+    """``n_pairs``, ``max_per_user`` of the pairs in ``table`` (a subset of ``pairs``, whole users or not) and
+    ``max_user``: the embedded index of its largest user, i.e. that user's rank among all users of ``pairs`` (the
+    embedded path numbers the users left after cleaning 0..n-1 in code order)."""
+    return f"""
+SELECT sum(n) AS n_pairs, max(n) AS max_per_user,
+       (SELECT count(DISTINCT u) FROM pairs WHERE u <= (SELECT max(u) FROM {table})) - 1 AS max_user
+FROM (SELECT u, count(*) AS n FROM {table} GROUP BY u) AS per_user
 """
 
-# Each pair with the position of its user's first pair in (user, item) order: where numpy's key stream is read.
-PAIRS_WITH_STARTS = """
-WITH per_user AS (SELECT u, count(*) AS n FROM pairs GROUP BY u),
+
+def pairs_with_starts(table: str) -> str:
+    """Each pair of ``table`` with ``start``, the position of its user's first pair in ``table``'s (user, item)
+    order: where numpy's key stream is read for it."""
+    return f"""
+WITH per_user AS (SELECT u, count(*) AS n FROM {table} GROUP BY u),
 starts AS (
     SELECT u, sum(n) OVER (ORDER BY u ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - n AS start FROM per_user
 )
-SELECT p.u, p.i, s.start FROM pairs AS p JOIN starts AS s ON p.u = s.u
+SELECT p.u, p.i, s.start FROM {table} AS p JOIN starts AS s ON p.u = s.u
 """
+
+
+def pair_positions(table: str) -> str:
+    """``u, i, pos``: each pair's position in ``table``'s (user, item) order, numbered without a global sort (a
+    running sum over users, then a rank inside each user)."""
+    return f"""
+SELECT u, i, start + row_number() OVER (PARTITION BY u ORDER BY i) - 1 AS pos FROM ({pairs_with_starts(table)}) AS p
+"""
+
+
+def pairs_of_items(cold: bool) -> str:
+    """The pairs whose item is in ``cold_items`` (``cold``) or not: the new_items split's two halves."""
+    return f"""
+SELECT p.u, p.i FROM pairs AS p LEFT JOIN cold_items AS c ON p.i = c.i WHERE c.i IS {"NOT " if cold else ""}NULL
+"""
+
 
 # Pairs whose key ties with another pair of the same user (flagged by RandomStages), in numpy's sorted order.
 TIED_KEYS = "SELECT u, offs, rkey FROM pair_keys WHERE tied ORDER BY u, rkey, offs"
@@ -161,6 +188,20 @@ WITH staged AS (
 trained AS (SELECT DISTINCT u FROM staged WHERE stage = 0)
 SELECT s.u, s.i, CASE WHEN t.u IS NULL THEN -1 ELSE s.stage END AS stage
 FROM staged AS s LEFT JOIN trained AS t ON s.u = t.u
+"""
+
+
+# The new_items split's pair_stage: the warm pairs' stages, the cold pairs' by their position (cold_order), and -1
+# for every pair of a user without a warm pair (nothing to train on, as with the time split).
+NEW_ITEMS_STAGES = f"""
+WITH cold AS (
+    SELECT c.u, c.i, o.stage FROM ({pair_positions("cold_pairs")}) AS c JOIN cold_order AS o ON c.pos = o.pos
+),
+warm_users AS (SELECT DISTINCT u FROM warm_stage)
+SELECT u, i, CAST(stage AS INTEGER) AS stage FROM warm_stage
+UNION ALL
+SELECT c.u, c.i, CASE WHEN w.u IS NULL THEN -1 ELSE CAST(c.stage AS INTEGER) END AS stage
+FROM cold AS c LEFT JOIN warm_users AS w ON c.u = w.u
 """
 
 

@@ -120,13 +120,16 @@ def require_java(environ: Mapping[str, str] | None = None) -> tuple[str, int]:
     return java, major
 
 
-def spark_session(settings: SparkSettings) -> SparkSession:
-    """A SparkSession for ``settings`` (or the one already running: ``getOrCreate``), after checking Java."""
+def spark_session(settings: SparkSettings) -> tuple[SparkSession, bool]:
+    """A SparkSession for ``settings``, after checking Java, and whether it was started here: ``False`` when one was
+    already running in this process (a notebook's, a test's, spark-submit's), which ``getOrCreate`` returns with only
+    the runtime SQL settings applied."""
     require_java()
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise EngineError(f"engine=spark needs PySpark: {PYSPARK_HINT}") from None
+    running = SparkSession.getActiveSession() is not None
     builder = SparkSession.builder.appName(settings.app_name)
     if settings.master:
         builder = builder.master(settings.master)
@@ -143,7 +146,7 @@ def spark_session(settings: SparkSettings) -> SparkSession:
         builder = builder.config(key, value)
     with warnings.catch_warnings():  # PySpark warns about pandas >= 3; recstack hands it Arrow only
         warnings.simplefilter("ignore", FutureWarning)
-        return builder.getOrCreate()
+        return builder.getOrCreate(), not running
 
 
 @lru_cache(maxsize=256)
@@ -307,7 +310,8 @@ class _Written:
 
 class SparkEngine:
     """The :class:`~recstack.data.build_split.PrepareEngine` of ``engine=spark``. It starts a session on first use
-    (or uses ``spark``, one the caller owns) and stops only a session it started (:meth:`close`)."""
+    (or uses ``spark``, one the caller owns, or the one already running in this process) and stops only a session it
+    started (:meth:`close`)."""
 
     name = "spark"
 
@@ -319,8 +323,7 @@ class SparkEngine:
     @property
     def spark(self) -> SparkSession:
         if self._spark is None:
-            self._spark = spark_session(self.settings)
-            self._owned = True
+            self._spark, self._owned = spark_session(self.settings)
         return self._spark
 
     def close(self) -> None:

@@ -7,6 +7,12 @@ an engine with its own writer (Spark to object storage) reads
 :func:`~recstack.data.prepare_sql.final_rows_with_ids` instead. Loading the source and the id maps' metadata stay
 shared Python; every per-row step is a query, except the random split's keys (one Python function over whole users,
 :class:`~recstack.data.random_stream.RandomStages`, run where the rows are).
+
+The new_items split draws everything from one seeded numpy stream, in the embedded order, and so does this path: the
+held-out items (one ``choice`` over the distinct items, here: they are few), then the warm pairs' keys as the random
+split draws them (on the rows, read from the stream after the choice), then the permutation of the cold pairs (here,
+from the stream after the warm keys and their redraws; at most a few million numbers), joined back to the cold pairs
+by their position in (user, item) order.
 """
 
 from __future__ import annotations
@@ -34,12 +40,12 @@ from recstack.data.engines import EngineError
 from recstack.data.idmap import _as_arrow_strings, recompact
 from recstack.data.random_stream import RANDOM_STAGE_SCHEMA, RandomStages, StreamCursor, key_bits, tie_ranks
 from recstack.data.schema import DataError
-from recstack.data.split import SplitConfig, linear_quantile, time_cuts
+from recstack.data.split import TEST, VALID, SplitConfig, held_out_items, linear_quantile, time_cuts
 from recstack.data.sql_runner import SqlRunner
 
 MIN_KEY_BITS = 16  # below this shuffle_within_groups takes a permutation instead of keys (see split.py)
 CHRONOLOGICAL = ("chrono", "loo", "time")
-SQL_STRATEGIES = ("random", *CHRONOLOGICAL)
+DROPPING = ("time", "new_items")  # the strategies that drop users without a training pair
 RAW_SCHEMA = pa.schema(
     [
         ("uid", pa.string()),
@@ -140,46 +146,76 @@ def _clean(runner: SqlRunner, cfg: CleanConfig, dataset: str, rows_in: int) -> C
     )
 
 
-def _random_stages(runner: SqlRunner, cfg: SplitConfig) -> None:
-    """``pair_stage`` of the random split: numpy's keys at each pair's stream position, ties redrawn as numpy does."""
-    shape = runner.fetch(q.PAIR_SHAPE).to_pylist()[0]
-    n_pairs, n_users, max_per_user = (int(shape[k]) for k in ("n_pairs", "n_users", "max_per_user"))
-    bits = key_bits(n_users - 1, max_per_user)
+def _random_stages(
+    runner: SqlRunner, source: str, cursor: StreamCursor, cfg: SplitConfig, *, into: str
+) -> StreamCursor:
+    """Table ``into`` (``u, i, stage``): the pairs of ``source`` (whole users) staged per user as the random split
+    stages them, with the keys ``shuffle_within_groups`` would draw over ``source`` from ``cursor``: each pair's key
+    at its position, ties redrawn as numpy does. Returns the stream after the keys and any redraws (new_items draws
+    on from there)."""
+    shape = runner.fetch(q.pair_shape(source)).to_pylist()[0]
+    n_pairs, max_user, max_per_user = (int(shape[k]) for k in ("n_pairs", "max_user", "max_per_user"))
+    bits = key_bits(max_user, max_per_user)
     if bits < MIN_KEY_BITS:
         raise EngineError(
-            f"split=random over {n_users:,} users with up to {max_per_user:,} pairs each is shuffled by a global "
-            "permutation in the embedded path, which an engine cannot replay; prepare it with engine=duckdb"
+            f"split={cfg.name} over {max_user + 1:,} users with up to {max_per_user:,} pairs each is shuffled by a "
+            "global permutation in the embedded path, which an engine cannot replay; prepare it with engine=duckdb"
         )
-    cursor = StreamCursor.from_seed(cfg.seed)
     fn = RandomStages(cursor, bits, tuple(cfg.ratios))
-    runner.map_users("pair_keys", q.PAIRS_WITH_STARTS, fn, RANDOM_STAGE_SCHEMA)
+    runner.map_users("pair_keys", q.pairs_with_starts(source), fn, RANDOM_STAGE_SCHEMA)
+    after_keys = cursor.after_integers(bits, n_pairs)
     tied = runner.fetch(q.TIED_KEYS)
     if tied.num_rows == 0:  # the rule: every key differs from its user's other keys, so the ranks are final
-        runner.materialize("pair_stage", "SELECT u, i, stage FROM pair_keys")
+        runner.materialize(into, "SELECT u, i, stage FROM pair_keys")
         runner.drop("pair_keys")
-        return
+        return after_keys
     # numpy redrew the tied keys from the stream's end, in (user, key, offset) order: replay that, then rank again
     u, key = tied.column("u").to_numpy(), tied.column("rkey").to_numpy()
     run = np.cumsum(np.concatenate(([0], (u[1:] != u[:-1]) | (key[1:] != key[:-1]))))
-    tiebreak, _ = tie_ranks(run, cursor.after_integers(bits, n_pairs))
+    tiebreak, after_ties = tie_ranks(run, after_keys)
     ties = {"u": tied.column("u"), "offs": tied.column("offs"), "tiebreak": pa.array(tiebreak, type=pa.int64())}
     runner.register("ties", pa.table(ties))
-    runner.materialize("pair_stage", q.by_ratio(q.RANDOM_RANKS, cfg.ratios))
+    runner.materialize(into, q.by_ratio(q.RANDOM_RANKS, cfg.ratios))
     runner.drop("pair_keys")
     runner.drop("ties")
+    return after_ties
+
+
+def _new_items_stages(runner: SqlRunner, cfg: SplitConfig) -> None:
+    """``pair_stage`` of the new_items split, drawing from one numpy stream in the embedded order
+    (:func:`recstack.data.split._new_items_stages`): the cold items here (few: one ``choice`` over the distinct
+    items), the warm pairs' keys where the rows are (:func:`_random_stages` from the stream after the choice), the cold
+    pairs' permutation here (from the stream after the warm keys and their redraws), handed back as a table of
+    stages by position."""
+    rng = np.random.default_rng(cfg.seed)
+    # SQL codes sort as the embedded indices do, so the choice picks the same positions of the sorted distinct items
+    items = runner.fetch("SELECT DISTINCT i FROM pairs ORDER BY i").column("i").to_numpy()
+    cold_items = held_out_items(items, cfg.cold_fraction, rng)
+    runner.register("cold_items", pa.table({"i": pa.array(cold_items, type=pa.int64())}))
+    runner.materialize("warm_pairs", q.pairs_of_items(cold=False))
+    n_cold = runner.materialize("cold_pairs", q.pairs_of_items(cold=True))
+    runner.drop("cold_items")
+    after_warm = _random_stages(runner, "warm_pairs", StreamCursor.of(rng), cfg, into="warm_stage")
+    valid_share = cfg.ratios[1] / (cfg.ratios[1] + cfg.ratios[2])
+    n_valid = round(valid_share * n_cold)
+    order = after_warm.generator().permutation(n_cold)  # order[j]: the cold pair (by position) drawn j-th
+    stage = np.full(n_cold, TEST, dtype=np.int8)
+    stage[order[:n_valid]] = VALID
+    positions = {"pos": pa.array(np.arange(n_cold, dtype=np.int64)), "stage": pa.array(stage)}
+    runner.register("cold_order", pa.table(positions))
+    runner.materialize("pair_stage", q.NEW_ITEMS_STAGES)
+    for table in ("warm_pairs", "cold_pairs", "warm_stage", "cold_order"):
+        runner.drop(table)
 
 
 def _split(runner: SqlRunner, cfg: SplitConfig) -> int:
     """``cleaned`` -> ``pairs`` and ``pair_stage`` (:func:`recstack.data.split.split_pairs`, in SQL); returns the
     number of pairs."""
-    if cfg.name not in SQL_STRATEGIES:
-        raise EngineError(
-            f"split={cfg.name} draws its cold items and their order from one sequential numpy stream; it runs on "
-            f"engine=duckdb only (the SQL engines run {list(SQL_STRATEGIES)})"
-        )
     n_pairs = runner.materialize("pairs", q.pairs("cleaned"))
     if cfg.name == "random":
-        _random_stages(runner, cfg)
+        _random_stages(runner, "pairs", StreamCursor.from_seed(cfg.seed), cfg, into="pair_stage")
+    elif cfg.name == "new_items":
+        _new_items_stages(runner, cfg)
     elif cfg.name == "chrono":
         runner.materialize("pair_stage", q.by_ratio(q.CHRONO_RANKS, cfg.ratios))
     elif cfg.name == "loo":
@@ -213,7 +249,7 @@ def run_split_sql(
     with steps.step("split"):
         n_pairs = _split(runner, split_cfg)
         dropped_users = dropped_rows = 0
-        if split_cfg.name == "time":  # the only SQL strategy that drops users
+        if split_cfg.name in DROPPING:
             counts = runner.fetch(q.SPLIT_COUNTS).to_pylist()[0]
             n_pairs, dropped_users, dropped_rows = (
                 int(counts[k]) for k in ("n_pairs", "dropped_users", "dropped_rows")
