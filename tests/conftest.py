@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ from bundle_support import write_test_bundle
 from spark_support import SharedSpark
 
 from recstack.data.prepared import FORMAT_VERSION, PreparedSplit
+
+if TYPE_CHECKING:
+    from recstack.data.spark_engine import SparkEngine
 
 
 def data_home() -> Path:
@@ -133,6 +137,12 @@ def shared_spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedSpa
     shared = SharedSpark(tmp_path_factory.mktemp("spark-local"))
     yield shared
     shared.close()
+
+
+@pytest.fixture(scope="module")
+def spark_engine(shared_spark: SharedSpark) -> SparkEngine:
+    """The process's local engine for a Spark test module, two shuffle partitions (a module may override it)."""
+    return shared_spark.engine(shuffle_partitions=2)
 
 
 @pytest.fixture(autouse=True)

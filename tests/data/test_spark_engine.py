@@ -32,7 +32,7 @@ from spark_support import SharedSpark, refusal_without_java
 import recstack.data.split as split_module
 import recstack.data.sql_split as sql_split
 from recstack.config import compose, split_spec
-from recstack.data.build_split import SplitSpec, build_split, load_source, prepare
+from recstack.data.build_split import BuiltSplit, SplitSpec, build_split, load_source, prepare
 from recstack.data.clean import CleanConfig
 from recstack.data.engines import EngineError
 from recstack.data.prepared import PreparedSplit
@@ -172,13 +172,18 @@ CASES = [
 
 @pytest.mark.parametrize(("clean_cfg", "split_cfg"), CASES)
 def test_sql_on_duckdb_builds_the_embedded_split(clean_cfg: CleanConfig, split_cfg: SplitConfig) -> None:
-    ds = with_duplicates()
+    assert_sql_builds_the_embedded_split(with_duplicates(), clean_cfg, split_cfg)
+
+
+def assert_sql_builds_the_embedded_split(ds: Dataset, clean_cfg: CleanConfig, split_cfg: SplitConfig) -> BuiltSplit:
+    """The SQL text on DuckDB builds what the embedded path builds from ``ds``; returns the SQL engine's split."""
     a = build_split(ds, clean_cfg, split_cfg)
     b = sql_build(ds, clean_cfg, split_cfg)
     assert_same_tables(a, b)
     assert a.items.equals(b.items) and a.users.equals(b.users)
     assert a.clean_report == b.clean_report
     assert (a.n_pairs, a.dropped_users, a.dropped_interactions) == (b.n_pairs, b.dropped_users, b.dropped_interactions)
+    return b
 
 
 NEW_ITEMS_CASES = [
@@ -190,12 +195,7 @@ NEW_ITEMS_CASES = [
 
 @pytest.mark.parametrize(("clean_cfg", "split_cfg"), NEW_ITEMS_CASES)
 def test_sql_on_duckdb_builds_the_embedded_new_items_split(clean_cfg: CleanConfig, split_cfg: SplitConfig) -> None:
-    ds = with_lone_users()
-    a = build_split(ds, clean_cfg, split_cfg)
-    b = sql_build(ds, clean_cfg, split_cfg)
-    assert_same_tables(a, b)
-    assert a.items.equals(b.items) and a.users.equals(b.users)
-    assert (a.n_pairs, a.dropped_users, a.dropped_interactions) == (b.n_pairs, b.dropped_users, b.dropped_interactions)
+    b = assert_sql_builds_the_embedded_split(with_lone_users(), clean_cfg, split_cfg)
     if clean_cfg == CleanConfig():
         assert b.dropped_users > 0  # users whose only item is held out
 
@@ -243,12 +243,6 @@ def test_sql_errors_match_the_embedded_ones(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 # --- Spark ----------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def spark_engine(shared_spark: SharedSpark) -> object:
-    """The test process's one local engine (tests/spark_support.py: the JVM start is the slow part)."""
-    return shared_spark.engine(shuffle_partitions=2)
 
 
 def test_spark_prepares_the_published_ml100k_split(

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from monitor_support import DAY, MIN, LakeBuilder, day, loaded
-from spark_support import SharedSpark, refusal_without_java
+from spark_support import refusal_without_java
 
 from recstack.monitoring.attribution import attribute, outcome_pairs
 from recstack.monitoring.monitor_spark import spark_attribute, spark_outcome_pairs
@@ -114,12 +114,6 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeBuilder:
     random_traffic(builder)
     builder.write()
     return builder
-
-
-@pytest.fixture(scope="module")
-def spark_engine(shared_spark: SharedSpark) -> object:
-    """The process's local engine (tests/spark_support.py)."""
-    return shared_spark.engine(shuffle_partitions=2)
 
 
 def test_engine_spark_without_java_is_one_clear_line(lake: LakeBuilder, tmp_path: Path) -> None:

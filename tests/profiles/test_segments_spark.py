@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from profiles_support import AS_OF_MS, ITEMS, LakeBuilder, write_items
-from spark_support import SharedSpark, refusal_without_java
+from spark_support import refusal_without_java
 
 from recstack.config import config_dir
 from recstack.profiles.rules import HOUR_MS, load_segments, parse_segments
@@ -95,12 +95,6 @@ def lake_fixture(tmp_path_factory: pytest.TempPathFactory) -> LakeBuilder:
     fill(builder)
     builder.write()
     return builder
-
-
-@pytest.fixture(scope="module")
-def spark_engine(shared_spark: SharedSpark) -> object:
-    """The process's local engine (tests/spark_support.py)."""
-    return shared_spark.engine(shuffle_partitions=2)
 
 
 def rule_set() -> dict:
