@@ -2,9 +2,9 @@
 :mod:`recstack.data.prepare_sql` on them. :class:`DuckDbRunner` runs it as written (in process);
 :class:`recstack.data.spark_engine.SparkRunner` translates it with sqlglot and runs it on Spark.
 
-The one step that is not SQL is :meth:`SqlRunner.map_users`: the random split's keys (numpy's, read at each pair's
-stream position: :class:`recstack.data.random_stream.RandomStages`) are computed by one Python function over whole
-users, wherever the rows are (a Spark worker, or this process).
+The one step that is not SQL is :meth:`SqlRunner.map_users`: the random split's keys, and the new_items split's keys
+for its warm pairs (numpy's, read at each pair's stream position: :class:`recstack.data.random_stream.RandomStages`),
+are computed by one Python function over whole users, wherever the rows are (a Spark worker, or this process).
 """
 
 from __future__ import annotations
