@@ -22,7 +22,7 @@ from monitor_support import DAY, MIN, LakeBuilder, day, loaded
 from spark_support import refusal_without_java
 
 from recstack.monitoring.attribution import attribute, outcome_pairs
-from recstack.monitoring.monitor_spark import spark_attribute, spark_outcome_pairs
+from recstack.monitoring.monitor_spark import spark_attribute, spark_joins, spark_outcome_pairs
 from recstack.monitoring.per_impression import load_impressions
 from recstack.monitoring.spec import HOUR_MS, MetricSpec
 
@@ -154,6 +154,10 @@ def test_spark_joins_are_duckdbs(spark_engine: object, lake: LakeBuilder, name: 
         pairs = spark_outcome_pairs(spark, con, spec)
         assert pairs.schema == duck_pairs.schema and pairs.equals(duck_pairs)
         # what the per-impression step makes of them (it computes DuckDB's pairs itself when given none)
+        # both joins over one shipment of the inputs, as the job runs them
+        joined, joined_pairs = spark_joins(spark, con, spec)
+        assert joined == n and joined_pairs.equals(pairs)
+        assert con.sql("SELECT * FROM attributed").to_arrow_table().equals(duck)
         given, own = load_impressions(con, spec, pairs), load_impressions(con, spec)
         assert np.array_equal(given.n_relevant, own.n_relevant) and np.array_equal(given.hit_mask, own.hit_mask)
         assert own.n_relevant.any()
@@ -196,7 +200,7 @@ def test_cli_engine_spark_writes_what_duckdb_writes(
     daily = pd.read_parquet(base / "duckdb" / "daily.parquet")
     assert daily["impressions"].sum() > 100 and daily["judged"].sum() > 0 and (daily["ctr@10"] > 0).any()
     assert summaries["spark"]["settings"]["engine"] == "spark" and summaries["duckdb"]["settings"]["engine"] == "duckdb"
-    assert "outcome pairs" in summaries["spark"]["seconds"]
+    assert "attribute and outcome pairs (Spark)" in summaries["spark"]["seconds"]
     ignored = ("generated", "seconds", "outputs", "settings")
     same = [{k: v for k, v in s.items() if k not in ignored} for s in summaries.values()]
     assert same[1] == same[0]

@@ -202,10 +202,9 @@ def run_monitor(
         if spark is None:
             steps.run("attribute", attribute, con, spec)
         else:
-            from recstack.monitoring.monitor_spark import spark_attribute, spark_outcome_pairs
+            from recstack.monitoring.monitor_spark import spark_joins
 
-            steps.run("attribute", spark_attribute, spark, con, spec)
-            pairs = steps.run("outcome pairs", spark_outcome_pairs, spark, con, spec)
+            _, pairs = steps.run("attribute and outcome pairs (Spark)", spark_joins, spark, con, spec)
         imps = steps.run("per impression", load_impressions, con, spec, pairs)
 
         def values() -> dict[str, np.ndarray]:

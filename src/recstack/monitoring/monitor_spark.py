@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import duckdb
     from pyspark.sql import SparkSession
 
-__all__ = ["ATTRIBUTED_SCHEMA", "PAIRS_SCHEMA", "spark_attribute", "spark_outcome_pairs"]
+__all__ = ["ATTRIBUTED_SCHEMA", "PAIRS_SCHEMA", "spark_attribute", "spark_joins", "spark_outcome_pairs"]
 
 ATTRIBUTED_SCHEMA = pa.schema(
     [
@@ -68,24 +68,30 @@ def _ship(
     return runner.register(name, con.sql(sql).to_arrow_table())
 
 
-def spark_attribute(spark: SparkSession, con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> int:
-    """What :func:`~recstack.monitoring.attribution.attribute` does for the loaded connection ``con``, computed by
-    ``spark``: creates ``attributed`` in ``con`` (ordered by ``ev_row``) and returns its rows. The views it creates in
-    Spark are dropped afterwards; the session is the caller's."""
+IMP_COLUMNS = ("imp_row", "rid", "uid", "ts", "items")
+EV_COLUMNS = ("ev_row", "uid", "item", "event_type", "rid", "ts")
+
+
+def _ship_inputs(runner: SparkRunner, con: duckdb.DuckDBPyConnection, event_types: tuple[str, ...]) -> None:
+    """``imp_rows`` and the ``ev_rows`` of ``event_types`` into Spark, once for the joins that read them."""
     input_views(con)
+    _ship(runner, con, "imp_rows", IMP_COLUMNS)
+    _ship(runner, con, "ev_rows", EV_COLUMNS, f"event_type IN ({sql_strings(tuple(dict.fromkeys(event_types)))})")
+
+
+def _attribute_on(runner: SparkRunner, con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> int:
+    """The attribution queries over the inputs ``runner`` holds; ``attributed`` into ``con``, the intermediate tables
+    dropped from Spark afterwards."""
     *steps, (last, final) = attribution_queries(spec)
-    runner = SparkRunner(spark)
     try:
-        _ship(runner, con, "imp_rows", ("imp_row", "rid", "uid", "ts", "items"))
-        types = sql_strings(spec.attributed_events)
-        _ship(runner, con, "ev_rows", ("ev_row", "uid", "item", "event_type", "rid", "ts"), f"event_type IN ({types})")
         for name, sql in steps:  # kept, as DuckDB keeps them: cand and by_request are each read twice
             runner.materialize(name, sql)
         runner.view(last, final)
         attributed = runner.fetch(f"SELECT ev_row, imp_row, pos, event_type, by_request FROM {last} ORDER BY ev_row")
     finally:
-        spark.catalog.dropTempView(last)
-        runner.close()
+        runner.spark.catalog.dropTempView(last)
+        for name, _ in steps:
+            runner.drop(name)
     # the types of DuckDB's table, whatever Spark's Arrow conversion chose (string sizes, nullability)
     con.register("_spark_attributed", attributed.cast(ATTRIBUTED_SCHEMA))
     try:
@@ -95,19 +101,48 @@ def spark_attribute(spark: SparkSession, con: duckdb.DuckDBPyConnection, spec: M
     return attributed.num_rows
 
 
+def _outcome_pairs_on(runner: SparkRunner, spec: MetricSpec) -> pa.Table:
+    """The outcome-pairs query over the inputs ``runner`` holds, ordered by ``imp_row, pos``."""
+    runner.view("outcome_pairs", outcome_pairs_query(spec))
+    try:
+        pairs = runner.fetch("SELECT imp_row, pos FROM outcome_pairs ORDER BY imp_row, pos")
+    finally:
+        runner.spark.catalog.dropTempView("outcome_pairs")
+    return pairs.cast(PAIRS_SCHEMA)
+
+
+def spark_joins(spark: SparkSession, con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> tuple[int, pa.Table]:
+    """Both joins for the loaded connection ``con`` over one shipment of the inputs (what ``recstack-monitor
+    engine=spark`` runs: the impressions' lists are the bulk, and in local mode they are held in the driver's JVM):
+    ``attributed`` into ``con`` as :func:`spark_attribute` makes it, and the outcome pairs as
+    :func:`spark_outcome_pairs` returns them. Returns (attributed events, pairs). The session is the caller's."""
+    runner = SparkRunner(spark)
+    try:
+        _ship_inputs(runner, con, (*spec.attributed_events, *spec.outcome_events))
+        return _attribute_on(runner, con, spec), _outcome_pairs_on(runner, spec)
+    finally:
+        runner.close()
+
+
+def spark_attribute(spark: SparkSession, con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> int:
+    """What :func:`~recstack.monitoring.attribution.attribute` does for the loaded connection ``con``, computed by
+    ``spark``: creates ``attributed`` in ``con`` (ordered by ``ev_row``) and returns its rows. The views it creates in
+    Spark are dropped afterwards; the session is the caller's."""
+    runner = SparkRunner(spark)
+    try:
+        _ship_inputs(runner, con, spec.attributed_events)
+        return _attribute_on(runner, con, spec)
+    finally:
+        runner.close()
+
+
 def spark_outcome_pairs(spark: SparkSession, con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> pa.Table:
     """What :func:`~recstack.monitoring.attribution.outcome_pairs` gives for the loaded connection ``con`` (``imp_row,
     pos``), computed by ``spark`` and ordered by ``imp_row, pos``, for the per-impression step
     (:func:`~recstack.monitoring.per_impression.load_impressions`'s ``pairs``). The session is the caller's."""
-    input_views(con)
     runner = SparkRunner(spark)
     try:
-        _ship(runner, con, "imp_rows", ("imp_row", "uid", "ts", "items"))
-        types = sql_strings(spec.outcome_events)
-        _ship(runner, con, "ev_rows", ("uid", "item", "event_type", "ts"), f"event_type IN ({types})")
-        runner.view("outcome_pairs", outcome_pairs_query(spec))
-        pairs = runner.fetch("SELECT imp_row, pos FROM outcome_pairs ORDER BY imp_row, pos")
+        _ship_inputs(runner, con, spec.outcome_events)
+        return _outcome_pairs_on(runner, spec)
     finally:
-        spark.catalog.dropTempView("outcome_pairs")
         runner.close()
-    return pairs.cast(PAIRS_SCHEMA)
