@@ -22,7 +22,7 @@ from monitor_support import DAY, MIN, LakeBuilder, day, loaded
 from spark_support import refusal_without_java
 
 from recstack.monitoring.attribution import attribute, outcome_pairs
-from recstack.monitoring.monitor_spark import spark_attribute, spark_joins, spark_outcome_pairs
+from recstack.monitoring.monitor_spark import spark_joins
 from recstack.monitoring.per_impression import load_impressions
 from recstack.monitoring.spec import HOUR_MS, MetricSpec
 
@@ -147,17 +147,14 @@ def test_spark_joins_are_duckdbs(spark_engine: object, lake: LakeBuilder, name: 
         duck_pairs = outcome_pairs(con, spec).sort_by([("imp_row", "ascending"), ("pos", "ascending")])
         hand = _by_user(con, ["h1", "h2", "h3", "h5", "h6", "h7", "h9"])
 
-        assert spark_attribute(spark, con, spec) == n
+        # both joins over one shipment of the inputs, as the job runs them
+        joined, pairs = spark_joins(spark, con, spec)
+        assert joined == n
         got = con.sql("SELECT * FROM attributed").to_arrow_table()  # as stored: ordered by ev_row
         assert got.schema == duck.schema and got.equals(duck)
         assert _by_user(con, ["h1", "h2", "h3", "h5", "h6", "h7", "h9"]) == hand
-        pairs = spark_outcome_pairs(spark, con, spec)
         assert pairs.schema == duck_pairs.schema and pairs.equals(duck_pairs)
         # what the per-impression step makes of them (it computes DuckDB's pairs itself when given none)
-        # both joins over one shipment of the inputs, as the job runs them
-        joined, joined_pairs = spark_joins(spark, con, spec)
-        assert joined == n and joined_pairs.equals(pairs)
-        assert con.sql("SELECT * FROM attributed").to_arrow_table().equals(duck)
         given, own = load_impressions(con, spec, pairs), load_impressions(con, spec)
         assert np.array_equal(given.n_relevant, own.n_relevant) and np.array_equal(given.hit_mask, own.hit_mask)
         assert own.n_relevant.any()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import duckdb
     from pyspark.sql import SparkSession
 
-__all__ = ["ATTRIBUTED_SCHEMA", "PAIRS_SCHEMA", "spark_attribute", "spark_joins", "spark_outcome_pairs"]
+__all__ = ["ATTRIBUTED_SCHEMA", "PAIRS_SCHEMA", "spark_joins"]
 
 ATTRIBUTED_SCHEMA = pa.schema(
     [
@@ -114,35 +114,12 @@ def _outcome_pairs_on(runner: SparkRunner, spec: MetricSpec) -> pa.Table:
 def spark_joins(spark: SparkSession, con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> tuple[int, pa.Table]:
     """Both joins for the loaded connection ``con`` over one shipment of the inputs (what ``recstack-monitor
     engine=spark`` runs: the impressions' lists are the bulk, and in local mode they are held in the driver's JVM):
-    ``attributed`` into ``con`` as :func:`spark_attribute` makes it, and the outcome pairs as
-    :func:`spark_outcome_pairs` returns them. Returns (attributed events, pairs). The session is the caller's."""
+    ``attributed`` into ``con`` (ordered by ``ev_row``) as :func:`~recstack.monitoring.attribution.attribute` makes
+    it, and the outcome pairs of :func:`~recstack.monitoring.attribution.outcome_pairs` ordered by ``imp_row, pos``
+    (the per-impression step's ``pairs``). Returns (attributed events, pairs). The session is the caller's."""
     runner = SparkRunner(spark)
     try:
         _ship_inputs(runner, con, (*spec.attributed_events, *spec.outcome_events))
         return _attribute_on(runner, con, spec), _outcome_pairs_on(runner, spec)
-    finally:
-        runner.close()
-
-
-def spark_attribute(spark: SparkSession, con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> int:
-    """What :func:`~recstack.monitoring.attribution.attribute` does for the loaded connection ``con``, computed by
-    ``spark``: creates ``attributed`` in ``con`` (ordered by ``ev_row``) and returns its rows. The views it creates in
-    Spark are dropped afterwards; the session is the caller's."""
-    runner = SparkRunner(spark)
-    try:
-        _ship_inputs(runner, con, spec.attributed_events)
-        return _attribute_on(runner, con, spec)
-    finally:
-        runner.close()
-
-
-def spark_outcome_pairs(spark: SparkSession, con: duckdb.DuckDBPyConnection, spec: MetricSpec) -> pa.Table:
-    """What :func:`~recstack.monitoring.attribution.outcome_pairs` gives for the loaded connection ``con`` (``imp_row,
-    pos``), computed by ``spark`` and ordered by ``imp_row, pos``, for the per-impression step
-    (:func:`~recstack.monitoring.per_impression.load_impressions`'s ``pairs``). The session is the caller's."""
-    runner = SparkRunner(spark)
-    try:
-        _ship_inputs(runner, con, spec.outcome_events)
-        return _outcome_pairs_on(runner, spec)
     finally:
         runner.close()
